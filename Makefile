@@ -1,0 +1,36 @@
+# The two commands of the README: `make run` and `make test`. Both set up what they need.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: setup setup-test run test lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# The edge install: what a Raspberry Pi gets (no TensorFlow).
+$(VENV)/.edge: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# Everything the tests need, training's TensorFlow included.
+$(VENV)/.test: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.edge
+setup-test: $(VENV)/.test
+
+# Fetch and verify the default model, then watch ./inbox (Ctrl-C stops).
+# Offline: BIRDTRAP_MODEL_MIRROR=/path/to/models make run
+run: setup
+	$(BIN)/birdtrap model fetch inat-birds --config config.yaml
+	mkdir -p inbox
+	$(BIN)/birdtrap run --config config.yaml
+
+test: setup-test
+	$(BIN)/python -m pytest
+
+lint: setup-test
+	$(BIN)/ruff check birdtrap training tests bench

@@ -1,0 +1,3 @@
+from birdtrap.cli import main
+
+main()

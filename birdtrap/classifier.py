@@ -1,0 +1,115 @@
+"""Model input arrays in, ranked label probabilities out.
+
+A `Classifier` joins a validated bundle (labels, card) to a TFLite interpreter and checks that the
+two agree. It knows nothing of files, folders or the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from birdtrap.bundle import Label, ModelBundle, load_bundle
+from birdtrap.errors import ModelError
+from birdtrap.preprocess import InputSpec, PreprocessSettings
+from birdtrap.tflite import TFLiteModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Score:
+    label: Label
+    probability: float
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """The top-k labels for one input, and the whole probability vector for later decisions."""
+
+    top: tuple[Score, ...]
+    probabilities: np.ndarray = field(repr=False)
+
+    @property
+    def best(self) -> Score:
+        return self.top[0]
+
+
+class Classifier:
+    """A species (or gate) model ready to run; refuses labels that do not fit its output."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        threads: int = 2,
+        delegate: str = "auto",
+        top_k: int = 5,
+        mean: float | None = None,
+        std: float | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.model = TFLiteModel(bundle.model_path, threads=threads, delegate=delegate)
+        self.top_k = top_k
+        outputs = int(np.prod(self.model.output_details[0]["shape"][1:]))
+        if outputs != len(bundle.labels):
+            raise ModelError(
+                f"{bundle.model_path} has {outputs} outputs but {bundle.labels_path} has {len(bundle.labels)} "
+                "labels; line N of labels.txt must name output N. Use the labels that came with the model."
+            )
+        card_input = (bundle.card or {}).get("input", {})
+        height, width, channels = self.model.input_shape
+        if channels != 3:
+            raise ModelError(f"{bundle.model_path} expects {channels} input channels; birdtrap feeds 3 (RGB).")
+        scale, zero_point = self.model.input_quantization
+        self.spec = InputSpec(
+            height=height,
+            width=width,
+            channels=card_input.get("channels", "RGB"),
+            mean=float(mean if mean is not None else card_input.get("mean", 127.5)),
+            std=float(std if std is not None else card_input.get("std", 127.5)),
+            dtype=self.model.input_dtype,
+            scale=scale,
+            zero_point=zero_point,
+        )
+        log.info(
+            "loaded %s (%d labels, %dx%d %s input) with %s on %s",
+            bundle.model_path,
+            len(bundle.labels),
+            width,
+            height,
+            self.spec.dtype,
+            self.model.runtime.name,
+            self.model.delegate,
+        )
+
+    @classmethod
+    def from_path(cls, model: Path, labels: Path | None = None, **options: object) -> Classifier:
+        return cls(load_bundle(model, labels), **options)  # type: ignore[arg-type]
+
+    @property
+    def labels(self) -> tuple[Label, ...]:
+        return self.bundle.labels
+
+    @property
+    def card_preprocessing(self) -> PreprocessSettings | None:
+        """The preprocessing the model was trained with, when its card records it."""
+        values = (self.bundle.card or {}).get("preprocessing")
+        return PreprocessSettings.from_dict(values) if values else None
+
+    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities (N, labels) for a batch of model inputs."""
+        return self.model.invoke(np.ascontiguousarray(inputs))[0].reshape(len(inputs), -1)
+
+    def predict_batch(self, inputs: list[np.ndarray] | np.ndarray) -> list[Prediction]:
+        if len(inputs) == 0:
+            return []
+        probs = self.probabilities(np.stack(list(inputs)))
+        return [self._rank(row) for row in probs]
+
+    def _rank(self, row: np.ndarray) -> Prediction:
+        k = min(self.top_k, len(row))
+        order = np.argsort(-row, kind="stable")[:k]
+        return Prediction(tuple(Score(self.labels[i], float(row[i])) for i in order), row)

@@ -1,0 +1,315 @@
+"""The `birdtrap` command: parse arguments, call the library, print. No logic of its own."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from birdtrap import __version__
+from birdtrap import config as config_module
+from birdtrap.errors import BirdtrapError
+from birdtrap.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--config PATH` (else $BIRDTRAP_CONFIG, ./config.yaml, /etc/birdtrap/config.yaml)."""
+
+    @click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Configuration file [default: $BIRDTRAP_CONFIG, ./config.yaml, /etc/birdtrap/config.yaml]",
+    )
+    @functools.wraps(command)
+    def wrapper(*args: Any, config_path: Path | None, **kwargs: Any) -> Any:
+        try:
+            return command(*args, config_path=config_path, **kwargs)
+        except BirdtrapError as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+def load_config(config_path: Path | None) -> config_module.Config:
+    config = config_module.load(config_path)
+    setup_logging(config.logging.level)
+    return config
+
+
+@click.group()
+@click.version_option(__version__, prog_name="birdtrap")
+def cli() -> None:
+    """birdtrap: find and name the birds in camera-trap photos.
+
+    \b
+        birdtrap model fetch inat-birds     # install the default model
+        birdtrap run                        # watch the folder in config.yaml
+        birdtrap sightings --since 2024-05-01
+    """
+
+
+@cli.command()
+@config_option
+def run(config_path: Path | None) -> None:
+    """Watch the folder and record every photo's sightings (what systemd starts).
+
+    Runs in the foreground until SIGTERM or Ctrl-C; the batch in flight is finished first.
+
+    \b
+        birdtrap run --config /etc/birdtrap/config.yaml
+    """
+    from birdtrap import daemon
+
+    daemon.run(load_config(config_path))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object a photo.")
+@click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), help="Override model.path.")
+@config_option
+def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, config_path: Path | None) -> None:
+    """Name the birds in photos or folders of photos, without storing anything.
+
+    \b
+        birdtrap classify ../shared/images/real/bird.bmp
+        birdtrap classify inbox/ --json
+    """
+    from birdtrap import daemon
+
+    config = load_config(config_path)
+    if model_path is not None:
+        config = config.model_copy(update={"model": config.model.model_copy(update={"path": model_path.resolve()})})
+    identifier = daemon.build_identifier(config)
+    files = list(_expand(paths))
+    failures = 0
+    if not as_json:
+        click.echo(f"{'photo':40} {'decision':8} {'rank':7} {'confidence':>10}  label")
+    for path, outcome in daemon.classify_files(files, identifier):
+        if isinstance(outcome, BirdtrapError):
+            failures += 1
+            if as_json:
+                click.echo(json.dumps({"path": str(path), "error": str(outcome)}))
+            else:
+                click.echo(f"{_clip(path.name, 40):40} {'failed':8} {'':7} {'':>10}  {outcome}")
+            continue
+        decision = outcome.decision
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "path": str(path),
+                        "kind": decision.kind,
+                        "label": decision.label,
+                        "scientific_name": decision.scientific_name,
+                        "common_name": decision.common_name,
+                        "taxon_rank": decision.taxon_rank,
+                        "confidence": round(decision.confidence, 4),
+                        "box": outcome.box,
+                        "invokes": outcome.invokes,
+                        "top": [{"label": s.label.text, "probability": round(s.probability, 4)} for s in outcome.prediction.top],
+                    }
+                )
+            )
+        else:
+            click.echo(
+                f"{_clip(path.name, 40):40} {decision.kind:8} {decision.taxon_rank or '-':7} "
+                f"{decision.confidence:10.2f}  {decision.label}"
+            )
+    if failures:
+        raise click.ClickException(f"{failures} of {len(files)} photos could not be read (see above).")
+
+
+def _expand(paths: tuple[Path, ...]):
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield path
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _parse_when(value: str | None, flag: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM", param_hint=flag) from None
+
+
+@cli.command()
+@click.option("--since", help="Only photos captured at or after this date/time (YYYY-MM-DD[THH:MM]).")
+@click.option("--until", help="Only photos captured before this date/time.")
+@click.option("--species", help="Scientific or common name, case-insensitive; a prefix is enough.")
+@click.option("--camera", help="Only this camera id.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), help="Only sightings at least this sure.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="At most this many rows.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "ndjson"]), default="table", show_default=True)
+@config_option
+def sightings(
+    since: str | None,
+    until: str | None,
+    species: str | None,
+    camera: str | None,
+    min_confidence: float | None,
+    limit: int,
+    fmt: str,
+    config_path: Path | None,
+) -> None:
+    """List bird sightings, newest first.
+
+    \b
+        birdtrap sightings --since 2024-05-01 --species ardea --format csv
+    """
+    from birdtrap import store
+
+    since_time, until_time = _parse_when(since, "--since"), _parse_when(until, "--until")
+    config = load_config(config_path)
+    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+    with sessions() as session:
+        rows = [
+            _sighting_row(image)
+            for image in store.find_sightings(
+                session,
+                since=since_time,
+                until=until_time,
+                species=species,
+                min_confidence=min_confidence,
+                camera=camera,
+                limit=limit,
+            )
+        ]
+    _print_rows(rows, fmt)
+
+
+def _sighting_row(image: Any) -> dict[str, Any]:
+    return {
+        "captured_at": image.captured_at.isoformat(sep=" ") if image.captured_at else None,
+        "camera": image.camera_id,
+        "scientific_name": image.scientific_name,
+        "common_name": image.common_name,
+        "rank": image.taxon_rank,
+        "confidence": round(image.confidence, 4) if image.confidence is not None else None,
+        "path": image.path,
+    }
+
+
+def _print_rows(rows: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "ndjson":
+        for row in rows:
+            click.echo(json.dumps(row))
+    elif fmt == "csv":
+        if rows:
+            writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        if not rows:
+            click.echo("no sightings match")
+            return
+        columns = list(rows[0])
+        widths = {c: max(len(c), *(len(str(r[c] if r[c] is not None else "")) for r in rows)) for c in columns}
+        widths["path"] = min(widths["path"], 60)
+        click.echo("  ".join(c.ljust(widths[c]) for c in columns))
+        for row in rows:
+            click.echo("  ".join(_clip(str(row[c] if row[c] is not None else ""), widths[c]).ljust(widths[c]) for c in columns))
+
+
+@cli.group()
+def model() -> None:
+    """Inspect and install models.
+
+    \b
+        birdtrap model fetch inat-birds
+        birdtrap model info
+    """
+
+
+@model.command("info")
+@click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), help="Override model.path.")
+@config_option
+def model_info(model_path: Path | None, config_path: Path | None) -> None:
+    """Show the runtime, input, labels and checksums of the configured model.
+
+    \b
+        birdtrap model info
+        birdtrap model info --model ../shared/models/inat_birds
+    """
+    from birdtrap.classifier import Classifier
+
+    config = load_config(config_path)
+    classifier = Classifier.from_path(
+        model_path or config.model.path,
+        None if model_path else config.model.labels,
+        threads=config.model.threads,
+        delegate=config.model.delegate,
+    )
+    bundle, spec = classifier.bundle, classifier.spec
+    lines = {
+        "model": str(bundle.model_path),
+        "name": bundle.name,
+        "version": bundle.version or "-",
+        "runtime": classifier.model.runtime.name,
+        "delegate": classifier.model.delegate,
+        "input": f"{spec.height}x{spec.width}x3 {spec.channels} {spec.dtype}",
+        "input quantization": f"scale {spec.scale:g}, zero point {spec.zero_point}" if spec.scale else "none (float)",
+        "input scaling": f"(pixel - {spec.mean:g}) / {spec.std:g}",
+        "labels": f"{len(bundle.labels)} ({bundle.labels_path})",
+        "model card": "yes" if bundle.card else "no (third-party model, config settings apply)",
+        "sha256": bundle.model_sha256,
+        "labels sha256": bundle.labels_sha256,
+    }
+    for key, value in lines.items():
+        click.echo(f"{key + ':':20} {value}")
+
+
+@model.command("fetch")
+@click.argument("name", type=click.Choice(["inat-birds", "imagenet-mobilenet-v2"]))
+@click.option("--mirror", help="Folder or URL laid out as <mirror>/<model folder>/<file> [default: $BIRDTRAP_MODEL_MIRROR].")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), help="Install folder [default: where the config looks].")
+@config_option
+def model_fetch(name: str, mirror: str | None, dest: Path | None, config_path: Path | None) -> None:
+    """Download a public model, verify its pinned sha256s and install it.
+
+    \b
+        birdtrap model fetch inat-birds
+        birdtrap model fetch inat-birds --mirror /media/usb/models
+    """
+    from birdtrap import fetch
+
+    config = load_config(config_path)
+    if dest is None:
+        model_folder = config.model.path if config.model.path.suffix != ".tflite" else config.model.path.parent
+        dest = model_folder if name == "inat-birds" else model_folder.parent / name
+    files = fetch.fetch(name, dest, mirror or config_module.model_mirror(), progress=sys.stderr.isatty())
+    for path in files:
+        click.echo(f"installed {path}")
+
+
+def main() -> None:
+    cli(prog_name="birdtrap")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""The configuration: read once at start, validated into frozen typed settings.
+
+Errors name the file, the key and the fix; unknown keys get a did-you-mean. Relative paths in a
+config file are taken relative to that file's folder, so a config works wherever it is started
+from (systemd starts in /).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from birdtrap.errors import ConfigError
+from birdtrap.preprocess import PreprocessSettings
+
+ENV_CONFIG = "BIRDTRAP_CONFIG"
+ENV_MIRROR = "BIRDTRAP_MODEL_MIRROR"
+SEARCH_PATHS = (Path("config.yaml"), Path("/etc/birdtrap/config.yaml"))
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WatchSettings(Settings):
+    folder: Path = Field(Path("inbox"), description="Folder the camera writes photos into")
+    recursive: bool = Field(True, description="Also watch sub-folders (cameras often write DCIM/100MEDIA/...)")
+    patterns: tuple[str, ...] = Field(
+        ("*.jpg", "*.jpeg", "*.png", "*.bmp", "*.webp", "*.tif", "*.tiff"),
+        description="File name patterns to process, case-insensitive",
+    )
+    settle_seconds: float = Field(2.0, ge=0, description="A file counts once its size and mtime are unchanged this long")
+    rescan_seconds: float = Field(300.0, gt=0, description="Reconcile the folder against the database this often")
+
+
+class ModelSettings(Settings):
+    path: Path = Field(Path("models/inat-birds/model.tflite"), description="A .tflite file or a bundle folder")
+    labels: Path | None = Field(None, description="labels.txt; default: beside the model")
+    threads: int = Field(2, ge=1, le=64, description="CPU threads for the interpreter")
+    delegate: Literal["auto", "cpu", "edgetpu"] = Field("auto", description="auto tries the Coral Edge TPU, then the CPU")
+    top_k: int = Field(5, ge=1, le=50, description="Predictions stored per photo")
+    input_mean: float | None = Field(None, description="(pixel - mean) / std is the model's real input; default 127.5 or the card")
+    input_std: float | None = Field(None, gt=0, description="See input_mean")
+
+    @field_validator("path")
+    @classmethod
+    def _tflite(cls, value: Path) -> Path:
+        if value.suffix and value.suffix != ".tflite":
+            raise ValueError(f"expected a .tflite file or a bundle folder, got '{value.name}'; run python -m training export")
+        return value
+
+
+class PreprocessConfig(Settings):
+    reduced_decode: bool = Field(True, description="Let the JPEG decoder shrink large photos (much faster)")
+    decode_min_side: int = Field(448, ge=64, description="Shortest side kept by the reduced decode, in pixels")
+    crop_info_bars: bool = Field(True, description="Remove the black text bars camera traps burn into the frame")
+    max_bar_fraction: float = Field(0.05, ge=0, le=0.2, description="Most rows the info-bar search may remove at each edge")
+    denoise: bool = Field(False, description="Bilateral noise reduction on the downscaled image")
+    auto_contrast: bool = Field(False, description="CLAHE on lightness, on the downscaled image")
+    max_pixels: int = Field(100_000_000, ge=1, description="Refuse photos whose header claims more pixels")
+
+    def settings(self) -> PreprocessSettings:
+        return PreprocessSettings(**self.model_dump())
+
+
+class DecisionSettings(Settings):
+    threshold: float = Field(0.5, ge=0, le=1, description="Minimum confidence for a sighting")
+    background_labels: tuple[str, ...] = Field(("background",), description="Labels that mean an empty frame")
+
+
+class BatchSettings(Settings):
+    size: int = Field(8, ge=1, le=256, description="Photos per batch (one transaction each)")
+    max_wait_seconds: float = Field(2.0, ge=0, description="Start a partial batch after this wait")
+
+
+class DatabaseSettings(Settings):
+    url: str = Field("sqlite:///birdtrap.db", description="SQLAlchemy URL; relative SQLite paths are relative to this file")
+    busy_timeout_seconds: float = Field(10.0, gt=0, description="How long a writer waits for a lock")
+
+
+class AfterSettings(Settings):
+    action: Literal["keep", "move"] = Field("keep", description="What to do with a processed photo")
+    archive_folder: Path | None = Field(None, description="Where 'move' puts processed photos")
+    quarantine_folder: Path | None = Field(None, description="Where unreadable photos are moved; none keeps them")
+
+
+class CameraSettings(Settings):
+    id: str = Field("camera-1", min_length=1, description="Camera id stored with every photo")
+    deployment_id: str | None = Field(None, description="Deployment id (Camtrap DP)")
+
+
+class LoggingSettings(Settings):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    progress_seconds: float = Field(10.0, gt=0, description="Log a progress line this often while a backlog drains")
+
+
+class Config(Settings):
+    watch: WatchSettings = WatchSettings()
+    model: ModelSettings = ModelSettings()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    decision: DecisionSettings = DecisionSettings()
+    batch: BatchSettings = BatchSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    after: AfterSettings = AfterSettings()
+    camera: CameraSettings = CameraSettings()
+    logging: LoggingSettings = LoggingSettings()
+    source: Path | None = Field(None, exclude=True, description="The file this was read from")
+
+
+def _known_keys(model: type[BaseModel], location: tuple) -> list[str]:
+    for part in location[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return [name for name in model.model_fields if name != "source"]
+
+
+def _suggest(location: tuple) -> str:
+    """'; did you mean ...' for an unknown key: the closest key name, in any section.
+
+    Keys put in the wrong section (model.threshold) are common, so every section is searched;
+    a key of the same section wins a near tie.
+    """
+    leaf, parent = str(location[-1]), tuple(map(str, location[:-1]))
+    if not parent:
+        candidates = [((), name) for name in _known_keys(Config, ("x",))]
+    else:
+        candidates = [((section,), name) for section in _known_keys(Config, ("x",)) for name in _known_keys(Config, (section, "x"))]
+    best, best_score = None, 0.0
+    for section, name in candidates:
+        score = difflib.SequenceMatcher(None, leaf, name).ratio() + (0.02 if section == parent else 0.0)
+        if score > best_score:
+            best, best_score = ".".join([*section, name]), score
+    return f"; did you mean '{best}'?" if best and best_score >= 0.6 else ""
+
+
+def _explain(error: dict) -> str:
+    location = tuple(error["loc"])
+    key = ".".join(map(str, location)) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        hint = _suggest(location)
+        return f"{key}: unknown key{hint}"
+    return f"{key}: {error['msg']}"
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def absolute(path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = path.expanduser()
+        return path if path.is_absolute() else base / path
+
+    url = config.database.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        url = "sqlite:///" + str(absolute(Path(url[len("sqlite:///") :])))
+    return config.model_copy(
+        update={
+            "watch": config.watch.model_copy(update={"folder": absolute(config.watch.folder)}),
+            "model": config.model.model_copy(update={"path": absolute(config.model.path), "labels": absolute(config.model.labels)}),
+            "database": config.database.model_copy(update={"url": url}),
+            "after": config.after.model_copy(
+                update={
+                    "archive_folder": absolute(config.after.archive_folder),
+                    "quarantine_folder": absolute(config.after.quarantine_folder),
+                }
+            ),
+        }
+    )
+
+
+def parse(text: str, source: Path) -> Config:
+    """Validate YAML text; raises ConfigError with one line per problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} is not valid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a mapping of sections (watch:, model:, ...), not {type(data).__name__}.")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        problems = "\n".join("  " + _explain(err) for err in e.errors())
+        raise ConfigError(
+            f"{source} is not valid:\n{problems}\nFix these keys (config.yaml in the repository documents each one)."
+        ) from None
+    config = _resolve_paths(config, source.parent.resolve())
+    return config.model_copy(update={"source": source})
+
+
+def find_config(explicit: Path | None = None) -> Path | None:
+    """--config, else $BIRDTRAP_CONFIG, else ./config.yaml, else /etc/birdtrap/config.yaml."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(ENV_CONFIG)
+    if from_env:
+        return Path(from_env)
+    for candidate in SEARCH_PATHS:
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load(path: Path | None = None) -> Config:
+    """Load and validate the configuration; with no file anywhere, the defaults (paths from cwd)."""
+    path = find_config(path)
+    if path is None:
+        return _resolve_paths(Config(), Path.cwd())
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; pass --config PATH or set {ENV_CONFIG}.") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read ({e.strerror}).") from None
+    return parse(text, Path(path))
+
+
+def model_mirror() -> str | None:
+    return os.environ.get(ENV_MIRROR) or None
+
+
+def check_folders(config: Config) -> None:
+    """Folders the daemon needs must exist; raises ConfigError naming the key and the fix."""
+    source = config.source or "the default configuration"
+    folder = config.watch.folder
+    if not folder.is_dir():
+        raise ConfigError(f"watch.folder {folder} (in {source}) does not exist; create it or point watch.folder at the camera's folder.")
+    if config.after.action == "move" and config.after.archive_folder is None:
+        raise ConfigError(f"after.action is 'move' but after.archive_folder is not set (in {source}); set it or use action: keep.")
+    for key, path in (("after.archive_folder", config.after.archive_folder), ("after.quarantine_folder", config.after.quarantine_folder)):
+        if path is None:
+            continue
+        if not path.is_dir():
+            raise ConfigError(f"{key} {path} (in {source}) does not exist; create it or remove the key.")
+        if config.watch.recursive and (path == folder or folder in path.parents):
+            raise ConfigError(f"{key} {path} (in {source}) is inside watch.folder; moved photos would be processed again. Put it outside.")

@@ -1,0 +1,29 @@
+"""The errors a user can act on.
+
+Every message says what happened, names the thing (path, key or flag) and gives the fix, so the
+CLI can print it as it is and the journal needs no traceback.
+"""
+
+
+class BirdtrapError(Exception):
+    """Base of every error birdtrap raises for a user's mistake or a broken input."""
+
+
+class ConfigError(BirdtrapError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class PhotoError(BirdtrapError):
+    """A photo cannot be read or decoded; the photo is recorded as failed, the daemon goes on."""
+
+
+class ModelError(BirdtrapError):
+    """A model file, its labels or its model card is missing, broken or inconsistent."""
+
+
+class StoreError(BirdtrapError):
+    """The database cannot be opened, migrated or written."""
+
+
+class FetchError(BirdtrapError):
+    """A model download failed or did not match its pinned checksum."""

@@ -1,0 +1,453 @@
+"""The database: what has been processed, and what was seen.
+
+SQLAlchemy 2.x, SQLite by default. Functions here take a `Session` and never commit: the caller
+owns the transaction (the daemon writes one batch per transaction), so a crash leaves either the
+whole batch or none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from birdtrap.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+PENDING, DONE, FAILED, DUPLICATE = "pending", "done", "failed", "duplicate"
+KIND_BIRD, KIND_EMPTY, KIND_UNKNOWN = "bird", "empty", "unknown"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class ModelRecord(Base):
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(100), default="")
+    path: Mapped[str] = mapped_column(Text)
+    first_used: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ImageRecord(Base):
+    """One photo file as found: its identity (sha256), status, capture time and the decision."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        UniqueConstraint("path", "sha256", name="uq_images_path_sha256"),
+        # Exactly one original per content; copies under other names point at it.
+        Index(
+            "uq_images_original_sha256",
+            "sha256",
+            unique=True,
+            sqlite_where=text("duplicate_of IS NULL AND status IN ('pending', 'done')"),
+            postgresql_where=text("duplicate_of IS NULL AND status IN ('pending', 'done')"),
+        ),
+        Index("ix_images_status", "status"),
+        Index("ix_images_captured_at", "captured_at"),
+        Index("ix_images_kind_captured", "kind", "captured_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    file_mtime: Mapped[float | None] = mapped_column(Float)
+    camera_id: Mapped[str] = mapped_column(String(100))
+    deployment_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    error: Mapped[str | None] = mapped_column(Text)
+    discovered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime)
+    captured_at_source: Mapped[str | None] = mapped_column(String(16))
+    captured_at_plausible: Mapped[bool | None] = mapped_column(Boolean)
+    camera_make: Mapped[str | None] = mapped_column(String(100))
+    camera_model: Mapped[str | None] = mapped_column(String(100))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("images.id"))
+    archived_path: Mapped[str | None] = mapped_column(Text)
+    # The decision: what the photo shows, at which taxon rank, how sure, and the region that decided.
+    kind: Mapped[str | None] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(Text)
+    scientific_name: Mapped[str | None] = mapped_column(String(200))
+    common_name: Mapped[str | None] = mapped_column(String(200))
+    taxon_rank: Mapped[str | None] = mapped_column(String(16))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    box_x0: Mapped[float | None] = mapped_column(Float)
+    box_y0: Mapped[float | None] = mapped_column(Float)
+    box_x1: Mapped[float | None] = mapped_column(Float)
+    box_y1: Mapped[float | None] = mapped_column(Float)
+    invokes: Mapped[int | None] = mapped_column(Integer)
+
+    predictions: Mapped[list[PredictionRecord]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", order_by="PredictionRecord.rank"
+    )
+    model: Mapped[ModelRecord | None] = relationship()
+
+
+class PredictionRecord(Base):
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_image", "image_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    rank: Mapped[int] = mapped_column(Integer)
+    label_index: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(Text)
+    scientific_name: Mapped[str | None] = mapped_column(String(200))
+    common_name: Mapped[str | None] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+    image: Mapped[ImageRecord] = relationship(back_populates="predictions")
+
+
+def _sqlite_pragmas(busy_timeout_ms: int):
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets the CLI and web server read while the daemon writes. synchronous=FULL: a power
+        # cut on a Pi must not lose a committed batch (NORMAL in WAL mode may lose the last ones).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    return on_connect
+
+
+def make_engine(url: str, busy_timeout_seconds: float = 10.0) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": busy_timeout_seconds})
+            event.listen(engine, "connect", _sqlite_pragmas(int(busy_timeout_seconds * 1000)))
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as e:
+        raise StoreError(f"database.url {url!r} cannot be used ({e}); check the URL and that its driver is installed.") from None
+    return engine
+
+
+def open_store(url: str, busy_timeout_seconds: float = 10.0, create: bool = True) -> sessionmaker[Session]:
+    """Open (and create or check) the database; returns a sessionmaker for `with sessions.begin()`.
+
+    Raises StoreError when the database cannot be opened or was written by a newer birdtrap.
+    """
+    if not create:
+        _require_existing_sqlite(url)
+    engine = make_engine(url, busy_timeout_seconds)
+    try:
+        if create:
+            Base.metadata.create_all(engine)
+        with Session(engine) as session, session.begin():
+            row = session.get(Meta, "schema_version")
+            if row is None:
+                if not create:
+                    raise StoreError(f"{_display(url)} has no birdtrap schema; run `birdtrap run` once to create it.")
+                session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(row.value) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{_display(url)} has schema version {row.value}, newer than this birdtrap knows "
+                    f"({SCHEMA_VERSION}); upgrade birdtrap."
+                )
+    except OperationalError as e:
+        raise StoreError(f"cannot open database {_display(url)} ({e.orig}); check database.url and the folder's permissions.") from None
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _require_existing_sqlite(url: str) -> None:
+    # Opening a missing SQLite file would create an empty one and then fail on the missing schema.
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        if not Path(parsed.database).exists():
+            raise StoreError(f"no database at {parsed.database} yet; run `birdtrap run` to create it, or check database.url.")
+
+
+def _display(url: str) -> str:
+    return url.split("@")[-1] if "@" in url else url
+
+
+def schema_version(session: Session) -> int:
+    row = session.get(Meta, "schema_version")
+    return int(row.value) if row else 0
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registration:
+    image_id: int
+    outcome: str  # "new", "pending" (left by a crash), "duplicate" or "seen"
+
+
+def register_photo(
+    session: Session,
+    path: str,
+    sha256: str,
+    size_bytes: int,
+    file_mtime: float,
+    camera_id: str,
+    deployment_id: str | None = None,
+) -> Registration:
+    """Record a photo as pending, or as a duplicate of an earlier one with the same content.
+
+    The same path with the same content is "seen" (nothing is written): a photo is counted once.
+    """
+    existing = session.scalar(
+        select(ImageRecord).where(ImageRecord.path == path, ImageRecord.sha256 == sha256, ImageRecord.status != FAILED)
+    )
+    if existing is not None:
+        # Pending: registered by a run that died before finishing it; process it now.
+        return Registration(existing.id, "pending" if existing.status == PENDING else "seen")
+    original = session.scalar(
+        select(ImageRecord).where(
+            ImageRecord.sha256 == sha256, ImageRecord.duplicate_of.is_(None), ImageRecord.status.in_((PENDING, DONE))
+        )
+    )
+    # A failed attempt at this path is replaced, never counted twice; a pending row whose file
+    # was rewritten before it was processed can never finish, so it ends as failed.
+    session.execute(ImageRecord.__table__.delete().where(ImageRecord.path == path, ImageRecord.status == FAILED))
+    session.execute(
+        ImageRecord.__table__.update()
+        .where(ImageRecord.path == path, ImageRecord.status == PENDING, ImageRecord.sha256 != sha256)
+        .values(status=FAILED, error="the file was replaced before it was processed; the new content is recorded instead")
+    )
+    image = ImageRecord(
+        path=path,
+        sha256=sha256,
+        size_bytes=size_bytes,
+        file_mtime=file_mtime,
+        camera_id=camera_id,
+        deployment_id=deployment_id,
+        status=PENDING if original is None else DUPLICATE,
+        duplicate_of=None if original is None else original.id,
+        processed_at=None if original is None else utcnow(),
+    )
+    session.add(image)
+    session.flush()
+    return Registration(image.id, "new" if original is None else "duplicate")
+
+
+def record_failure(
+    session: Session,
+    path: str,
+    error: str,
+    camera_id: str,
+    image_id: int | None = None,
+    sha256: str | None = None,
+    size_bytes: int | None = None,
+    file_mtime: float | None = None,
+) -> int:
+    """Mark a photo failed with its reason (creating its row if it never got one)."""
+    image = session.get(ImageRecord, image_id) if image_id is not None else None
+    if image is None:
+        # A pending row for this path (left by a crash) or an earlier failure is updated, not repeated.
+        image = session.scalar(
+            select(ImageRecord)
+            .where(ImageRecord.path == path, ImageRecord.status.in_((PENDING, FAILED)))
+            .order_by(ImageRecord.id.desc())
+        )
+    if image is None:
+        image = ImageRecord(path=path, sha256=sha256, size_bytes=size_bytes, file_mtime=file_mtime, camera_id=camera_id)
+        session.add(image)
+    image.status = FAILED
+    image.error = error
+    image.processed_at = utcnow()
+    session.flush()
+    return image.id
+
+
+def record_model(session: Session, sha256: str, name: str, version: str, path: str) -> int:
+    """The id of this model's row, created on first use; last_used is refreshed."""
+    model = session.scalar(select(ModelRecord).where(ModelRecord.sha256 == sha256))
+    if model is None:
+        model = ModelRecord(sha256=sha256, name=name, version=version, path=path)
+        session.add(model)
+    model.last_used = utcnow()
+    session.flush()
+    return model.id
+
+
+@dataclass(frozen=True)
+class RankedLabel:
+    label_index: int
+    label: str
+    scientific_name: str | None
+    common_name: str | None
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """Everything stored for one processed photo (built by the daemon from the pipeline's output)."""
+
+    kind: str
+    label: str | None
+    scientific_name: str | None
+    common_name: str | None
+    taxon_rank: str | None
+    confidence: float | None
+    ranked: tuple[RankedLabel, ...]
+    captured_at: datetime | None
+    captured_at_source: str | None
+    captured_at_plausible: bool | None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    width: int | None = None
+    height: int | None = None
+    box: tuple[float, float, float, float] | None = None
+    invokes: int | None = None
+    archived_path: str | None = None
+
+
+def record_result(session: Session, image_id: int, result: Result, model_id: int) -> None:
+    image = session.get(ImageRecord, image_id)
+    if image is None:
+        raise StoreError(f"image row {image_id} vanished while it was being processed")
+    for name in (
+        "kind",
+        "label",
+        "scientific_name",
+        "common_name",
+        "taxon_rank",
+        "confidence",
+        "captured_at",
+        "captured_at_source",
+        "captured_at_plausible",
+        "camera_make",
+        "camera_model",
+        "width",
+        "height",
+        "invokes",
+        "archived_path",
+    ):
+        setattr(image, name, getattr(result, name))
+    if result.box is not None:
+        image.box_x0, image.box_y0, image.box_x1, image.box_y1 = result.box
+    image.status = DONE
+    image.error = None
+    image.model_id = model_id
+    image.processed_at = utcnow()
+    image.predictions.clear()
+    for rank, ranked in enumerate(result.ranked, start=1):
+        image.predictions.append(
+            PredictionRecord(
+                rank=rank,
+                label_index=ranked.label_index,
+                label=ranked.label,
+                scientific_name=ranked.scientific_name,
+                common_name=ranked.common_name,
+                confidence=ranked.confidence,
+            )
+        )
+    session.flush()
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def known_files(session: Session) -> dict[str, tuple[int | None, float | None]]:
+    """path -> (size, mtime) of every photo on record, for reconciling the folder."""
+    rows = session.execute(select(ImageRecord.path, ImageRecord.size_bytes, ImageRecord.file_mtime))
+    return {path: (size, mtime) for path, size, mtime in rows}
+
+
+def pending_photos(session: Session) -> list[ImageRecord]:
+    return list(session.scalars(select(ImageRecord).where(ImageRecord.status == PENDING).order_by(ImageRecord.id)))
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(ImageRecord.status, func.count()).group_by(ImageRecord.status))
+    return {status: count for status, count in rows}
+
+
+def find_sightings(
+    session: Session,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    species: str | None = None,
+    min_confidence: float | None = None,
+    camera: str | None = None,
+    limit: int | None = None,
+) -> list[ImageRecord]:
+    """Photos whose decision is a bird, newest capture first, filtered as the CLI asks."""
+    query = select(ImageRecord).where(ImageRecord.status == DONE, ImageRecord.kind == KIND_BIRD)
+    if since is not None:
+        query = query.where(ImageRecord.captured_at >= since)
+    if until is not None:
+        query = query.where(ImageRecord.captured_at < until)
+    if species:
+        pattern = species.lower() + "%"
+        query = query.where(
+            or_(
+                func.lower(ImageRecord.scientific_name).like(pattern),
+                func.lower(ImageRecord.common_name).like(pattern),
+            )
+        )
+    if min_confidence is not None:
+        query = query.where(ImageRecord.confidence >= min_confidence)
+    if camera:
+        query = query.where(ImageRecord.camera_id == camera)
+    query = query.order_by(ImageRecord.captured_at.desc(), ImageRecord.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def images_by_path(session: Session, paths: Iterable[str]) -> list[ImageRecord]:
+    return list(session.scalars(select(ImageRecord).where(ImageRecord.path.in_(list(paths))).order_by(ImageRecord.id)))
+
+
+__all__ = [
+    "SQLAlchemyError",
+    "ImageRecord",
+    "PredictionRecord",
+    "ModelRecord",
+    "Result",
+    "RankedLabel",
+    "open_store",
+]

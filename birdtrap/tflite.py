@@ -1,0 +1,159 @@
+"""The TFLite runtime: which one is installed, the Edge TPU delegate, and quantized tensors.
+
+`ai_edge_litert` is the first choice (the maintained runtime, small enough for a Pi), then the
+older `tflite_runtime`, then full TensorFlow's `tf.lite` on a workstation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from birdtrap.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    interpreter: Callable[..., Any]
+    load_delegate: Callable[..., Any]
+
+
+def find_runtime() -> Runtime:
+    """Return the first TFLite runtime that imports. Raises ModelError when none does."""
+    try:
+        from ai_edge_litert import interpreter as litert
+
+        return Runtime("ai_edge_litert", litert.Interpreter, litert.load_delegate)
+    except ImportError:
+        pass
+    try:
+        import tflite_runtime.interpreter as tflite  # type: ignore[import-not-found]
+
+        return Runtime("tflite_runtime", tflite.Interpreter, tflite.load_delegate)
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf  # type: ignore[import-not-found]
+
+        return Runtime("tensorflow.lite", tf.lite.Interpreter, tf.lite.experimental.load_delegate)
+    except ImportError:
+        pass
+    raise ModelError("no TFLite runtime is installed; run `pip install ai-edge-litert`.")
+
+
+def open_interpreter(model_path: Path, threads: int, delegate: str) -> tuple[Any, Runtime, str]:
+    """Build an interpreter with tensors allocated; returns it, the runtime and the delegate used.
+
+    ``delegate`` is ``cpu``, ``edgetpu`` (fail if the Edge TPU library is absent) or ``auto`` (try
+    the Edge TPU, fall back to the CPU with one warning).
+    """
+    runtime = find_runtime()
+    delegates = []
+    used = "cpu"
+    if delegate in ("edgetpu", "auto"):
+        try:
+            # Probe the library first: the runtime's Delegate object half-builds and complains in
+            # its destructor when the library is missing.
+            ctypes.CDLL(EDGETPU_LIBRARY)
+            delegates = [runtime.load_delegate(EDGETPU_LIBRARY)]
+            used = "edgetpu"
+        except (ValueError, OSError, RuntimeError) as e:
+            if delegate == "edgetpu":
+                raise ModelError(
+                    f"model.delegate is 'edgetpu' but {EDGETPU_LIBRARY} could not be loaded ({e}). Install "
+                    "libedgetpu1-std and plug in the Coral, or set model.delegate to auto or cpu."
+                ) from None
+            log.warning("no Edge TPU found (%s); running on the CPU", EDGETPU_LIBRARY)
+    try:
+        interpreter = runtime.interpreter(
+            model_path=str(model_path), num_threads=threads, experimental_delegates=delegates or None
+        )
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{model_path} is not a usable TFLite model ({e}). Fetch or export it again.") from None
+    return interpreter, runtime, used
+
+
+def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Real values of an output tensor, from the interpreter's own quantization parameters."""
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if values.dtype in (np.float32, np.float16, np.float64) or not scale:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+class TFLiteModel:
+    """One interpreter, its input details, and a batch path where the model allows one."""
+
+    def __init__(self, model_path: Path, threads: int = 2, delegate: str = "auto") -> None:
+        self.path = Path(model_path)
+        self.interpreter, self.runtime, self.delegate = open_interpreter(self.path, threads, delegate)
+        self.input_detail = self.interpreter.get_input_details()[0]
+        self.output_details = self.interpreter.get_output_details()
+        self._batch = int(self.input_detail["shape"][0])
+        self._can_batch: bool | None = None
+        self.invokes = 0
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        _, height, width, channels = (int(v) for v in self.input_detail["shape"])
+        return height, width, channels
+
+    @property
+    def input_dtype(self) -> str:
+        return np.dtype(self.input_detail["dtype"]).name
+
+    @property
+    def input_quantization(self) -> tuple[float, int]:
+        scale, zero_point = self.input_detail.get("quantization", (0.0, 0))
+        return float(scale), int(zero_point)
+
+    def _resize(self, batch: int) -> bool:
+        if batch == self._batch:
+            return True
+        try:
+            self.interpreter.resize_tensor_input(self.input_detail["index"], [batch, *self.input_shape])
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError):
+            self.interpreter.resize_tensor_input(self.input_detail["index"], [1, *self.input_shape])
+            self.interpreter.allocate_tensors()
+            self._batch = 1
+            return False
+        self.input_detail = self.interpreter.get_input_details()[0]
+        self.output_details = self.interpreter.get_output_details()
+        self._batch = batch
+        return True
+
+    def invoke(self, inputs: np.ndarray) -> list[np.ndarray]:
+        """Run a batch (N, H, W, C); returns each output dequantized, with the batch axis first."""
+        if inputs.ndim == 3:
+            inputs = inputs[None]
+        count = len(inputs)
+        if self._can_batch is not False and count > 1:
+            self._can_batch = self._resize(count)
+        if self._can_batch and count > 1:
+            return self._run(inputs)
+        if self._batch != 1:
+            self._resize(1)
+        rows = [self._run(inputs[i : i + 1]) for i in range(count)]
+        return [np.concatenate([row[k] for row in rows]) for k in range(len(rows[0]))]
+
+    def _run(self, inputs: np.ndarray) -> list[np.ndarray]:
+        try:
+            self.interpreter.set_tensor(self.input_detail["index"], inputs)
+            self.interpreter.invoke()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{self.path} failed to run ({e}); the model file may be broken. Fetch or export it again.") from None
+        self.invokes += len(inputs)
+        return [dequantize(self.interpreter.get_tensor(d["index"]), d) for d in self.output_details]

@@ -1,0 +1,52 @@
+"""Inference with the real runtime on the real shared models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from birdtrap.classifier import Classifier
+from birdtrap.errors import ModelError
+from birdtrap.preprocess import load, to_model_input
+from birdtrap.tflite import TFLiteModel
+
+from conftest import HERON, INAT, MODELS, photo
+
+
+@pytest.fixture(scope="module")
+def inat():
+    return Classifier.from_path(INAT, delegate="cpu")
+
+
+def test_outputs_are_dequantized_probabilities_from_the_interpreters_own_parameters(inat):
+    image = to_model_input(load(photo("bird.bmp")).bgr, inat.spec)
+    probabilities = inat.probabilities(image[None])[0]
+    assert probabilities.dtype == np.float32
+    # uint8 softmax in steps of 1/256: classes below one step round to 0, so some mass is lost.
+    assert 0.7 <= probabilities.sum() <= 1.05
+    assert set(np.unique(np.round(probabilities * 256, 4)) % 1) == {0.0}
+    detail = inat.model.output_details[0]
+    assert detail["quantization"][0] == pytest.approx(1 / 256)
+
+
+def test_a_batch_gives_the_same_answers_as_one_at_a_time(inat):
+    inputs = np.stack([to_model_input(load(p).bgr, inat.spec) for p in HERON[:3]])
+    together = inat.probabilities(inputs)
+    alone = np.concatenate([inat.probabilities(row[None]) for row in inputs])
+    assert np.allclose(together, alone, atol=1 / 256)
+
+
+def test_the_edge_tpu_delegate_fails_clearly_when_absent_and_auto_falls_back(caplog):
+    with pytest.raises(ModelError, match="model.delegate is 'edgetpu' but libedgetpu.so.1 could not be loaded"):
+        TFLiteModel(INAT / "model.tflite", delegate="edgetpu")
+    model = TFLiteModel(INAT / "model.tflite", delegate="auto")
+    assert model.delegate == "cpu"
+    assert "no Edge TPU found" in caplog.text
+
+
+def test_the_gate_model_loads_with_its_own_labels():
+    gate = Classifier.from_path(MODELS / "imagenet_mobilenet_v2", delegate="cpu")
+    assert len(gate.labels) == 1001 and gate.labels[0].text == "background"
+    image = to_model_input(load(photo("cat.bmp")).bgr, gate.spec)
+    best = gate.predict_batch([image])[0].best
+    assert "cat" in best.label.text.lower()

@@ -1,0 +1,116 @@
+"""The command line as a user types it: classify, sightings, model info, --help."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from birdtrap.cli import cli
+
+from conftest import INAT, MODELS, photo, write_config
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_classify_names_the_chickadee_close_up_first(tmp_path):
+    config = write_config(tmp_path)
+    result = invoke("classify", str(photo("bird.bmp")), "--config", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output.strip().splitlines()[-1])
+    assert answer["top"][0]["label"].startswith("Poecile atricapillus")
+    assert answer["scientific_name"].split()[0] == "Poecile"
+    assert answer["kind"] == "bird"
+    probabilities = [entry["probability"] for entry in answer["top"]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < probabilities[0] <= 1
+
+
+def test_classify_prints_a_table_for_a_folder_and_stores_nothing(tmp_path):
+    config = write_config(tmp_path)
+    result = invoke("classify", str(photo("bird.bmp").parent), "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "bird.bmp" in result.output and "Poecile atricapillus" in result.output
+    assert "cat.bmp" in result.output
+    assert not (tmp_path / "birdtrap.db").exists()
+
+
+def test_classify_reports_an_unreadable_file_by_path_and_exits_non_zero(tmp_path):
+    config = write_config(tmp_path)
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a photo")
+    result = CliRunner().invoke(cli, ["classify", str(broken), str(photo("bird.bmp")), "--config", str(config)])
+    assert result.exit_code == 1
+    assert f"{broken} is not a readable image" in result.output
+    assert "Poecile atricapillus" in result.output
+    assert "1 of 2 photos could not be read" in result.output
+
+
+def test_model_info_names_the_runtime_input_and_labels(tmp_path):
+    config = write_config(tmp_path)
+    result = invoke("model", "info", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "ai_edge_litert" in result.output
+    assert "224x224x3 RGB uint8" in result.output
+    assert "965" in result.output
+    assert "350fcd8cf1df1560060d464595dfed8b174b05792788052896004848d9ad04f9" in result.output
+    assert "scale 0.0078125, zero point 128" in result.output
+
+
+def test_a_model_whose_labels_do_not_fit_is_refused_with_both_counts(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join((INAT / "labels.txt").read_text().splitlines()[:10]) + "\n")
+    config = write_config(tmp_path, model={"labels": str(labels)})
+    result = CliRunner().invoke(cli, ["model", "info", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "has 965 outputs but" in result.output and "has 10 labels" in result.output
+
+
+def test_a_broken_model_file_is_refused_by_path(tmp_path):
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"this is not a flatbuffer" * 10)
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    config = write_config(tmp_path, model={"path": str(bad)})
+    result = CliRunner().invoke(cli, ["classify", str(photo("bird.bmp")), "--config", str(config)])
+    assert result.exit_code == 1
+    assert f"{bad} is not a usable TFLite model" in result.output
+
+
+def test_a_model_that_fails_to_invoke_says_so(tmp_path):
+    broken = MODELS / "broken" / "model_invoking_error.tflite"
+    from birdtrap.errors import ModelError
+    from birdtrap.tflite import TFLiteModel
+
+    try:
+        model = TFLiteModel(broken, delegate="cpu")
+    except ModelError as e:
+        assert str(broken) in str(e)
+        return
+    import numpy as np
+
+    height, width, channels = model.input_shape
+    with pytest.raises(ModelError, match="failed to run"):
+        model.invoke(np.zeros((1, height, width, channels), dtype=model.input_dtype))
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["classify"], ["sightings"], ["model"], ["model", "info"], ["model", "fetch"]])
+def test_every_command_has_help_with_an_example(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    assert "birdtrap " in result.output.split("Options:")[0]
+
+
+def test_sightings_on_a_database_that_does_not_exist_says_how_to_create_it(tmp_path):
+    config = write_config(tmp_path)
+    result = CliRunner().invoke(cli, ["sightings", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "birdtrap run" in result.output
+
+
+def test_a_bad_date_names_the_flag(tmp_path):
+    config = write_config(tmp_path)
+    result = CliRunner().invoke(cli, ["sightings", "--since", "yesterday", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "--since" in result.output and "YYYY-MM-DD" in result.output
