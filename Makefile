@@ -22,10 +22,12 @@ $(VENV)/.test: $(BIN)/python setup.cfg pyproject.toml
 setup: $(VENV)/.edge
 setup-test: $(VENV)/.test
 
-# Fetch and verify the default model, then watch ./inbox (Ctrl-C stops).
+# Fetch and verify the default models, then watch ./inbox (Ctrl-C stops).
 # Offline: BIRDTRAP_MODEL_MIRROR=/path/to/models make run
 run: setup
 	$(BIN)/birdtrap model fetch inat-birds --config config.yaml
+	$(BIN)/birdtrap model fetch imagenet-mobilenet-v2 --config config.yaml
+	$(BIN)/birdtrap model fetch coco-ssd-mobilenet-v1 --config config.yaml
 	mkdir -p inbox
 	$(BIN)/birdtrap run --config config.yaml
 

@@ -285,7 +285,7 @@ def model_info(model_path: Path | None, config_path: Path | None) -> None:
 
 
 @model.command("fetch")
-@click.argument("name", type=click.Choice(["inat-birds", "imagenet-mobilenet-v2"]))
+@click.argument("name", type=click.Choice(["inat-birds", "imagenet-mobilenet-v2", "coco-ssd-mobilenet-v1"]))
 @click.option("--mirror", help="Folder or URL laid out as <mirror>/<model folder>/<file> [default: $BIRDTRAP_MODEL_MIRROR].")
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), help="Install folder [default: where the config looks].")
 @config_option
@@ -300,11 +300,71 @@ def model_fetch(name: str, mirror: str | None, dest: Path | None, config_path: P
 
     config = load_config(config_path)
     if dest is None:
-        model_folder = config.model.path if config.model.path.suffix != ".tflite" else config.model.path.parent
-        dest = model_folder if name == "inat-birds" else model_folder.parent / name
+        dest = _install_folder(name, config)
     files = fetch.fetch(name, dest, mirror or config_module.model_mirror(), progress=sys.stderr.isatty())
     for path in files:
         click.echo(f"installed {path}")
+
+
+def _install_folder(name: str, config: config_module.Config) -> Path:
+    """Where the configuration looks for catalogue model `name` (its folder)."""
+    configured = {"inat-birds": config.model.path, "imagenet-mobilenet-v2": config.gate.path, "coco-ssd-mobilenet-v1": config.detector.path}
+    path = configured[name]
+    if path is None:
+        return config.model.path.parent.parent / name
+    return path if path.suffix != ".tflite" else path.parent
+
+
+@cli.command()
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder the paths in LABELS are relative to [default: the parent of its folder].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (and with --verbose, every photo) as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print one line per photo.")
+@config_option
+def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, config_path: Path | None) -> None:
+    """Score the daemon's own pipeline on labelled photos (truth: scientific name or none).
+
+    \b
+        birdtrap evaluate ../shared/data/labels.csv --verbose
+    """
+    from tqdm import tqdm
+
+    from birdtrap import evaluate as evaluation
+    from birdtrap.loading import build_identifier
+
+    config = load_config(config_path)
+    photos = evaluation.read_labels(labels, root)
+    identifier = build_identifier(config)
+    with tqdm(total=len(photos), unit="photo", disable=not sys.stderr.isatty(), leave=False) as bar:
+        outcomes = evaluation.evaluate(photos, identifier, bar.update)
+    summary = evaluation.summarise(outcomes)
+    if as_json:
+        payload: dict[str, Any] = {"summary": summary.as_dict()}
+        if verbose:
+            payload["photos"] = [o.__dict__ for o in outcomes]
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    if verbose:
+        click.echo(f"{'photo':34} {'truth':22} {'decided':8} {'label':40} {'conf':>5} {'inv':>3} {'gate':>4} {'det':>3}  source")
+        for o in outcomes:
+            mark = "ok" if (o.species_right or o.genus_right or (o.truth is None and not o.false_bird)) else "XX"
+            click.echo(
+                f"{_clip(Path(o.path).name, 34):34} {_clip(o.truth or 'none', 22):22} {o.decided:8} {_clip(o.label or '-', 40):40} "
+                f"{o.confidence:5.2f} {o.invokes:3d} {o.gate_invokes:4d} {o.detector_invokes:3d}  {o.source} {mark}"
+            )
+    s = summary
+    click.echo(f"bird photos named right:     {s.named_right}/{s.bird_photos} (species {s.species_right}, genus {s.genus_right})")
+    click.echo(f"no-bird photos called birds: {s.false_birds}/{s.no_bird_photos}")
+    click.echo(f"empty photos recognised:     {s.empty_recognised}/{s.empty_photos}")
+    click.echo(f"failed to read:              {s.failed}")
+    click.echo(f"time per photo:              mean {s.mean_seconds * 1000:.0f} ms, p95 {s.p95_seconds * 1000:.0f} ms")
+    click.echo(
+        f"invokes per photo:           species {s.mean_invokes:.2f}, gate {s.mean_gate_invokes:.2f}, detector {s.mean_detector_invokes:.2f}"
+    )
 
 
 def main() -> None:

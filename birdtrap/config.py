@@ -55,9 +55,48 @@ class ModelSettings(Settings):
         return value
 
 
+class GateSettings(Settings):
+    path: Path | None = Field(
+        Path("models/imagenet-mobilenet-v2/model.tflite"),
+        description="ImageNet classifier that decides whether a region holds a bird; null disables the gate",
+    )
+    labels: Path | None = Field(None, description="Its labels.txt; default: beside the model")
+    threshold: float = Field(0.5, ge=0, le=1, description="Summed bird-class probability needed to call a region a bird")
+
+
+class DetectorSettings(Settings):
+    path: Path | None = Field(
+        Path("models/coco-ssd-mobilenet-v1/model.tflite"),
+        description="TFLite detector (boxes, classes, scores) that proposes where animals are; null disables it",
+    )
+    min_score: float = Field(0.3, ge=0, le=1, description="Detections below this score are ignored")
+    bird_classes: tuple[int, ...] = Field((15,), description="Class ids that are birds")
+    animal_classes: tuple[int, ...] = Field(tuple(range(16, 25)), description="Class ids that are other animals")
+    person_classes: tuple[int, ...] = Field((0,), description="Class ids that are people")
+    box_order: Literal["yxyx", "xyxy"] = Field("yxyx", description="Order of the box coordinates in the boxes output")
+    person_min_score: float = Field(0.6, ge=0, le=1, description="A frame with no bird and a person this sure is marked 'person'")
+
+
+class FinderConfig(Settings):
+    methods: tuple[Literal["detector", "motion", "tiles"], ...] = Field(
+        ("detector", "motion", "tiles"), description="Region proposals tried after the whole frame"
+    )
+    search: Literal["uncertain", "always", "never"] = Field(
+        "uncertain", description="uncertain: search regions only when the whole frame is not a confident bird"
+    )
+    max_regions: int = Field(6, ge=1, le=64, description="Most regions classified per photo")
+    stage_size: int = Field(3, ge=1, le=64, description="Regions classified together before checking for a confident bird")
+    detector_tiles: tuple[float, ...] = Field((0.6,), description="The detector also runs on square tiles of these sizes (x short side)")
+    tile_scales: tuple[float, ...] = Field((0.5,), description="Plain tiles of these sizes (x short side) fill remaining slots")
+    tile_overlap: float = Field(0.25, ge=0, lt=1, description="Overlap of neighbouring plain tiles")
+    box_margin: float = Field(0.25, ge=0, le=2, description="Context added around a proposed box, per side, as a fraction of its size")
+    min_region_side: float = Field(0.1, ge=0, le=1, description="Smallest region side, as a fraction of the frame's short side")
+    burst_gap_seconds: float = Field(10.0, ge=0, description="Frames of one camera this close in time form a burst (motion)")
+
+
 class PreprocessConfig(Settings):
     reduced_decode: bool = Field(True, description="Let the JPEG decoder shrink large photos (much faster)")
-    decode_min_side: int = Field(448, ge=64, description="Shortest side kept by the reduced decode, in pixels")
+    decode_min_side: int = Field(672, ge=64, description="Shortest side kept by the reduced decode, in pixels")
     crop_info_bars: bool = Field(True, description="Remove the black text bars camera traps burn into the frame")
     max_bar_fraction: float = Field(0.05, ge=0, le=0.2, description="Most rows the info-bar search may remove at each edge")
     denoise: bool = Field(False, description="Bilateral noise reduction on the downscaled image")
@@ -71,6 +110,7 @@ class PreprocessConfig(Settings):
 class DecisionSettings(Settings):
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum confidence for a sighting")
     background_labels: tuple[str, ...] = Field(("background",), description="Labels that mean an empty frame")
+    checklist: Path | None = Field(None, description="Species that occur at this deployment, one scientific name a line")
 
 
 class BatchSettings(Settings):
@@ -103,6 +143,9 @@ class Config(Settings):
     watch: WatchSettings = WatchSettings()
     model: ModelSettings = ModelSettings()
     preprocess: PreprocessConfig = PreprocessConfig()
+    gate: GateSettings = GateSettings()
+    detector: DetectorSettings = DetectorSettings()
+    finder: FinderConfig = FinderConfig()
     decision: DecisionSettings = DecisionSettings()
     batch: BatchSettings = BatchSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -163,6 +206,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         update={
             "watch": config.watch.model_copy(update={"folder": absolute(config.watch.folder)}),
             "model": config.model.model_copy(update={"path": absolute(config.model.path), "labels": absolute(config.model.labels)}),
+            "gate": config.gate.model_copy(update={"path": absolute(config.gate.path), "labels": absolute(config.gate.labels)}),
+            "detector": config.detector.model_copy(update={"path": absolute(config.detector.path)}),
+            "decision": config.decision.model_copy(update={"checklist": absolute(config.decision.checklist)}),
             "database": config.database.model_copy(update={"url": url}),
             "after": config.after.model_copy(
                 update={

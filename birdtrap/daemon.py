@@ -26,41 +26,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
 from birdtrap import store
-from birdtrap.classifier import Classifier
 from birdtrap.config import Config, check_folders
-from birdtrap.decision import DecisionRules
 from birdtrap.errors import BirdtrapError, PhotoError
 from birdtrap.exif import PhotoMetadata, read_metadata
+from birdtrap.loading import build_identifier
+from birdtrap.motion import BurstKey
 from birdtrap.pipeline import Identification, Identifier
 from birdtrap.preprocess import Photo, PreprocessSettings, decode, read_photo_bytes
 from birdtrap.systemd import Notifier
 from birdtrap.watcher import FolderWatcher, PhotoFilter, SettleTracker
 
 log = logging.getLogger(__name__)
-
-
-def load_species_model(config: Config) -> Classifier:
-    return Classifier.from_path(
-        config.model.path,
-        config.model.labels,
-        threads=config.model.threads,
-        delegate=config.model.delegate,
-        top_k=config.model.top_k,
-        mean=config.model.input_mean,
-        std=config.model.input_std,
-    )
-
-
-def build_identifier(config: Config, species: Classifier | None = None) -> Identifier:
-    """Load the models the configuration names; raises ModelError for a missing or bad one."""
-    species = species or load_species_model(config)
-    rules = DecisionRules(threshold=config.decision.threshold, background_labels=config.decision.background_labels)
-    return Identifier(species, preprocess_settings(config, species), rules)
-
-
-def preprocess_settings(config: Config, species: Classifier) -> PreprocessSettings:
-    # A trained bundle's card says how its training photos were prepared; the field must match.
-    return species.card_preprocessing or config.preprocess.settings()
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,15 +49,24 @@ def decode_photo(data: bytes, name: str, mtime: float, settings: PreprocessSetti
     return Decoded(decode(data, name, settings), read_metadata(data, mtime))
 
 
+def burst_key(camera: str, metadata: PhotoMetadata) -> BurstKey:
+    # Photos from one camera a few seconds apart are one burst (motion proposals, events).
+    return BurstKey(f"{camera}/{metadata.camera_make or ''}/{metadata.camera_model or ''}", metadata.captured.value)
+
+
 def classify_files(paths: Iterable[Path], identifier: Identifier) -> Iterable[tuple[Path, Identification | PhotoError]]:
-    """Identify photo files one by one without storing anything (for `birdtrap classify`)."""
+    """Identify photo files one by one, in order, without storing anything (`classify`, `evaluate`).
+
+    The folder stands in for the camera, so the frames of a burst copied together are one burst.
+    """
     for path in paths:
         try:
-            photo = decode(read_photo_bytes(path), str(path), identifier.preprocess)
+            data = read_photo_bytes(path)
+            decoded = decode_photo(data, str(path), path.stat().st_mtime, identifier.preprocess)
         except PhotoError as e:
             yield path, e
             continue
-        yield path, identifier.identify([photo])[0]
+        yield path, identifier.identify([decoded.photo], [burst_key(str(path.parent), decoded.metadata)])[0]
 
 
 def to_result(identification: Identification, decoded: Decoded, archived: str | None) -> store.Result:
@@ -356,7 +341,9 @@ class Daemon:
             except PhotoError as e:
                 failed.append((candidate, str(e)))
             candidate.data = b""
-        identifications = self.identifier.identify([d.photo for _, d in decoded])
+        identifications = self.identifier.identify(
+            [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded]
+        )
         moves: list[tuple[str, Path]] = []
         with self.sessions.begin() as session:
             for (candidate, item), identification in zip(decoded, identifications, strict=False):

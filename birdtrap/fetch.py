@@ -15,6 +15,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +27,15 @@ from birdtrap.errors import FetchError
 log = logging.getLogger(__name__)
 
 CORAL = "https://github.com/google-coral/test_data/raw/master/"
+TF_HOSTED = "https://storage.googleapis.com/download.tensorflow.org/models/tflite/"
 
 
 @dataclass(frozen=True)
 class RemoteFile:
     name: str  # installed name
     url: str
-    sha256: str
+    sha256: str  # of the installed file (the member, for one taken from a zip archive)
+    member: str | None = None  # the file inside the zip at `url`; a mirror holds it unzipped
 
 
 @dataclass(frozen=True)
@@ -80,19 +83,39 @@ CATALOG: dict[str, CatalogEntry] = {
                 ),
             ),
         ),
+        CatalogEntry(
+            "coco-ssd-mobilenet-v1",
+            "Google's COCO SSD MobileNet v1 quantized detector (300x300): where the animals are",
+            "coco_ssd_mobilenet_v1",
+            (
+                RemoteFile(
+                    "model.tflite",
+                    TF_HOSTED + "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip",
+                    "e4b118e5e4531945de2e659742c7c590f7536f8d0ed26d135abcfe83b4779d13",
+                    member="detect.tflite",
+                ),
+                RemoteFile(
+                    "labels.txt",
+                    CORAL + "coco_labels.txt",
+                    "dc183f003fc753c4c43fae6fdf7f387559449573f13fa32e517fb7453fd380f1",
+                ),
+            ),
+        ),
     )
 }
 
 
 def _source(entry: CatalogEntry, remote: RemoteFile, mirror: str | None) -> str:
     if not mirror:
-        return remote.url
+        return remote.url + (f"#{remote.member}" if remote.member else "")
     if "://" in mirror:
         return mirror.rstrip("/") + f"/{entry.mirror_folder}/{urllib.parse.quote(remote.name)}"
     return str(Path(mirror) / entry.mirror_folder / remote.name)
 
 
 def _download(source: str, target: Path, expected: str, progress: bool) -> None:
+    if "#" in source:
+        return _download_member(source, target, expected, progress)
     digest = hashlib.sha256()
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
@@ -120,7 +143,7 @@ def _download(source: str, target: Path, expected: str, progress: bool) -> None:
                     digest.update(chunk)
                     out.write(chunk)
                     bar.update(len(chunk))
-        if digest.hexdigest() != expected:
+        if expected and digest.hexdigest() != expected:
             raise FetchError(
                 f"{source} has sha256 {digest.hexdigest()}, not the pinned {expected}; refusing to install it. "
                 "The download was corrupted or the file was replaced upstream."
@@ -129,6 +152,25 @@ def _download(source: str, target: Path, expected: str, progress: bool) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _download_member(source: str, target: Path, expected: str, progress: bool) -> None:
+    """Download a zip archive to a temporary file and install one verified member of it."""
+    url, member = source.split("#", 1)
+    with tempfile.TemporaryDirectory(dir=target.parent if target.parent.exists() else None) as folder:
+        archive = Path(folder) / "archive.zip"
+        _download(url, archive, "", progress)
+        try:
+            with zipfile.ZipFile(archive) as bundle, bundle.open(member) as stream:
+                data = stream.read()
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise FetchError(f"{url} is not a zip archive holding {member} ({e}); use --mirror with the unzipped files.") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise FetchError(f"{member} in {url} has sha256 {actual}, not the pinned {expected}; refusing to install it.")
+        partial = target.with_name(f".{target.name}.part")
+        partial.write_bytes(data)
+        os.replace(partial, target)
 
 
 def fetch(key: str, destination: Path, mirror: str | None = None, progress: bool = False) -> list[Path]:

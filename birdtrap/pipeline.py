@@ -1,18 +1,52 @@
-"""Decoded photos in, identifications out: the models and decision rules, with no I/O.
+"""Find the bird, then name it: decoded photos in, identifications out, with no I/O.
 
 The daemon, `birdtrap classify` and `birdtrap evaluate` all go through `Identifier`, so the
 numbers `evaluate` prints are the daemon's numbers.
+
+For each photo:
+1. the whole frame goes through the species model and the bird gate; a confident bird that the
+   gate agrees is a bird decides at once (close-ups stay cheap: two invokes);
+2. otherwise regions are proposed (detector boxes on the frame and on tiles of it, burst motion,
+   plain tiles), grown to squares with context, merged, ranked and capped;
+3. the gate screens the regions and the species model names only those the gate calls birds,
+   a few at a time, stopping at the first confident bird;
+4. a bird is reported only where species model and gate agree; otherwise the frame is empty
+   (background), an animal or a person (detector), or unknown.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from birdtrap.classifier import Classifier, Prediction
-from birdtrap.decision import Decision, DecisionRules, decide
+from birdtrap.decision import BIRD, EMPTY, UNKNOWN, Decision, DecisionRules, decide
+from birdtrap.detector import ANIMAL, PERSON, Detection, Detector
+from birdtrap.gate import BirdGate
+from birdtrap.motion import BurstMemory
 from birdtrap.preprocess import Photo, PreprocessSettings, to_model_input
+from birdtrap.regions import WHOLE, Box, Region, crop, grow_to_square, suppress, tiles
 
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in 0-1 of the (cropped) frame
+KIND_ANIMAL, KIND_PERSON = "animal", "person"
+
+
+@dataclass(frozen=True)
+class FinderSettings:
+    """How hard to look for a small bird; see config.yaml's `finder` section."""
+
+    methods: tuple[str, ...] = ("detector", "motion", "tiles")
+    search: str = "uncertain"  # uncertain: only when the whole frame is not a confident bird; always; never
+    max_regions: int = 6
+    stage_size: int = 3
+    gate_threshold: float = 0.5
+    detector_min_score: float = 0.3
+    detector_tiles: tuple[float, ...] = (0.6,)
+    tile_scales: tuple[float, ...] = (0.5,)
+    tile_overlap: float = 0.25
+    box_margin: float = 0.25
+    min_region_side: float = 0.1
+    person_min_score: float = 0.6
 
 
 @dataclass(frozen=True, eq=False)
@@ -20,25 +54,185 @@ class Identification:
     decision: Decision
     prediction: Prediction
     box: Box | None
-    invokes: int
+    invokes: int  # species-model invokes for this photo
+    gate_invokes: int = 0
+    detector_invokes: int = 0
+    source: str = "frame"
+    gate_probability: float | None = None
+    detections: tuple[Detection, ...] = field(default=(), repr=False)
+
+
+@dataclass
+class _Work:
+    photo: Photo
+    whole: Prediction
+    whole_gate: float | None
+    invokes: int = 1
+    gate_invokes: int = 0
+    detector_invokes: int = 0
+    detections: list[Detection] = field(default_factory=list)
 
 
 class Identifier:
-    """Names what is in each photo with the species model (whole frame)."""
+    """Names what is in each photo: species model, optional bird gate, detector and region search."""
 
-    def __init__(self, species: Classifier, preprocess: PreprocessSettings, rules: DecisionRules) -> None:
+    def __init__(
+        self,
+        species: Classifier,
+        preprocess: PreprocessSettings,
+        rules: DecisionRules,
+        gate: BirdGate | None = None,
+        detector: Detector | None = None,
+        finder: FinderSettings | None = None,
+        bursts: BurstMemory | None = None,
+    ) -> None:
         self.species = species
         self.preprocess = preprocess
         self.rules = rules
+        self.gate = gate
+        self.detector = detector
+        self.finder = finder or FinderSettings(search="never")
+        self.bursts = bursts
 
-    def identify(self, photos: list[Photo]) -> list[Identification]:
+    # --- model calls ---------------------------------------------------------------------
+
+    def _species(self, images: list[np.ndarray]) -> list[Prediction]:
+        return self.species.predict_batch([to_model_input(image, self.species.spec, self.preprocess) for image in images])
+
+    def _gate(self, images: list[np.ndarray]) -> np.ndarray:
+        assert self.gate is not None
+        return self.gate.bird_probability(np.stack([to_model_input(image, self.gate.spec, self.preprocess) for image in images]))
+
+    # --- the steps -----------------------------------------------------------------------
+
+    def identify(self, photos: list[Photo], burst_keys: list[object] | None = None) -> list[Identification]:
+        """Identify a batch of photos. `burst_keys` (e.g. camera and capture time) enable motion."""
         if not photos:
             return []
-        before = self.species.model.invokes
-        inputs = [to_model_input(photo.bgr, self.species.spec, self.preprocess) for photo in photos]
-        predictions = self.species.predict_batch(inputs)
-        per_photo = (self.species.model.invokes - before) // len(photos)
-        return [
-            Identification(decide(p.probabilities, self.species.labels, self.rules), p, (0.0, 0.0, 1.0, 1.0), per_photo)
-            for p in predictions
-        ]
+        wholes = self._species([p.bgr for p in photos])
+        gates = self._gate([p.bgr for p in photos]) if self.gate is not None else [None] * len(photos)
+        results = []
+        for index, (photo, whole, gate) in enumerate(zip(photos, wholes, gates, strict=True)):
+            work = _Work(photo, whole, None if gate is None else float(gate), gate_invokes=1 if self.gate else 0)
+            key = burst_keys[index] if burst_keys else None
+            results.append(self._identify_one(work, key))
+        return results
+
+    def _identify_one(self, work: _Work, burst_key: object) -> Identification:
+        motion_regions = self._motion_regions(work.photo, burst_key)
+        whole_decision = decide(work.whole.probabilities, self.species.labels, self.rules)
+        if self._accept(whole_decision, work.whole_gate) and self.finder.search != "always":
+            return self._result(work, whole_decision, work.whole, WHOLE, "frame", work.whole_gate)
+        if self.finder.search == "never" or self.gate is None:
+            if self.gate is not None and whole_decision.kind == BIRD:
+                whole_decision = _not_a_bird(whole_decision)
+            return self._result(work, whole_decision, work.whole, WHOLE, "frame", work.whole_gate)
+        regions = self._propose(work, motion_regions)
+        best: tuple[Decision, Prediction, Region, float] | None = None
+        for start in range(0, len(regions), self.finder.stage_size):
+            stage = regions[start : start + self.finder.stage_size]
+            crops = [crop(work.photo.bgr, region.box) for region in stage]
+            gates = self._gate(crops)
+            work.gate_invokes += len(crops)
+            birdlike = [i for i, g in enumerate(gates) if g >= self.finder.gate_threshold]
+            if not birdlike:
+                continue
+            predictions = self._species([crops[i] for i in birdlike])
+            work.invokes += len(birdlike)
+            for i, prediction in zip(birdlike, predictions, strict=True):
+                decision = decide(prediction.probabilities, self.species.labels, self.rules)
+                if decision.kind == BIRD and (best is None or decision.confidence > best[0].confidence):
+                    best = (decision, prediction, stage[i], float(gates[i]))
+            if best is not None and best[0].confidence >= self.rules.threshold:
+                break
+        if best is not None:
+            decision, prediction, region, gate = best
+            return self._result(work, decision, prediction, region.box, region.source, gate)
+        return self._no_bird(work, whole_decision)
+
+    def _accept(self, decision: Decision, gate: float | None) -> bool:
+        if decision.kind != BIRD:
+            return False
+        return gate is None or gate >= self.finder.gate_threshold
+
+    def _no_bird(self, work: _Work, whole_decision: Decision) -> Identification:
+        people = [d for d in work.detections if d.kind == PERSON and d.score >= self.finder.person_min_score]
+        animals = [d for d in work.detections if d.kind == ANIMAL and d.score >= self.finder.person_min_score]
+        if people:
+            decision = Decision(KIND_PERSON, "person", None, None, None, max(d.score for d in people))
+            box = max(people, key=lambda d: d.score).box
+        elif animals:
+            decision = Decision(KIND_ANIMAL, "animal", None, None, None, max(d.score for d in animals))
+            box = max(animals, key=lambda d: d.score).box
+        elif whole_decision.kind == EMPTY or self.gate is not None:
+            # Nothing the detector trusts and no region the gate calls a bird: an empty frame
+            # as far as a camera trap is concerned (wind, sun, an insect, a plant).
+            decision = Decision(EMPTY, whole_decision.label if whole_decision.kind == EMPTY else None, None, None, None,
+                                whole_decision.confidence if whole_decision.kind == EMPTY else 1.0 - (work.whole_gate or 0.0))
+            box = WHOLE
+        else:
+            decision, box = whole_decision, WHOLE
+        return self._result(work, decision, work.whole, box, "frame", work.whole_gate)
+
+    def _result(self, work: _Work, decision: Decision, prediction: Prediction, box: Box, source: str, gate: float | None) -> Identification:
+        return Identification(
+            decision,
+            prediction,
+            box,
+            work.invokes,
+            work.gate_invokes,
+            work.detector_invokes,
+            source,
+            gate,
+            tuple(work.detections),
+        )
+
+    # --- proposals -----------------------------------------------------------------------
+
+    def _motion_regions(self, photo: Photo, burst_key: object) -> list[Region]:
+        if self.bursts is None or "motion" not in self.finder.methods or burst_key is None:
+            return []
+        return self.bursts.observe(burst_key, photo.bgr)
+
+    def _propose(self, work: _Work, motion_regions: list[Region]) -> list[Region]:
+        photo = work.photo
+        height, width = photo.bgr.shape[:2]
+        finder = self.finder
+        regions: list[Region] = []
+        if "detector" in finder.methods and self.detector is not None:
+            views: list[Box] = [WHOLE]
+            for scale in finder.detector_tiles:
+                views.extend(tiles(width, height, scale, overlap=0.3))
+            images = [crop(photo.bgr, view) for view in views]
+            work.detector_invokes += len(images)
+            for view, found in zip(views, self.detector.detect(images, min_score=min(finder.detector_min_score, 0.3)), strict=True):
+                for detection in found:
+                    box = _inside(view, detection.box)
+                    work.detections.append(Detection(box, detection.kind, detection.class_id, detection.score))
+                    if detection.kind in ("bird", ANIMAL) and detection.score >= finder.detector_min_score:
+                        grown = grow_to_square(box, width, height, finder.box_margin, finder.min_region_side)
+                        # Birds first: an animal box is worth a look (detectors confuse them) but ranks lower.
+                        prior = detection.score + (1.0 if detection.kind == "bird" else 0.0)
+                        regions.append(Region(grown, "detector", prior, detection.kind))
+        for region in motion_regions:
+            grown = grow_to_square(region.box, width, height, finder.box_margin, finder.min_region_side)
+            regions.append(Region(grown, "motion", 1.5 + region.prior, "motion"))
+        ranked = suppress(regions, 0.5)
+        if "tiles" in finder.methods and len(ranked) < finder.max_regions:
+            plain = [Region(box, "tile", 0.0) for scale in finder.tile_scales for box in tiles(width, height, scale, finder.tile_overlap)]
+            ranked.extend(plain)
+        return ranked[: finder.max_regions]
+
+
+def _inside(view: Box, box: Box) -> Box:
+    """A box found in a crop (`view`), in the coordinates of the whole frame."""
+    width, height = view[2] - view[0], view[3] - view[1]
+    return (view[0] + box[0] * width, view[1] + box[1] * height, view[0] + box[2] * width, view[1] + box[3] * height)
+
+
+def _not_a_bird(decision: Decision) -> Decision:
+    # The species model named a bird but the gate disagrees: a mammal or a scene, not a sighting.
+    return Decision(UNKNOWN, decision.label, decision.scientific_name, decision.common_name, None, decision.confidence)
+
+
+__all__ = ["Identifier", "Identification", "FinderSettings", "EMPTY"]

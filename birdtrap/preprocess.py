@@ -41,7 +41,7 @@ class PreprocessSettings:
     """The switchable preprocessing steps; training records them in the model card."""
 
     reduced_decode: bool = True
-    decode_min_side: int = 448
+    decode_min_side: int = 672
     crop_info_bars: bool = True
     max_bar_fraction: float = 0.05
     denoise: bool = False

@@ -47,6 +47,8 @@ def write_config(tmp_path: Path, **sections: dict) -> Path:
     data: dict = {
         "watch": {"folder": "inbox", "settle_seconds": 0.3, "rescan_seconds": 30},
         "model": {"path": str(INAT / "model.tflite"), "delegate": "cpu"},
+        "gate": {"path": str(MODELS / "imagenet_mobilenet_v2" / "model.tflite")},
+        "detector": {"path": str(MODELS / "coco_ssd_mobilenet_v1" / "model.tflite")},
         "database": {"url": "sqlite:///birdtrap.db"},
         "batch": {"size": 4, "max_wait_seconds": 0.3},
         "logging": {"level": "INFO", "progress_seconds": 1},

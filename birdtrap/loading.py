@@ -1,0 +1,99 @@
+"""Build the identifier a configuration describes: species model, bird gate, detector, finder.
+
+Shared by the daemon, `classify` and `evaluate`, so all three run exactly the same models and
+rules. Raises ModelError (naming the key and the fix) for a missing or broken model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from birdtrap.classifier import Classifier
+from birdtrap.config import Config
+from birdtrap.decision import DecisionRules, read_checklist
+from birdtrap.detector import Detector, DetectorLayout
+from birdtrap.errors import ModelError
+from birdtrap.gate import BirdGate
+from birdtrap.motion import BurstMemory
+from birdtrap.pipeline import FinderSettings, Identifier
+from birdtrap.preprocess import PreprocessSettings
+from birdtrap.tflite import TFLiteModel
+
+
+def load_species_model(config: Config) -> Classifier:
+    return Classifier.from_path(
+        config.model.path,
+        config.model.labels,
+        threads=config.model.threads,
+        delegate=config.model.delegate,
+        top_k=config.model.top_k,
+        mean=config.model.input_mean,
+        std=config.model.input_std,
+    )
+
+
+def _require(path: Path, key: str, fetch_name: str) -> None:
+    if not path.exists():
+        raise ModelError(
+            f"{key} {path} not found. Run `birdtrap model fetch {fetch_name}`, or set {key}: null "
+            "to run without it (less accurate on camera-trap frames)."
+        )
+
+
+def load_gate(config: Config) -> BirdGate | None:
+    if config.gate.path is None:
+        return None
+    _require(config.gate.path, "gate.path", "imagenet-mobilenet-v2")
+    model = Classifier.from_path(config.gate.path, config.gate.labels, threads=config.model.threads, delegate=config.model.delegate)
+    return BirdGate(model)
+
+
+def load_detector(config: Config) -> Detector | None:
+    if config.detector.path is None or "detector" not in config.finder.methods:
+        return None
+    _require(config.detector.path, "detector.path", "coco-ssd-mobilenet-v1")
+    settings = config.detector
+    layout = DetectorLayout(settings.bird_classes, settings.animal_classes, settings.person_classes, settings.box_order)
+    return Detector(TFLiteModel(settings.path, threads=config.model.threads, delegate=config.model.delegate), layout)
+
+
+def finder_settings(config: Config) -> FinderSettings:
+    finder = config.finder
+    return FinderSettings(
+        methods=finder.methods,
+        search=finder.search,
+        max_regions=finder.max_regions,
+        stage_size=finder.stage_size,
+        gate_threshold=config.gate.threshold,
+        detector_min_score=config.detector.min_score,
+        detector_tiles=finder.detector_tiles,
+        tile_scales=finder.tile_scales,
+        tile_overlap=finder.tile_overlap,
+        box_margin=finder.box_margin,
+        min_region_side=finder.min_region_side,
+        person_min_score=config.detector.person_min_score,
+    )
+
+
+def preprocess_settings(config: Config, species: Classifier) -> PreprocessSettings:
+    # A trained bundle's card says how its training photos were prepared; the field must match.
+    return species.card_preprocessing or config.preprocess.settings()
+
+
+def build_identifier(config: Config, species: Classifier | None = None) -> Identifier:
+    """Load every model the configuration names and join them into one Identifier."""
+    species = species or load_species_model(config)
+    checklist = read_checklist(config.decision.checklist) if config.decision.checklist else None
+    rules = DecisionRules(
+        threshold=config.decision.threshold, background_labels=config.decision.background_labels, checklist=checklist
+    )
+    bursts = BurstMemory(config.finder.burst_gap_seconds) if "motion" in config.finder.methods else None
+    return Identifier(
+        species,
+        preprocess_settings(config, species),
+        rules,
+        gate=load_gate(config),
+        detector=load_detector(config),
+        finder=finder_settings(config),
+        bursts=bursts,
+    )

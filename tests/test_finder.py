@@ -1,0 +1,157 @@
+"""Find the bird, then name it: tiles, the bird gate, motion in a burst, and evaluate's floors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from birdtrap.classifier import Classifier
+from birdtrap.cli import cli
+from birdtrap.daemon import decode_photo
+from birdtrap.decision import DecisionRules, decide, read_checklist
+from birdtrap.gate import BirdGate, bird_class_names
+from birdtrap.motion import BurstKey, BurstMemory
+from birdtrap.preprocess import PreprocessSettings, load, to_model_input
+from birdtrap.regions import crop, grow_to_square, iou, tiles
+
+from conftest import HERON, INAT, MODELS, SHARED, photo, write_config
+
+# --- geometry ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width,height,scale", [(2048, 1440, 0.5), (4032, 3024, 0.33), (640, 360, 0.6), (300, 500, 0.5)])
+def test_tiles_are_squares_inside_the_frame_that_cover_every_pixel(width, height, scale):
+    covered = np.zeros((height, width), bool)
+    boxes = tiles(width, height, scale, overlap=0.25)
+    for box in boxes:
+        assert 0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1
+        side_w, side_h = (box[2] - box[0]) * width, (box[3] - box[1]) * height
+        assert abs(side_w - side_h) <= 1.0
+        covered[round(box[1] * height) : round(box[3] * height), round(box[0] * width) : round(box[2] * width)] = True
+    assert covered.all()
+
+
+def test_a_grown_box_is_square_keeps_its_object_and_stays_inside():
+    box = (0.9, 0.8, 0.99, 0.97)  # at the bottom-right corner
+    grown = grow_to_square(box, 2048, 1536, margin=0.25)
+    assert 0 <= grown[0] and grown[2] <= 1 and 0 <= grown[1] and grown[3] <= 1
+    assert abs((grown[2] - grown[0]) * 2048 - (grown[3] - grown[1]) * 1536) < 1
+    assert grown[0] <= box[0] and grown[1] <= box[1] and grown[2] >= box[2] and grown[3] >= box[3]
+
+
+def test_crops_are_never_empty_or_out_of_bounds():
+    image = np.zeros((100, 200, 3), np.uint8)
+    assert crop(image, (0.0, 0.0, 1.0, 1.0)).shape == (100, 200, 3)
+    assert crop(image, (0.999, 0.999, 1.0, 1.0)).shape[:2] == (1, 1)
+    assert crop(image, (-0.5, -0.5, 2.0, 2.0)).shape == (100, 200, 3)
+
+
+# --- the bird gate -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gate():
+    return BirdGate(Classifier.from_path(MODELS / "imagenet_mobilenet_v2", delegate="cpu"))
+
+
+def test_the_gates_class_list_is_data_naming_real_imagenet_labels(gate):
+    names = bird_class_names()
+    assert 55 <= len(names) <= 62 and "chickadee" in names and "great grey owl, great gray owl, Strix nebulosa" in names
+    assert len(gate.bird_indices) == len(names)
+
+
+@pytest.mark.parametrize("name,is_bird", [("bird.bmp", True), ("cat.bmp", False), ("grace_hopper.bmp", False), ("sunflower.bmp", False)])
+def test_the_gate_tells_birds_from_cats_people_and_flowers(gate, name, is_bird):
+    image = to_model_input(load(photo(name)).bgr, gate.spec)
+    probability = float(gate.bird_probability(image[None])[0])
+    assert (probability >= 0.5) == is_bird, probability
+
+
+# --- motion --------------------------------------------------------------------------------
+
+
+def test_motion_in_the_heron_burst_points_at_the_heron():
+    memory = BurstMemory(gap_seconds=10)
+    settings = PreprocessSettings()
+    regions = []
+    for path in HERON[:6]:
+        decoded = decode_photo(path.read_bytes(), path.name, 0, settings)
+        regions = memory.observe(BurstKey("heron", decoded.metadata.captured.value), decoded.photo.bgr)
+    # Frame 35 (the sixth): the heron stands at about x 0.50-0.62, y 0.62-0.90 of the frame.
+    heron = (0.50, 0.60, 0.62, 0.90)
+    assert regions, "no motion found in a burst with a moving heron"
+    best = max(regions, key=lambda region: iou(region.box, heron))
+    assert iou(best.box, heron) > 0.15
+    assert (best.box[2] - best.box[0]) * (best.box[3] - best.box[1]) < 0.35
+
+
+def test_a_single_frame_has_no_motion():
+    memory = BurstMemory()
+    decoded = decode_photo(HERON[0].read_bytes(), "x", 0, PreprocessSettings())
+    assert memory.observe(BurstKey("c", decoded.metadata.captured.value), decoded.photo.bgr) == []
+
+
+# --- the checklist ---------------------------------------------------------------------------
+
+
+def _probabilities(labels, **values):
+    vector = np.zeros(len(labels), np.float32)
+    by_name = {label.scientific: label.index for label in labels}
+    for name, value in values.items():
+        vector[by_name[name.replace("_", " ")]] = value
+    return vector
+
+
+def test_an_unlisted_species_falls_to_its_genus_or_the_best_listed_species(tmp_path):
+    labels = Classifier.from_path(INAT, delegate="cpu").labels
+    checklist = tmp_path / "belgium.txt"
+    checklist.write_text("# a regional checklist\nArdea cinerea\nArdea alba\nEgretta garzetta\nCygnus olor, Mute Swan\n")
+    rules = DecisionRules(threshold=0.5, checklist=read_checklist(checklist))
+    # A Snowy Egret (American) with a listed congener: the genus.
+    snowy = decide(_probabilities(labels, Egretta_thula=0.8, Egretta_garzetta=0.05, Ardea_alba=0.1), labels, rules)
+    assert (snowy.kind, snowy.taxon_rank, snowy.scientific_name) == ("bird", "genus", "Egretta")
+    # A Great Blue Heron (American) with listed relatives: the best listed species after renormalising.
+    blue = decide(_probabilities(labels, Ardea_herodias=0.6, Ardea_cinerea=0.3, Cygnus_olor=0.02), labels, rules)
+    assert blue.scientific_name in ("Ardea cinerea", "Ardea") and blue.kind == "bird"
+    # A flamingo with nothing related on the list is never reported as a flamingo.
+    flamingo = decide(_probabilities(labels, Phoenicopterus_ruber=0.9), labels, rules)
+    assert flamingo.scientific_name != "Phoenicopterus ruber"
+    assert flamingo.taxon_rank == "class" and flamingo.scientific_name == "Aves"
+    # Without a checklist the same answer stands.
+    assert decide(_probabilities(labels, Phoenicopterus_ruber=0.9), labels, DecisionRules()).scientific_name == "Phoenicopterus ruber"
+
+
+def test_an_empty_checklist_is_refused_by_path(tmp_path):
+    from birdtrap.errors import ConfigError
+
+    empty = tmp_path / "list.txt"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="list.txt lists no species"):
+        read_checklist(empty)
+
+
+# --- the whole pipeline, scored --------------------------------------------------------------
+
+
+def test_evaluate_on_the_shared_labels_meets_the_floors(tmp_path):
+    """Accuracy floors at what the default pipeline reaches today; a change that loses any fails."""
+    config = write_config(tmp_path)
+    labels = SHARED / "data" / "labels.csv"
+    result = CliRunner().invoke(cli, ["evaluate", str(labels), "--json", "--verbose", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    summary = report["summary"]
+    assert summary["photos"] == 33 and summary["bird_photos"] == 20
+    assert summary["false_birds"] == 0
+    assert summary["named_right"] >= 5
+    assert summary["species_right"] >= 4
+    assert summary["mean_invokes"] <= 10
+    by_name = {p["path"].rsplit("/", 1)[-1]: p for p in report["photos"]}
+    # The chickadee close-up stays right and cheap: the whole frame decides it.
+    chickadee = by_name["bird.bmp"]
+    assert chickadee["species_right"] and chickadee["source"] == "frame" and chickadee["invokes"] == 1
+    # The cougar is not a Wild Turkey.
+    assert by_name["2021-06-30_SYFR0218_cougar.JPG"]["decided"] != "bird"
