@@ -156,49 +156,53 @@ def _parse_when(value: str | None, flag: str) -> datetime | None:
         raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM", param_hint=flag) from None
 
 
+def query_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The filters shared by `sightings` and `events`, parsed into a `filters` dict."""
+
+    @click.option("--since", help="Only from this date/time on (YYYY-MM-DD[THH:MM], capture time).")
+    @click.option("--until", help="Only before this date/time.")
+    @click.option("--species", help="Scientific or common name, case-insensitive; a prefix is enough.")
+    @click.option("--camera", help="Only this camera id.")
+    @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Only decisions at least this sure.")
+    @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="At most this many rows.")
+    @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "ndjson"]), default="table", show_default=True)
+    @functools.wraps(command)
+    def wrapper(*args: Any, since: str | None, until: str | None, species: str | None, camera: str | None,
+                min_confidence: float | None, limit: int, **kwargs: Any) -> Any:
+        filters = {
+            "since": _parse_when(since, "--since"),
+            "until": _parse_when(until, "--until"),
+            "species": species,
+            "camera": camera,
+            "min_confidence": min_confidence,
+            "limit": limit,
+        }
+        return command(*args, filters=filters, **kwargs)
+
+    return wrapper
+
+
+def open_database(config_path: Path | None):
+    from birdtrap import store
+
+    config = load_config(config_path)
+    return store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+
+
 @cli.command()
-@click.option("--since", help="Only photos captured at or after this date/time (YYYY-MM-DD[THH:MM]).")
-@click.option("--until", help="Only photos captured before this date/time.")
-@click.option("--species", help="Scientific or common name, case-insensitive; a prefix is enough.")
-@click.option("--camera", help="Only this camera id.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), help="Only sightings at least this sure.")
-@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="At most this many rows.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "ndjson"]), default="table", show_default=True)
+@query_options
 @config_option
-def sightings(
-    since: str | None,
-    until: str | None,
-    species: str | None,
-    camera: str | None,
-    min_confidence: float | None,
-    limit: int,
-    fmt: str,
-    config_path: Path | None,
-) -> None:
-    """List bird sightings, newest first.
+def sightings(filters: dict[str, Any], fmt: str, config_path: Path | None) -> None:
+    """List bird photos (sightings), newest first.
 
     \b
         birdtrap sightings --since 2024-05-01 --species ardea --format csv
     """
     from birdtrap import store
 
-    since_time, until_time = _parse_when(since, "--since"), _parse_when(until, "--until")
-    config = load_config(config_path)
-    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
-    with sessions() as session:
-        rows = [
-            _sighting_row(image)
-            for image in store.find_sightings(
-                session,
-                since=since_time,
-                until=until_time,
-                species=species,
-                min_confidence=min_confidence,
-                camera=camera,
-                limit=limit,
-            )
-        ]
-    _print_rows(rows, fmt)
+    with open_database(config_path)() as session:
+        rows = [_sighting_row(image) for image in store.find_sightings(session, **filters)]
+    _print_rows(rows, fmt, empty="no sightings match")
 
 
 def _sighting_row(image: Any) -> dict[str, Any]:
@@ -209,11 +213,85 @@ def _sighting_row(image: Any) -> dict[str, Any]:
         "common_name": image.common_name,
         "rank": image.taxon_rank,
         "confidence": round(image.confidence, 4) if image.confidence is not None else None,
+        "event": image.event_id,
         "path": image.path,
     }
 
 
-def _print_rows(rows: list[dict[str, Any]], fmt: str) -> None:
+@cli.command()
+@query_options
+@click.option("--all", "all_kinds", is_flag=True, help="Also events without a bird (empty, animal, person).")
+@config_option
+def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path | None) -> None:
+    """List events (the bursts a trigger fires), newest first, with the species they decide.
+
+    \b
+        birdtrap events --species "grey heron" --format json
+    """
+    from birdtrap import store
+
+    with open_database(config_path)() as session:
+        rows = [
+            {
+                "event": event.id,
+                "start": event.start.isoformat(sep=" "),
+                "end": event.end.isoformat(sep=" "),
+                "camera": event.camera_id,
+                "photos": event.photo_count,
+                "bird_photos": event.bird_photo_count,
+                "kind": event.kind,
+                "scientific_name": event.scientific_name,
+                "common_name": event.common_name,
+                "rank": event.taxon_rank,
+                "confidence": round(event.confidence, 4) if event.confidence is not None else None,
+            }
+            for event in store.find_events(session, birds_only=not all_kinds, **filters)
+        ]
+    _print_rows(rows, fmt, empty="no events match")
+
+
+@cli.command()
+@click.option("--since", help="Only from this date/time on (YYYY-MM-DD[THH:MM]).")
+@click.option("--until", help="Only before this date/time.")
+@click.option("--camera", help="Only this camera id.")
+@click.option("--by", type=click.Choice(["species", "day", "hour"]), default="species", show_default=True,
+              help="Per species totals, or photos per species by day or by hour of day.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "ndjson"]), default="table", show_default=True)
+@config_option
+def stats(since: str | None, until: str | None, camera: str | None, by: str, fmt: str, config_path: Path | None) -> None:
+    """Which species, how often, first and last seen; or activity by day or hour.
+
+    \b
+        birdtrap stats
+        birdtrap stats --by hour --format csv
+    """
+    from birdtrap import store
+
+    since_time, until_time = _parse_when(since, "--since"), _parse_when(until, "--until")
+    with open_database(config_path)() as session:
+        if by == "species":
+            rows = [
+                {
+                    "scientific_name": s.scientific_name,
+                    "common_name": s.common_name,
+                    "rank": s.taxon_rank,
+                    "photos": s.photos,
+                    "events": s.events,
+                    "first_seen": s.first_seen.isoformat(sep=" ") if s.first_seen else None,
+                    "last_seen": s.last_seen.isoformat(sep=" ") if s.last_seen else None,
+                }
+                for s in store.species_stats(session, since_time, until_time, camera)
+            ]
+        else:
+            activity = store.activity(session, by, since_time, camera)
+            rows = [{"scientific_name": name, by: bucket, "photos": count} for name, bucket, count in activity]
+        counts = store.counts_by_status(session)
+    _print_rows(rows, fmt, empty="no bird photos yet")
+    if fmt == "table":
+        click.echo("photos by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def _print_rows(rows: list[dict[str, Any]], fmt: str, empty: str = "nothing matches") -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "ndjson":
@@ -226,11 +304,12 @@ def _print_rows(rows: list[dict[str, Any]], fmt: str) -> None:
             writer.writerows(rows)
     else:
         if not rows:
-            click.echo("no sightings match")
+            click.echo(empty)
             return
         columns = list(rows[0])
         widths = {c: max(len(c), *(len(str(r[c] if r[c] is not None else "")) for r in rows)) for c in columns}
-        widths["path"] = min(widths["path"], 60)
+        if "path" in widths:
+            widths["path"] = min(widths["path"], 60)
         click.echo("  ".join(c.ljust(widths[c]) for c in columns))
         for row in rows:
             click.echo("  ".join(_clip(str(row[c] if row[c] is not None else ""), widths[c]).ljust(widths[c]) for c in columns))

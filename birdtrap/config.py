@@ -91,7 +91,10 @@ class FinderConfig(Settings):
     tile_overlap: float = Field(0.25, ge=0, lt=1, description="Overlap of neighbouring plain tiles")
     box_margin: float = Field(0.25, ge=0, le=2, description="Context added around a proposed box, per side, as a fraction of its size")
     min_region_side: float = Field(0.1, ge=0, le=1, description="Smallest region side, as a fraction of the frame's short side")
-    burst_gap_seconds: float = Field(10.0, ge=0, description="Frames of one camera this close in time form a burst (motion)")
+
+
+class EventSettings(Settings):
+    gap_seconds: float = Field(5.0, ge=0, le=3600, description="Photos of one camera this close in time are one event (a burst)")
 
 
 class PreprocessConfig(Settings):
@@ -146,6 +149,7 @@ class Config(Settings):
     gate: GateSettings = GateSettings()
     detector: DetectorSettings = DetectorSettings()
     finder: FinderConfig = FinderConfig()
+    events: EventSettings = EventSettings()
     decision: DecisionSettings = DecisionSettings()
     batch: BatchSettings = BatchSettings()
     database: DatabaseSettings = DatabaseSettings()

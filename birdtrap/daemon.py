@@ -19,13 +19,14 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
-from birdtrap import store
+from birdtrap import events, store
 from birdtrap.config import Config, check_folders
 from birdtrap.errors import BirdtrapError, PhotoError
 from birdtrap.exif import PhotoMetadata, read_metadata
@@ -345,6 +346,7 @@ class Daemon:
             [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded]
         )
         moves: list[tuple[str, Path]] = []
+        gap = timedelta(seconds=self.config.events.gap_seconds)
         with self.sessions.begin() as session:
             for (candidate, item), identification in zip(decoded, identifications, strict=False):
                 destination = self.archive_destination(candidate.path)
@@ -356,6 +358,8 @@ class Daemon:
                 store.record_failure(
                     session, candidate.path, reason, camera.id, candidate.image_id, candidate.sha256, candidate.size, candidate.mtime
                 )
+            times = [item.metadata.captured.value for _, item in decoded]
+            events.regroup(session, camera.id, times, gap, self.identifier.decide_combined, len(self.identifier.species.labels))
         for (candidate, _), identification in zip(decoded, identifications, strict=False):
             self.totals["done"] += 1
             decision = identification.decision

@@ -87,7 +87,7 @@ def build_identifier(config: Config, species: Classifier | None = None) -> Ident
     rules = DecisionRules(
         threshold=config.decision.threshold, background_labels=config.decision.background_labels, checklist=checklist
     )
-    bursts = BurstMemory(config.finder.burst_gap_seconds) if "motion" in config.finder.methods else None
+    bursts = BurstMemory(config.events.gap_seconds) if "motion" in config.finder.methods else None
     return Identifier(
         species,
         preprocess_settings(config, species),

@@ -28,7 +28,7 @@ class BurstKey:
 class BurstMemory:
     """Remembers the last few frames of each camera; `observe` returns motion regions for a frame."""
 
-    def __init__(self, gap_seconds: float = 10.0, keep: int = 8, min_area: float = 0.002, max_regions: int = 2) -> None:
+    def __init__(self, gap_seconds: float = 5.0, keep: int = 8, min_area: float = 0.002, max_regions: int = 2) -> None:
         self.gap_seconds = gap_seconds
         self.keep = keep
         self.min_area = min_area

@@ -94,6 +94,10 @@ class Identifier:
         self.finder = finder or FinderSettings(search="never")
         self.bursts = bursts
 
+    def decide_combined(self, probabilities: np.ndarray) -> Decision:
+        """The decision rules applied to combined probabilities (an event's mean over its frames)."""
+        return decide(probabilities, self.species.labels, self.rules)
+
     # --- model calls ---------------------------------------------------------------------
 
     def _species(self, images: list[np.ndarray]) -> list[Prediction]:

@@ -121,11 +121,36 @@ class ImageRecord(Base):
     box_x1: Mapped[float | None] = mapped_column(Float)
     box_y1: Mapped[float | None] = mapped_column(Float)
     invokes: Mapped[int | None] = mapped_column(Integer)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"), index=True)
 
     predictions: Mapped[list[PredictionRecord]] = relationship(
         back_populates="image", cascade="all, delete-orphan", order_by="PredictionRecord.rank"
     )
     model: Mapped[ModelRecord | None] = relationship()
+
+
+class EventRecord(Base):
+    """A burst: the photos of one camera taken within the configured gap of each other.
+
+    Its decision combines the probabilities of all its bird frames, so a bird seen clearly in
+    two frames of ten decides the event.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_camera_start", "camera_id", "start"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(100))
+    deployment_id: Mapped[str | None] = mapped_column(String(100))
+    start: Mapped[datetime] = mapped_column(DateTime)
+    end: Mapped[datetime] = mapped_column(DateTime)
+    photo_count: Mapped[int] = mapped_column(Integer)
+    bird_photo_count: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(Text)
+    scientific_name: Mapped[str | None] = mapped_column(String(200))
+    common_name: Mapped[str | None] = mapped_column(String(200))
+    taxon_rank: Mapped[str | None] = mapped_column(String(16))
+    confidence: Mapped[float | None] = mapped_column(Float)
 
 
 class PredictionRecord(Base):
@@ -436,6 +461,95 @@ def find_sightings(
     if limit is not None:
         query = query.limit(limit)
     return list(session.scalars(query))
+
+
+def find_events(
+    session: Session,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    species: str | None = None,
+    min_confidence: float | None = None,
+    camera: str | None = None,
+    limit: int | None = None,
+    birds_only: bool = True,
+) -> list[EventRecord]:
+    """Events (bursts), newest first, with the same filters as `find_sightings`."""
+    query = select(EventRecord)
+    if birds_only:
+        query = query.where(EventRecord.kind == KIND_BIRD)
+    if since is not None:
+        query = query.where(EventRecord.end >= since)
+    if until is not None:
+        query = query.where(EventRecord.start < until)
+    if species:
+        pattern = species.lower() + "%"
+        query = query.where(or_(func.lower(EventRecord.scientific_name).like(pattern), func.lower(EventRecord.common_name).like(pattern)))
+    if min_confidence is not None:
+        query = query.where(EventRecord.confidence >= min_confidence)
+    if camera:
+        query = query.where(EventRecord.camera_id == camera)
+    query = query.order_by(EventRecord.start.desc(), EventRecord.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class SpeciesStats:
+    scientific_name: str
+    common_name: str | None
+    taxon_rank: str | None
+    photos: int
+    events: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+def species_stats(
+    session: Session, since: datetime | None = None, until: datetime | None = None, camera: str | None = None
+) -> list[SpeciesStats]:
+    """Per species (or genus): photos, events, first and last seen; most photos first."""
+    photo_query = select(
+        ImageRecord.scientific_name,
+        func.max(ImageRecord.common_name),
+        func.max(ImageRecord.taxon_rank),
+        func.count(),
+        func.min(ImageRecord.captured_at),
+        func.max(ImageRecord.captured_at),
+    ).where(ImageRecord.status == DONE, ImageRecord.kind == KIND_BIRD)
+    event_query = select(EventRecord.scientific_name, func.count()).where(EventRecord.kind == KIND_BIRD)
+    if since is not None:
+        photo_query = photo_query.where(ImageRecord.captured_at >= since)
+        event_query = event_query.where(EventRecord.end >= since)
+    if until is not None:
+        photo_query = photo_query.where(ImageRecord.captured_at < until)
+        event_query = event_query.where(EventRecord.start < until)
+    if camera:
+        photo_query = photo_query.where(ImageRecord.camera_id == camera)
+        event_query = event_query.where(EventRecord.camera_id == camera)
+    events = dict(session.execute(event_query.group_by(EventRecord.scientific_name)).all())
+    rows = session.execute(photo_query.group_by(ImageRecord.scientific_name)).all()
+    stats = [SpeciesStats(name, common, rank, photos, events.get(name, 0), first, last) for name, common, rank, photos, first, last in rows]
+    return sorted(stats, key=lambda s: (-s.photos, s.scientific_name))
+
+
+def activity(session: Session, by: str, since: datetime | None = None, camera: str | None = None) -> list[tuple[str, str, int]]:
+    """(species, day or hour, photos) for bird photos; `by` is 'day' or 'hour'."""
+    rows = session.execute(
+        select(ImageRecord.scientific_name, ImageRecord.captured_at).where(
+            ImageRecord.status == DONE,
+            ImageRecord.kind == KIND_BIRD,
+            *([ImageRecord.captured_at >= since] if since else []),
+            *([ImageRecord.camera_id == camera] if camera else []),
+        )
+    ).all()
+    counts: dict[tuple[str, str], int] = {}
+    for name, when in rows:
+        if when is None:
+            continue
+        bucket = when.strftime("%Y-%m-%d") if by == "day" else f"{when.hour:02d}"
+        counts[(name, bucket)] = counts.get((name, bucket), 0) + 1
+    return sorted((name, bucket, count) for (name, bucket), count in counts.items())
 
 
 def images_by_path(session: Session, paths: Iterable[str]) -> list[ImageRecord]:

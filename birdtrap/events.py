@@ -1,0 +1,108 @@
+"""Bursts into events: photos of one camera within `gap` of each other are one event.
+
+Grouping is recomputed for the stretch of time around new photos, from what is in the database,
+so it is deterministic and idempotent: a photo that arrives late or out of order joins (or
+joins up) the right event, and running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from birdtrap.decision import BIRD, EMPTY, Decision
+from birdtrap.store import DONE, EventRecord, ImageRecord
+
+# Turns an event's combined probability vector (label index -> mean probability) into a decision.
+EventDecider = Callable[[np.ndarray], Decision]
+
+
+def split_bursts(times: list[tuple[datetime, int]], gap: timedelta) -> list[list[int]]:
+    """Group (time, id) pairs: a new group starts after a silence longer than `gap`. Ids in order."""
+    groups: list[list[int]] = []
+    previous: datetime | None = None
+    for when, identifier in sorted(times):
+        if previous is None or when - previous > gap:
+            groups.append([])
+        groups[-1].append(identifier)
+        previous = when
+    return groups
+
+
+def _window(session: Session, camera: str, low: datetime, high: datetime) -> list[ImageRecord]:
+    query = (
+        select(ImageRecord)
+        .where(ImageRecord.camera_id == camera, ImageRecord.status == DONE)
+        .where(ImageRecord.captured_at >= low, ImageRecord.captured_at <= high)
+        .order_by(ImageRecord.captured_at, ImageRecord.id)
+    )
+    return list(session.scalars(query))
+
+
+def regroup(session: Session, camera: str, around: list[datetime], gap: timedelta, decide_event: EventDecider, labels: int) -> None:
+    """Recompute the events of `camera` that touch the times `around` (in the caller's transaction)."""
+    if not around:
+        return
+    low, high = min(around) - gap, max(around) + gap
+    while True:  # widen until the window holds whole bursts
+        images = _window(session, camera, low, high)
+        if not images:
+            return
+        new_low = min(low, images[0].captured_at - gap)
+        new_high = max(high, images[-1].captured_at + gap)
+        if (new_low, new_high) == (low, high):
+            break
+        low, high = new_low, new_high
+    by_id = {image.id: image for image in images}
+    previous_events = {image.event_id for image in images if image.event_id is not None}
+    used: set[int] = set()
+    for group in split_bursts([(image.captured_at, image.id) for image in images], gap):
+        members = [by_id[i] for i in group]
+        # Keep the lowest existing event id of the group, so ids are stable as bursts grow.
+        reusable = sorted({m.event_id for m in members if m.event_id is not None} - used)
+        event = session.get(EventRecord, reusable[0]) if reusable else None
+        if event is None:
+            event = EventRecord(camera_id=camera, start=members[0].captured_at, end=members[-1].captured_at, photo_count=0, kind=EMPTY)
+            session.add(event)
+            session.flush()
+        _summarise(event, members, decide_event, labels)
+        for member in members:
+            member.event_id = event.id
+        used.add(event.id)
+    for stale in previous_events - used:
+        if not session.scalar(select(ImageRecord.id).where(ImageRecord.event_id == stale).limit(1)):
+            session.delete(session.get(EventRecord, stale))
+    session.flush()
+
+
+def _summarise(event: EventRecord, members: list[ImageRecord], decide_event: EventDecider, labels: int) -> None:
+    event.start, event.end = members[0].captured_at, members[-1].captured_at
+    event.photo_count = len(members)
+    event.deployment_id = members[0].deployment_id
+    birds = [m for m in members if m.kind == BIRD]
+    event.bird_photo_count = len(birds)
+    if not birds:
+        kinds = Counter(m.kind for m in members if m.kind and m.kind != EMPTY)
+        event.kind = kinds.most_common(1)[0][0] if kinds else EMPTY
+        event.label = event.scientific_name = event.common_name = event.taxon_rank = None
+        event.confidence = max((m.confidence or 0.0) for m in members)
+        return
+    combined = np.zeros(labels, np.float32)
+    for member in birds:
+        for prediction in member.predictions:
+            if 0 <= prediction.label_index < labels:
+                combined[prediction.label_index] += prediction.confidence
+    combined /= len(birds)
+    decision = decide_event(combined)
+    if decision.kind != BIRD:
+        # The frames disagree so much that no label survives the mean: the surest frame decides.
+        best = max(birds, key=lambda m: m.confidence or 0.0)
+        decision = Decision(BIRD, best.label, best.scientific_name, best.common_name, best.taxon_rank, best.confidence or 0.0)
+    event.kind = BIRD
+    event.label, event.scientific_name, event.common_name = decision.label, decision.scientific_name, decision.common_name
+    event.taxon_rank, event.confidence = decision.taxon_rank, decision.confidence
