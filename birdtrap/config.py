@@ -130,6 +130,8 @@ class AfterSettings(Settings):
     action: Literal["keep", "move"] = Field("keep", description="What to do with a processed photo")
     archive_folder: Path | None = Field(None, description="Where 'move' puts processed photos")
     quarantine_folder: Path | None = Field(None, description="Where unreadable photos are moved; none keeps them")
+    empty_action: Literal["keep", "move"] = Field("keep", description="What to do with a photo with no bird and no animal")
+    empty_folder: Path | None = Field(None, description="Where 'move' puts empty photos")
 
 
 class CameraSettings(Settings):
@@ -218,6 +220,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
                 update={
                     "archive_folder": absolute(config.after.archive_folder),
                     "quarantine_folder": absolute(config.after.quarantine_folder),
+                    "empty_folder": absolute(config.after.empty_folder),
                 }
             ),
         }
@@ -284,7 +287,14 @@ def check_folders(config: Config) -> None:
         raise ConfigError(f"watch.folder {folder} (in {source}) does not exist; create it or point watch.folder at the camera's folder.")
     if config.after.action == "move" and config.after.archive_folder is None:
         raise ConfigError(f"after.action is 'move' but after.archive_folder is not set (in {source}); set it or use action: keep.")
-    for key, path in (("after.archive_folder", config.after.archive_folder), ("after.quarantine_folder", config.after.quarantine_folder)):
+    if config.after.empty_action == "move" and config.after.empty_folder is None:
+        raise ConfigError(f"after.empty_action is 'move' but after.empty_folder is not set (in {source}); set it or use empty_action: keep.")
+    folders = (
+        ("after.archive_folder", config.after.archive_folder),
+        ("after.quarantine_folder", config.after.quarantine_folder),
+        ("after.empty_folder", config.after.empty_folder),
+    )
+    for key, path in folders:
         if path is None:
             continue
         if not path.is_dir():

@@ -348,8 +348,8 @@ class Daemon:
         moves: list[tuple[str, Path]] = []
         gap = timedelta(seconds=self.config.events.gap_seconds)
         with self.sessions.begin() as session:
-            for (candidate, item), identification in zip(decoded, identifications, strict=False):
-                destination = self.archive_destination(candidate.path)
+            for (candidate, item), identification in zip(decoded, identifications, strict=True):
+                destination = self.archive_destination(candidate.path, identification.decision.kind)
                 result = to_result(identification, item, str(destination) if destination else None)
                 store.record_result(session, candidate.image_id, result, self.model_id)
                 if destination is not None:
@@ -360,7 +360,7 @@ class Daemon:
                 )
             times = [item.metadata.captured.value for _, item in decoded]
             events.regroup(session, camera.id, times, gap, self.identifier.decide_combined, len(self.identifier.species.labels))
-        for (candidate, _), identification in zip(decoded, identifications, strict=False):
+        for (candidate, _), identification in zip(decoded, identifications, strict=True):
             self.totals["done"] += 1
             decision = identification.decision
             if decision.kind == "bird":
@@ -377,12 +377,16 @@ class Daemon:
 
     # --- after-actions -------------------------------------------------------------------
 
-    def archive_destination(self, path: str) -> Path | None:
+    def archive_destination(self, path: str, kind: str) -> Path | None:
+        """Where a processed photo goes (None: it stays). Empty frames may have their own folder."""
         after = self.config.after
-        if after.action != "move" or after.archive_folder is None:
+        if kind == "empty" and after.empty_action == "move" and after.empty_folder is not None:
+            folder = after.empty_folder
+        elif after.action == "move" and after.archive_folder is not None:
+            folder = after.archive_folder
+        else:
             return None
-        relative = Path(path).resolve().relative_to(self.folder)
-        return after.archive_folder / relative
+        return folder / Path(path).resolve().relative_to(self.folder)
 
     def quarantine(self, path: str) -> None:
         folder = self.config.after.quarantine_folder

@@ -157,3 +157,25 @@ def test_a_missing_watch_folder_stops_the_daemon_with_the_key_and_the_fix(tmp_pa
     output = daemon.output()
     assert "watch.folder" in output and "no-such-folder" in output and "does not exist" in output
     assert os.fspath(config) in output
+
+
+def test_processed_photos_are_archived_and_empty_frames_go_to_their_own_folder(tmp_path, daemon_factory):
+    for name in ("archive", "empty", "quarantine"):
+        (tmp_path / name).mkdir()
+    config = write_config(
+        tmp_path,
+        after={"action": "move", "archive_folder": "archive", "empty_action": "move", "empty_folder": "empty", "quarantine_folder": "quarantine"},
+    )
+    inbox = tmp_path / "inbox"
+    copy_photo("bird.bmp", inbox)
+    copy_photo("B013_IMG_0005_empty.jpeg", inbox)
+    (inbox / "broken.jpg").write_text("not a photo")
+    daemon = daemon_factory(config)
+    wait_for(lambda: done_count(tmp_path) >= 3, timeout=60, what="three photos recorded")
+    wait_for(lambda: not any(inbox.iterdir()), timeout=10, what="the inbox to empty")
+    daemon.stop()
+    assert (tmp_path / "archive" / "bird.bmp").exists()
+    assert (tmp_path / "empty" / "B013_IMG_0005_empty.jpeg").exists()
+    assert (tmp_path / "quarantine" / "broken.jpg").exists()
+    archived = rows(tmp_path, "select archived_path from images where path like '%bird.bmp'")
+    assert archived == [(str(tmp_path / "archive" / "bird.bmp"),)]
