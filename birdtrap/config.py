@@ -288,7 +288,9 @@ def check_folders(config: Config) -> None:
     if config.after.action == "move" and config.after.archive_folder is None:
         raise ConfigError(f"after.action is 'move' but after.archive_folder is not set (in {source}); set it or use action: keep.")
     if config.after.empty_action == "move" and config.after.empty_folder is None:
-        raise ConfigError(f"after.empty_action is 'move' but after.empty_folder is not set (in {source}); set it or use empty_action: keep.")
+        raise ConfigError(
+            f"after.empty_action is 'move' but after.empty_folder is not set (in {source}); set it or use empty_action: keep."
+        )
     folders = (
         ("after.archive_folder", config.after.archive_folder),
         ("after.quarantine_folder", config.after.quarantine_folder),

@@ -99,6 +99,44 @@ def to_result(identification: Identification, decoded: Decoded, archived: str | 
     )
 
 
+class ModelFiles:
+    """Notices a model, labels or card file being replaced, once the new file has settled."""
+
+    def __init__(self, config: Config) -> None:
+        paths = [config.model.path, config.model.labels, config.gate.path, config.detector.path]
+        folder = config.model.path if config.model.path.is_dir() else config.model.path.parent
+        paths += [folder / "labels.txt", folder / "model.json"]
+        self.paths = [Path(p) for p in paths if p is not None]
+        self.current = self._signature()
+        self.pending: tuple | None = None
+        self.pending_since = 0.0
+
+    def _signature(self) -> tuple:
+        signature = []
+        for path in self.paths:
+            try:
+                info = os.stat(path)
+                signature.append((str(path), info.st_size, info.st_mtime_ns, info.st_ino))
+            except OSError:
+                signature.append((str(path), None))
+        return tuple(signature)
+
+    def changed(self, settle_seconds: float) -> bool:
+        """True once after the files changed and then stayed unchanged for `settle_seconds`."""
+        now = time.monotonic()
+        signature = self._signature()
+        if signature == self.current:
+            self.pending = None
+            return False
+        if signature != self.pending:
+            self.pending, self.pending_since = signature, now
+            return False
+        if now - self.pending_since < settle_seconds:
+            return False
+        self.current, self.pending = signature, None
+        return True
+
+
 @dataclass
 class Candidate:
     path: str
@@ -138,6 +176,9 @@ class Daemon:
         self.write_backoff_delay = 0.5
         self.healthy = True
         self.bar: tqdm | None = None
+        self.folder_present = True
+        self.reload_requested = threading.Event()
+        self.model_files = ModelFiles(config)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -145,9 +186,14 @@ class Daemon:
         self.stop_requested.set()
         self.tracker.wake.set()
 
+    def request_reload(self, *_: object) -> None:
+        self.reload_requested.set()
+        self.tracker.wake.set()
+
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT; the batch in flight is finished before returning."""
@@ -172,9 +218,13 @@ class Daemon:
                     if now >= self.write_backoff:
                         self.process_next_batch()
                         batch_started = None if not self.queue else time.monotonic()
-                if now >= next_rescan:
+                folder_returned = self.check_folder()
+                if now >= next_rescan or folder_returned:
                     self.reconcile()
                     next_rescan = now + self.config.watch.rescan_seconds
+                if self.reload_requested.is_set() or self.model_files.changed(self.config.watch.settle_seconds):
+                    self.reload_requested.clear()
+                    self.reload_models()
                 self.heartbeat()
                 if self.queue and (full or waited) and time.monotonic() >= self.write_backoff:
                     continue
@@ -189,7 +239,8 @@ class Daemon:
 
     def _sleep_for(self, next_rescan: float, batch_started: float | None) -> float:
         now = time.monotonic()
-        waits = [next_rescan - now, 30.0]
+        # Wake at least every 10 s: a vanished folder or a replaced model sends no event.
+        waits = [next_rescan - now, 10.0]
         if self.notifier.watchdog_seconds:
             waits.append(self.notifier.watchdog_seconds / 3)
         due = self.tracker.next_due_in()
@@ -201,9 +252,44 @@ class Daemon:
             waits.append(self.write_backoff - now)
         return max(0.05, min(waits))
 
+    def check_folder(self) -> bool:
+        """Notice the watch folder vanishing (a USB drive unplugged) and coming back.
+
+        Returns True when it has just come back, so the caller rescans it at once.
+        """
+        present = self.folder.is_dir()
+        if present == self.folder_present:
+            return False
+        self.folder_present = present
+        if not present:
+            log.error("the watch folder %s has disappeared (unplugged or unmounted?); waiting for it to come back", self.folder)
+            self.watcher.stop()
+            return False
+        log.warning("the watch folder %s is back; watching it again", self.folder)
+        self.watcher.stop()
+        self.watcher.ensure_running()
+        return True
+
+    def reload_models(self) -> None:
+        """Load the models again (new files or SIGHUP) between batches; a bad set keeps the old."""
+        try:
+            candidate = build_identifier(self.config)
+        except BirdtrapError as e:
+            log.error("refused the new model: %s; keeping %s", e, self.identifier.species.bundle.model_path)
+            self.notifier.status(f"new model refused: {e}")
+            return
+        bundle = candidate.species.bundle
+        with self.sessions.begin() as session:
+            self.model_id = store.record_model(session, bundle.model_sha256, bundle.name, bundle.version, str(bundle.model_path))
+        self.identifier = candidate
+        log.info("now using model %s (sha256 %s)", bundle.model_path, bundle.model_sha256[:12])
+
     def heartbeat(self) -> None:
-        """WATCHDOG=1 only while the pipeline really works: observer alive, writes succeeding."""
-        observer_ok = self.watcher.ensure_running()
+        """WATCHDOG=1 only while the pipeline really works: observer alive, writes succeeding.
+
+        A vanished watch folder is waited for, not a failure: restarting would not bring it back.
+        """
+        observer_ok = self.watcher.ensure_running() if self.folder_present else True
         stalled = bool(self.queue) and time.monotonic() - self.last_write > max(120.0, 10 * self.config.batch.max_wait_seconds)
         self.healthy = observer_ok and not stalled
         if self.healthy:
@@ -216,6 +302,7 @@ class Daemon:
             f"queue {len(self.queue)} settling {len(self.tracker)}; done {t['done']} birds {t['birds']} "
             f"failed {t['failed']} duplicates {t['duplicate']}"
             + ("" if self.healthy else "; UNHEALTHY")
+            + ("" if self.folder_present else "; WATCH FOLDER MISSING")
         )
 
     def enqueue(self, path: str) -> None:

@@ -65,7 +65,12 @@ def rows(tmp_path: Path, query: str = "select path, status, kind, label, confide
     if not database.exists():
         return []
     with sqlite3.connect(database, timeout=10) as connection:
-        return list(connection.execute(query))
+        try:
+            return list(connection.execute(query))
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):  # the daemon is still creating the schema
+                return []
+            raise
 
 
 def sightings(tmp_path: Path) -> list[tuple]:

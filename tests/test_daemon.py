@@ -164,7 +164,13 @@ def test_processed_photos_are_archived_and_empty_frames_go_to_their_own_folder(t
         (tmp_path / name).mkdir()
     config = write_config(
         tmp_path,
-        after={"action": "move", "archive_folder": "archive", "empty_action": "move", "empty_folder": "empty", "quarantine_folder": "quarantine"},
+        after={
+            "action": "move",
+            "archive_folder": "archive",
+            "empty_action": "move",
+            "empty_folder": "empty",
+            "quarantine_folder": "quarantine",
+        },
     )
     inbox = tmp_path / "inbox"
     copy_photo("bird.bmp", inbox)
