@@ -1,12 +1,13 @@
 """birdtrap: a camera-trap bird classifier for small unattended devices."""
 
-from birdtrap.errors import BirdtrapError, ConfigError, FetchError, ModelError, PhotoError, StoreError
+from birdtrap.errors import BirdtrapError, ConfigError, ExportError, FetchError, ModelError, PhotoError, StoreError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BirdtrapError",
     "ConfigError",
+    "ExportError",
     "FetchError",
     "ModelError",
     "PhotoError",

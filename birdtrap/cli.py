@@ -16,39 +16,13 @@ import click
 
 from birdtrap import __version__
 from birdtrap import config as config_module
+from birdtrap.cli_common import config_option, load_config
+from birdtrap.cli_export import export
 from birdtrap.errors import BirdtrapError
-from birdtrap.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--config PATH` (else $BIRDTRAP_CONFIG, ./config.yaml, /etc/birdtrap/config.yaml)."""
-
-    @click.option(
-        "-c",
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Configuration file [default: $BIRDTRAP_CONFIG, ./config.yaml, /etc/birdtrap/config.yaml]",
-    )
-    @functools.wraps(command)
-    def wrapper(*args: Any, config_path: Path | None, **kwargs: Any) -> Any:
-        try:
-            return command(*args, config_path=config_path, **kwargs)
-        except BirdtrapError as e:
-            raise click.ClickException(str(e)) from e
-
-    return wrapper
-
-
-def load_config(config_path: Path | None) -> config_module.Config:
-    config = config_module.load(config_path)
-    setup_logging(config.logging.level)
-    return config
 
 
 @click.group()
@@ -444,6 +418,9 @@ def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, conf
     click.echo(
         f"invokes per photo:           species {s.mean_invokes:.2f}, gate {s.mean_gate_invokes:.2f}, detector {s.mean_detector_invokes:.2f}"
     )
+
+
+cli.add_command(export)
 
 
 def main() -> None:

@@ -137,6 +137,13 @@ class AfterSettings(Settings):
 class CameraSettings(Settings):
     id: str = Field("camera-1", min_length=1, description="Camera id stored with every photo")
     deployment_id: str | None = Field(None, description="Deployment id (Camtrap DP)")
+    latitude: float | None = Field(None, ge=-90, le=90, description="Where the camera stands, decimal degrees WGS84")
+    longitude: float | None = Field(None, ge=-180, le=180, description="Where the camera stands, decimal degrees WGS84")
+    coordinate_uncertainty: int | None = Field(None, ge=1, description="Uncertainty of latitude/longitude, in metres")
+    location_name: str | None = Field(None, description="Name of the place (Camtrap DP locationName)")
+    utc_offset: str | None = Field(
+        None, pattern=r"^(Z|[+-](0\d|1[0-4]):?[0-5]\d)$", description="Offset of the camera's clock from UTC, e.g. +02:00"
+    )
 
 
 class LoggingSettings(Settings):

@@ -25,5 +25,9 @@ class StoreError(BirdtrapError):
     """The database cannot be opened, migrated or written."""
 
 
+class ExportError(BirdtrapError):
+    """An export (Camtrap DP, training set) cannot be written."""
+
+
 class FetchError(BirdtrapError):
     """A model download failed or did not match its pinned checksum."""

@@ -120,8 +120,13 @@ def read_header(data: bytes, name: str, max_pixels: int) -> tuple[str, int, int]
 
 
 def _looks_truncated(data: bytes) -> bool:
-    # A complete JPEG ends with the EOI marker; cameras sometimes pad after it with 00 or FF.
-    return not data[-65536:].rstrip(b"\x00\xff").endswith(b"\xff\xd9")
+    """A complete JPEG has an end-of-image marker after its last scan.
+
+    Not simply "ends with FFD9": cameras pad after it and phones append trailers (motion photos,
+    maker data). Inside a scan FF is always stuffed (FF00), so the markers cannot be faked there;
+    the EXIF thumbnail's own EOI comes before the main image's scan and does not count.
+    """
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda") or b"\xff\xd9" not in data
 
 
 def reduction_for(width: int, height: int, min_side: int) -> int:

@@ -145,3 +145,11 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(PhotoError, match="not a regular file"):
         load(fifo)
+
+
+def test_a_trailer_after_the_end_marker_is_not_truncation_but_a_cut_scan_is():
+    whole = photo("IMG_0708.JPG").read_bytes()
+    assert decode(whole + b"maker trailer SEFT\x00\x01", "trailer.jpg", PreprocessSettings()).bgr.size > 0
+    for fraction in (0.2, 0.5, 0.9, 0.999):
+        with pytest.raises(PhotoError, match="truncated JPEG"):
+            decode(whole[: int(len(whole) * fraction)], "cut.jpg", PreprocessSettings())

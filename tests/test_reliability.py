@@ -242,3 +242,38 @@ def test_a_soak_of_kills_loses_and_duplicates_nothing(tmp_path, daemon_factory):
         pending = connection.execute("select count(*) from images where status = 'pending'").fetchone()[0]
     print(f"soak: photos {photos}, kills {done_kills}, lost {lost}, duplicated {duplicated}, pending {pending}, integrity {integrity}")
     assert (lost, duplicated, pending, integrity) == (0, 0, 0, "ok")
+
+
+def test_io_errors_on_fsync_roll_back_and_are_retried(tmp_path):
+    """strace injects EIO into fdatasync during the first batches; nothing is lost or half-written."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (apt-get install strace)")
+    from birdtrap import store
+
+    config = write_config(tmp_path, batch={"size": 2, "max_wait_seconds": 0.2}, gate={"path": None}, detector={"path": None})
+    store.open_store(f"sqlite:///{tmp_path / 'birdtrap.db'}")  # the schema exists; the faults hit photo writes
+    for index, path in enumerate(HERON[:6]):
+        copy_photo(path.name, tmp_path / "inbox", f"{index}.jpg")
+    log = tmp_path / "strace.log"
+    command = [
+        strace, "-f", "-qq", "-o", str(log), "-e", "trace=fdatasync,fsync",
+        "-e", "inject=fdatasync:error=EIO:when=4..5", "-e", "inject=fsync:error=EIO:when=4..5",
+        sys.executable, "-m", "birdtrap", "run", "--config", str(config),
+    ]  # fmt: skip
+    output_file = tmp_path / "daemon.log"
+    with output_file.open("w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: len(recorded(tmp_path)) >= 6, timeout=120, what="every photo despite the I/O errors")
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)  # strace and the daemon under it
+            process.wait(timeout=60)
+    output = output_file.read_text()
+    if "PTRACE" in output or "Operation not permitted" in output:
+        pytest.skip(f"ptrace is not permitted here: {output[:200]}")
+    assert "INJECTED" in log.read_text()
+    assert "database write failed (disk I/O error)" in output
+    with sqlite3.connect(tmp_path / "birdtrap.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert connection.execute("select count(*), count(distinct path) from images").fetchone() == (6, 6)

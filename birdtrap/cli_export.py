@@ -1,0 +1,218 @@
+"""`birdtrap export`: the database for field tools (Camtrap DP) and for retraining (training-set).
+
+Thin like the rest of the CLI: parse, call `birdtrap.camtrapdp` or `birdtrap.trainingset`, print.
+Registered in cli.py with `cli.add_command(export)`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from birdtrap import camtrapdp, store, trainingset
+from birdtrap.cli_common import config_option, load_config
+
+_OFFSET = re.compile(r"^(?:(?P<utc>Z|UTC)|(?P<sign>[+-])(?P<hours>\d{1,2})(?::?(?P<minutes>\d{2}))?)$", re.IGNORECASE)
+_CONTRIBUTOR = re.compile(r"^\s*(?P<name>[^<>]+?)\s*(?:<(?P<email>[^<>\s]+)>)?\s*$")
+
+
+class UtcOffset(click.ParamType):
+    """+02:00, -0530, +2 or Z: the offset of the camera's clock from UTC."""
+
+    name = "offset"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = _OFFSET.match(str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a UTC offset; write it as +02:00, -05:30 or Z", param, ctx)
+        if match["utc"]:
+            return timedelta(0)
+        offset = timedelta(hours=int(match["hours"]), minutes=int(match["minutes"] or 0))
+        if offset > timedelta(hours=14) or int(match["minutes"] or 0) >= 60:
+            self.fail(f"{value!r} is not a UTC offset (they run from -12:00 to +14:00)", param, ctx)
+        return -offset if match["sign"] == "-" else offset
+
+
+def _contributor(text: str, role: str) -> camtrapdp.Contributor:
+    match = _CONTRIBUTOR.match(text)
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not 'Name' or 'Name <email>'", param_hint="--contributor")
+    return camtrapdp.Contributor(title=match["name"], email=match["email"], role=role)
+
+
+def _local_time(value: str | None, flag: str, offset: timedelta) -> datetime | None:
+    """An ISO date/time as the camera's local clock (the database's convention)."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]", param_hint=flag) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone(offset)).replace(tzinfo=None)
+    return when
+
+
+@click.group()
+def export() -> None:
+    """Export the database: a Camtrap DP package for field tools, or a training set.
+
+    \b
+        birdtrap export camtrap-dp season-2024/ --latitude 51.0543 --longitude 3.7174 \\
+            --utc-offset +02:00 --contributor "Jane Doe <jane@example.org>"
+        birdtrap export training-set dataset/ --min-confidence 0.9
+    """
+
+
+@export.command("camtrap-dp")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--deployment-id", help="Deployment id [default: camera.deployment_id in the config].")
+@click.option("--latitude", type=click.FloatRange(-90, 90), help="Where the camera stood, decimal degrees (WGS84). Required.")
+@click.option("--longitude", type=click.FloatRange(-180, 180), help="Where the camera stood, decimal degrees (WGS84). Required.")
+@click.option("--utc-offset", type=UtcOffset(), help="Offset of the camera's clock from UTC, e.g. +02:00. Required.")
+@click.option("--contributor", "contributors", multiple=True, help="'Name <email>'; repeat for more. The first is the contact. Required.")
+@click.option("--location-name", help="Name of the place, e.g. 'Pond, north bank'.")
+@click.option("--location-id", help="Id of the place, shared by deployments at the same spot.")
+@click.option("--coordinate-uncertainty", type=click.IntRange(1), help="Uncertainty of the coordinates, in metres.")
+@click.option("--start", help="Deployment start, camera time (YYYY-MM-DD[THH:MM]) [default: the first photo]; earlier photos are left out.")
+@click.option("--end", help="Deployment end, camera time [default: the last photo]; later photos are left out.")
+@click.option("--camera-model", help="Camera make-model [default: from the photos' EXIF].")
+@click.option("--camera-height", type=click.FloatRange(0), help="Height of the camera above the ground, in metres.")
+@click.option("--setup-by", help="Who set the camera up.")
+@click.option("--habitat", help="Short description of the habitat.")
+@click.option("--feature-type", type=click.Choice(camtrapdp.FEATURE_TYPES), help="What the camera points at.")
+@click.option("--title", help="Package title [default: from the location and deployment].")
+@click.option(
+    "--sampling-design",
+    type=click.Choice(camtrapdp.SAMPLING_DESIGNS),
+    default="opportunistic",
+    show_default=True,
+    help="How the site was chosen.",
+)
+@click.option("--data-license", help="License of the data: an SPDX id (CC0-1.0) or a URL; needs --media-license too.")
+@click.option("--media-license", help="License of the photos: an SPDX id (CC-BY-4.0) or a URL; needs --data-license too.")
+@click.option("--exclude-people", is_flag=True, help="Leave out photos and events of people (their privacy).")
+@click.option("--overwrite", is_flag=True, help="Replace a package already in OUT_DIR.")
+@config_option
+def camtrap_dp(
+    out_dir: Path,
+    deployment_id: str | None,
+    latitude: float | None,
+    longitude: float | None,
+    utc_offset: timedelta | None,
+    contributors: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    title: str | None,
+    sampling_design: str,
+    data_license: str | None,
+    media_license: str | None,
+    exclude_people: bool,
+    overwrite: bool,
+    config_path: Path | None,
+    **deployment_fields: Any,
+) -> None:
+    """Write a Camtrap DP 1.0 data package (for GBIF, Agouti, camtrapdp in R) of one deployment.
+
+    \b
+        birdtrap export camtrap-dp season-2024/ --latitude 51.0543 --longitude 3.7174 \\
+            --utc-offset +02:00 --contributor "Jane Doe <jane@example.org>" --exclude-people
+    """
+    config = load_config(config_path)
+    camera = config.camera
+    # Flags win; the config's camera section supplies what they leave out.
+    deployment_id = deployment_id or camera.deployment_id
+    latitude = latitude if latitude is not None else camera.latitude
+    longitude = longitude if longitude is not None else camera.longitude
+    if utc_offset is None and camera.utc_offset is not None:
+        utc_offset = UtcOffset().convert(camera.utc_offset, None, None)
+    for field in ("location_name", "coordinate_uncertainty"):
+        if deployment_fields.get(field) is None:
+            deployment_fields[field] = getattr(camera, field)
+    required = {
+        "--deployment-id (or camera.deployment_id in the config)": deployment_id,
+        "--latitude (or camera.latitude)": latitude,
+        "--longitude (or camera.longitude)": longitude,
+        "--utc-offset (or camera.utc_offset)": utc_offset,
+        "--contributor": contributors or None,
+    }
+    missing = [flag for flag, value in required.items() if value is None]
+    if missing:
+        raise click.UsageError(
+            f"Camtrap DP needs {', '.join(missing)}, e.g. --deployment-id pond-2024 --latitude 51.0543 --longitude 3.7174 "
+            "--utc-offset +02:00 --contributor 'Jane Doe <jane@example.org>'."
+        )
+    deployment = camtrapdp.DeploymentInfo(
+        deployment_id=deployment_id,
+        camera_id=config.camera.id,
+        latitude=latitude,
+        longitude=longitude,
+        utc_offset=utc_offset,
+        start=_local_time(start, "--start", utc_offset),
+        end=_local_time(end, "--end", utc_offset),
+        **deployment_fields,  # the options named as DeploymentInfo's fields: location_name, camera_model, ...
+    )
+    package = camtrapdp.PackageInfo(
+        contributors=tuple(_contributor(text, "contact" if i == 0 else "contributor") for i, text in enumerate(contributors)),
+        title=title,
+        sampling_design=sampling_design,
+        data_license=data_license,
+        media_license=media_license,
+    )
+    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+    with sessions() as session:
+        summary = camtrapdp.write_package(session, out_dir, deployment, package, exclude_people=exclude_people, overwrite=overwrite)
+    click.echo(f"wrote {summary.out_dir}: {', '.join(path.name for path in summary.files)}")
+    click.echo(f"photos {summary.media}, event observations {summary.event_observations}, photo observations {summary.media_observations}")
+    click.echo(f"taxa: {', '.join(summary.taxa) or 'none'}")
+    if summary.people_left_out:
+        click.echo(f"left out {summary.people_left_out} photos of people (--exclude-people)")
+    if summary.undated_left_out:
+        click.echo(f"left out {summary.undated_left_out} photos without a capture time")
+
+
+@export.command("training-set")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--min-confidence", type=click.FloatRange(0, 1), required=True, help="Export species decisions at least this sure.")
+@click.option("--copy", is_flag=True, help="Copy the photos instead of linking them.")
+@click.option("--review", is_flag=True, help="Write nothing; list the frames below --min-confidence to label by hand, least sure first.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="With --review: list at most this many.")
+@config_option
+def training_set(out_dir: Path, min_confidence: float, copy: bool, review: bool, limit: int, config_path: Path | None) -> None:
+    """Write OUT_DIR/<scientific name>/<photo> of confident sightings, the layout training/ reads.
+
+    \b
+        birdtrap export training-set dataset/ --min-confidence 0.9
+        birdtrap export training-set dataset/ --min-confidence 0.9 --review
+    """
+    config = load_config(config_path)
+    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+    with sessions() as session:
+        if review:
+            candidates = trainingset.review_candidates(session, limit, below=min_confidence)
+        else:
+            summary = trainingset.export_training_set(session, out_dir, min_confidence, copy=copy)
+    if review:
+        if not candidates:
+            click.echo(f"no bird or unknown frames below {min_confidence}")
+            return
+        click.echo(f"{'confidence':>10}  {'kind':7}  {'rank':7}  {'label':40}  path")
+        for c in candidates:
+            confidence = f"{c.confidence:10.3f}" if c.confidence is not None else f"{'-':>10}"
+            click.echo(f"{confidence}  {c.kind:7}  {c.taxon_rank or '-':7}  {(c.label or '-')[:40]:40}  {c.path}")
+        click.echo(f"label these into {out_dir}/<scientific name>/ by hand, the first ones first")
+        return
+    for label, count in summary.per_label:
+        click.echo(f"{count:6d}  {label}")
+    action = "copied" if copy else "linked"
+    click.echo(f"{action} {summary.written} photos into {summary.out_dir} ({summary.already_there} already there)")
+    for photo, target in summary.renamed:
+        click.echo(f"{target.name}: {photo.name} was taken by another file in {target.parent}")
+    if summary.missing:
+        click.echo(f"{len(summary.missing)} photos are no longer on disk, e.g. {summary.missing[0]}")
