@@ -64,17 +64,18 @@ def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, co
         birdtrap classify ../shared/images/real/bird.bmp
         birdtrap classify inbox/ --json
     """
-    from birdtrap import daemon
+    from birdtrap.ingest import classify_files
+    from birdtrap.loading import build_identifier
 
     config = load_config(config_path)
     if model_path is not None:
         config = config.model_copy(update={"model": config.model.model_copy(update={"path": model_path.resolve()})})
-    identifier = daemon.build_identifier(config)
+    identifier = build_identifier(config)
     files = list(_expand(paths))
     failures = 0
     if not as_json:
         click.echo(f"{'photo':40} {'decision':8} {'rank':7} {'confidence':>10}  label")
-    for path, outcome in daemon.classify_files(files, identifier):
+    for path, outcome in classify_files(files, identifier):
         if isinstance(outcome, BirdtrapError):
             failures += 1
             if as_json:

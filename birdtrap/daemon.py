@@ -1,102 +1,35 @@
 """The whole chain: watch folder -> settle -> register -> decode -> identify -> store.
 
-Only this module knows every stage. The database is the record of what has been processed: a
+Only this module knows every stage; a batch itself is birdtrap.ingest. The database is the record of what has been processed: a
 photo is registered (pending) before its pixels are touched and marked done in the same
 transaction as its results, so a crash at any point loses nothing and counts nothing twice.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
-from birdtrap import events, store
+from birdtrap import store
 from birdtrap.config import Config, check_folders
-from birdtrap.errors import BirdtrapError, PhotoError
-from birdtrap.exif import PhotoMetadata, read_metadata
+from birdtrap.errors import BirdtrapError
+from birdtrap.ingest import Decoded, Ingestor, burst_key, classify_files, decode_photo, to_result
 from birdtrap.loading import build_identifier
-from birdtrap.motion import BurstKey
-from birdtrap.pipeline import Identification, Identifier
-from birdtrap.preprocess import Photo, PreprocessSettings, decode, read_photo_bytes
 from birdtrap.systemd import Notifier
 from birdtrap.watcher import FolderWatcher, PhotoFilter, SettleTracker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class Decoded:
-    photo: Photo
-    metadata: PhotoMetadata
-
-
-def decode_photo(data: bytes, name: str, mtime: float, settings: PreprocessSettings) -> Decoded:
-    return Decoded(decode(data, name, settings), read_metadata(data, mtime))
-
-
-def burst_key(camera: str, metadata: PhotoMetadata) -> BurstKey:
-    # Photos from one camera a few seconds apart are one burst (motion proposals, events).
-    return BurstKey(f"{camera}/{metadata.camera_make or ''}/{metadata.camera_model or ''}", metadata.captured.value)
-
-
-def classify_files(paths: Iterable[Path], identifier: Identifier) -> Iterable[tuple[Path, Identification | PhotoError]]:
-    """Identify photo files one by one, in order, without storing anything (`classify`, `evaluate`).
-
-    The folder stands in for the camera, so the frames of a burst copied together are one burst.
-    """
-    for path in paths:
-        try:
-            data = read_photo_bytes(path)
-            decoded = decode_photo(data, str(path), path.stat().st_mtime, identifier.preprocess)
-        except PhotoError as e:
-            yield path, e
-            continue
-        yield path, identifier.identify([decoded.photo], [burst_key(str(path.parent), decoded.metadata)])[0]
-
-
-def to_result(identification: Identification, decoded: Decoded, archived: str | None) -> store.Result:
-    decision = identification.decision
-    ranked = tuple(
-        store.RankedLabel(s.label.index, s.label.text, s.label.scientific, s.label.common, s.probability)
-        for s in identification.prediction.top
-    )
-    captured = decoded.metadata.captured
-    width, height = decoded.photo.original_size
-    return store.Result(
-        kind=decision.kind,
-        label=decision.label,
-        scientific_name=decision.scientific_name,
-        common_name=decision.common_name,
-        taxon_rank=decision.taxon_rank,
-        confidence=decision.confidence,
-        ranked=ranked,
-        captured_at=captured.value,
-        captured_at_source=captured.source,
-        captured_at_plausible=captured.plausible,
-        camera_make=decoded.metadata.camera_make,
-        camera_model=decoded.metadata.camera_model,
-        width=width,
-        height=height,
-        box=identification.box,
-        invokes=identification.invokes,
-        archived_path=archived,
-    )
 
 
 class ModelFiles:
@@ -137,16 +70,6 @@ class ModelFiles:
         return True
 
 
-@dataclass
-class Candidate:
-    path: str
-    data: bytes
-    sha256: str
-    size: int
-    mtime: float
-    image_id: int = 0
-
-
 class Daemon:
     """`birdtrap run`: the long-running loop. One thread owns the models and the database."""
 
@@ -157,19 +80,14 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stop_requested = threading.Event()
         self.sessions: sessionmaker[Session] = store.open_store(config.database.url, config.database.busy_timeout_seconds)
-        self.identifier = build_identifier(config)
         self.decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
-        bundle = self.identifier.species.bundle
-        with self.sessions.begin() as session:
-            self.model_id = store.record_model(
-                session, bundle.model_sha256, bundle.name, bundle.version, str(bundle.model_path)
-            )
+        self.ingestor = Ingestor(config, build_identifier(config), self.sessions, self.folder, self.decode_pool)
         self.tracker = SettleTracker(config.watch.settle_seconds)
         self.filter = PhotoFilter(config.watch.patterns)
         self.watcher = FolderWatcher(self.folder, config.watch.recursive, self.filter, self.tracker)
         self.queue: deque[str] = deque()
         self.queued: set[str] = set()
-        self.totals = {"done": 0, "failed": 0, "duplicate": 0, "birds": 0}
+        self.totals: Counter[str] = Counter({"done": 0, "failed": 0, "duplicate": 0, "birds": 0})
         self.last_write = time.monotonic()
         self.last_progress = time.monotonic()
         self.write_backoff = 0.0
@@ -275,13 +193,11 @@ class Daemon:
         try:
             candidate = build_identifier(self.config)
         except BirdtrapError as e:
-            log.error("refused the new model: %s; keeping %s", e, self.identifier.species.bundle.model_path)
+            log.error("refused the new model: %s; keeping %s", e, self.ingestor.identifier.species.bundle.model_path)
             self.notifier.status(f"new model refused: {e}")
             return
+        self.ingestor.use(candidate)
         bundle = candidate.species.bundle
-        with self.sessions.begin() as session:
-            self.model_id = store.record_model(session, bundle.model_sha256, bundle.name, bundle.version, str(bundle.model_path))
-        self.identifier = candidate
         log.info("now using model %s (sha256 %s)", bundle.model_path, bundle.model_sha256[:12])
 
     def heartbeat(self) -> None:
@@ -351,7 +267,7 @@ class Daemon:
         size = self.config.batch.size
         batch = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
         try:
-            self.handle(batch)
+            outcome = self.ingestor.handle(batch)
         except SQLAlchemyError as e:
             # Locked or full database, I/O error: nothing of this batch was committed. Keep the
             # photos queued and back off; they stay pending (or unregistered) on disk, never lost.
@@ -364,131 +280,11 @@ class Daemon:
                 self.queue.appendleft(path)
             return
         self.write_backoff_delay = 0.5
+        self.totals.update(outcome)
         for path in batch:
             self.queued.discard(path)
         self.last_write = time.monotonic()
         self.report_progress()
-
-    def read_candidates(self, batch: list[str]) -> tuple[list[Candidate], list[tuple[str, str]]]:
-        candidates, unreadable = [], []
-        for path in batch:
-            try:
-                self.check_inside(path)
-                data = read_photo_bytes(Path(path))
-                info = os.stat(path)
-            except PhotoError as e:
-                unreadable.append((path, str(e)))
-                continue
-            except OSError as e:
-                unreadable.append((path, f"{path} cannot be read ({e.strerror})."))
-                continue
-            candidates.append(Candidate(path, data, hashlib.sha256(data).hexdigest(), len(data), info.st_mtime))
-        return candidates, unreadable
-
-    def check_inside(self, path: str) -> None:
-        """Refuse a symlink (or anything) that resolves outside the watch folder."""
-        resolved = Path(path).resolve()
-        if resolved != self.folder and self.folder not in resolved.parents:
-            raise PhotoError(f"{path} points outside the watch folder ({resolved}); refused. Copy the photo in instead of linking it.")
-
-    def handle(self, batch: list[str]) -> None:
-        candidates, unreadable = self.read_candidates(batch)
-        camera = self.config.camera
-        work: list[Candidate] = []
-        with self.sessions.begin() as session:
-            for path, reason in unreadable:
-                store.record_failure(session, path, reason, camera.id)
-            for candidate in candidates:
-                registration = store.register_photo(
-                    session,
-                    candidate.path,
-                    candidate.sha256,
-                    candidate.size,
-                    candidate.mtime,
-                    camera.id,
-                    camera.deployment_id,
-                )
-                if registration.outcome in ("new", "pending"):
-                    candidate.image_id = registration.image_id
-                    work.append(candidate)
-                elif registration.outcome == "duplicate":
-                    self.totals["duplicate"] += 1
-                    log.info("%s is a copy of a photo already recorded; stored as a duplicate", candidate.path)
-        for _path, reason in unreadable:
-            self.totals["failed"] += 1
-            log.warning("failed: %s", reason)
-        if not work:
-            return
-        settings = self.identifier.preprocess
-        futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings) for c in work]
-        decoded: list[tuple[Candidate, Decoded]] = []
-        failed: list[tuple[Candidate, str]] = []
-        for candidate, future in zip(work, futures, strict=False):
-            try:
-                decoded.append((candidate, future.result()))
-            except PhotoError as e:
-                failed.append((candidate, str(e)))
-            candidate.data = b""
-        identifications = self.identifier.identify(
-            [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded]
-        )
-        moves: list[tuple[str, Path]] = []
-        gap = timedelta(seconds=self.config.events.gap_seconds)
-        with self.sessions.begin() as session:
-            for (candidate, item), identification in zip(decoded, identifications, strict=True):
-                destination = self.archive_destination(candidate.path, identification.decision.kind)
-                result = to_result(identification, item, str(destination) if destination else None)
-                store.record_result(session, candidate.image_id, result, self.model_id)
-                if destination is not None:
-                    moves.append((candidate.path, destination))
-            for candidate, reason in failed:
-                store.record_failure(
-                    session, candidate.path, reason, camera.id, candidate.image_id, candidate.sha256, candidate.size, candidate.mtime
-                )
-            times = [item.metadata.captured.value for _, item in decoded]
-            events.regroup(session, camera.id, times, gap, self.identifier.decide_combined, len(self.identifier.species.labels))
-        for (candidate, _), identification in zip(decoded, identifications, strict=True):
-            self.totals["done"] += 1
-            decision = identification.decision
-            if decision.kind == "bird":
-                self.totals["birds"] += 1
-                log.info("%s: %s (%s, %.2f)", Path(candidate.path).name, decision.label, decision.taxon_rank, decision.confidence)
-            else:
-                log.debug("%s: %s (%.2f)", Path(candidate.path).name, decision.kind, decision.confidence)
-        for candidate, reason in failed:
-            self.totals["failed"] += 1
-            log.warning("failed: %s", reason)
-            self.quarantine(candidate.path)
-        for source, destination in moves:
-            self.move(source, destination)
-
-    # --- after-actions -------------------------------------------------------------------
-
-    def archive_destination(self, path: str, kind: str) -> Path | None:
-        """Where a processed photo goes (None: it stays). Empty frames may have their own folder."""
-        after = self.config.after
-        if kind == "empty" and after.empty_action == "move" and after.empty_folder is not None:
-            folder = after.empty_folder
-        elif after.action == "move" and after.archive_folder is not None:
-            folder = after.archive_folder
-        else:
-            return None
-        return folder / Path(path).resolve().relative_to(self.folder)
-
-    def quarantine(self, path: str) -> None:
-        folder = self.config.after.quarantine_folder
-        if folder is None or not os.path.isfile(path):
-            return
-        self.move(path, folder / Path(path).resolve().relative_to(self.folder))
-
-    def move(self, source: str, destination: Path) -> None:
-        try:
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            if destination.exists():
-                destination = destination.with_name(f"{destination.stem}-{int(time.time())}{destination.suffix}")
-            shutil.move(source, destination)
-        except OSError as e:
-            log.warning("could not move %s to %s (%s); it stays where it is", source, destination, e.strerror)
 
     # --- progress ------------------------------------------------------------------------
 
@@ -522,4 +318,5 @@ def run(config: Config) -> None:
     daemon.run()
 
 
-__all__ = ["Daemon", "run", "build_identifier", "classify_files", "BirdtrapError"]
+# Re-exported for callers written before the batch core moved to birdtrap.ingest.
+__all__ = ["Daemon", "Decoded", "run", "build_identifier", "burst_key", "classify_files", "decode_photo", "to_result"]

@@ -101,7 +101,7 @@ def score(photo: LabelledPhoto, decided: str, scientific: str | None, rank: str 
 
 def evaluate(photos: list[LabelledPhoto], identifier, progress=None) -> list[PhotoOutcome]:
     """Run `identifier` (the daemon's) over every photo, in file order, as the daemon would."""
-    from birdtrap.daemon import classify_files
+    from birdtrap.ingest import classify_files
 
     outcomes = []
     started = time.perf_counter()

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from birdtrap.classifier import Classifier
 from birdtrap.cli import cli
-from birdtrap.daemon import decode_photo
 from birdtrap.decision import DecisionRules, decide, read_checklist
 from birdtrap.gate import BirdGate, bird_class_names
+from birdtrap.ingest import decode_photo
 from birdtrap.motion import BurstKey, BurstMemory
 from birdtrap.preprocess import PreprocessSettings, load, to_model_input
 from birdtrap.regions import crop, grow_to_square, iou, tiles

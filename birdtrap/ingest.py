@@ -1,0 +1,259 @@
+"""One batch of photo files, from bytes on disk to committed rows: the core the daemon and the
+archive workers share.
+
+A photo is registered (pending) before its pixels are touched and marked done in the same
+transaction as its results and its event, so a crash at any point loses nothing and counts
+nothing twice. The caller owns the loop, the retries and the progress; this module owns a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from birdtrap import events, store
+from birdtrap.config import Config
+from birdtrap.errors import PhotoError
+from birdtrap.exif import PhotoMetadata, read_metadata
+from birdtrap.motion import BurstKey
+from birdtrap.pipeline import Identification, Identifier
+from birdtrap.preprocess import Photo, PreprocessSettings, decode, read_photo_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Decoded:
+    photo: Photo
+    metadata: PhotoMetadata
+
+
+def decode_photo(data: bytes, name: str, mtime: float, settings: PreprocessSettings) -> Decoded:
+    return Decoded(decode(data, name, settings), read_metadata(data, mtime))
+
+
+def burst_key(camera: str, metadata: PhotoMetadata) -> BurstKey:
+    # Photos from one camera a few seconds apart are one burst (motion proposals, events).
+    return BurstKey(f"{camera}/{metadata.camera_make or ''}/{metadata.camera_model or ''}", metadata.captured.value)
+
+
+def classify_files(paths: Iterable[Path], identifier: Identifier) -> Iterable[tuple[Path, Identification | PhotoError]]:
+    """Identify photo files one by one, in order, without storing anything (`classify`, `evaluate`).
+
+    The folder stands in for the camera, so the frames of a burst copied together are one burst.
+    """
+    for path in paths:
+        try:
+            data = read_photo_bytes(path)
+            decoded = decode_photo(data, str(path), path.stat().st_mtime, identifier.preprocess)
+        except PhotoError as e:
+            yield path, e
+            continue
+        yield path, identifier.identify([decoded.photo], [burst_key(str(path.parent), decoded.metadata)])[0]
+
+
+def to_result(identification: Identification, decoded: Decoded, archived: str | None) -> store.Result:
+    decision = identification.decision
+    ranked = tuple(
+        store.RankedLabel(s.label.index, s.label.text, s.label.scientific, s.label.common, s.probability)
+        for s in identification.prediction.top
+    )
+    captured = decoded.metadata.captured
+    width, height = decoded.photo.original_size
+    return store.Result(
+        kind=decision.kind,
+        label=decision.label,
+        scientific_name=decision.scientific_name,
+        common_name=decision.common_name,
+        taxon_rank=decision.taxon_rank,
+        confidence=decision.confidence,
+        ranked=ranked,
+        captured_at=captured.value,
+        captured_at_source=captured.source,
+        captured_at_plausible=captured.plausible,
+        camera_make=decoded.metadata.camera_make,
+        camera_model=decoded.metadata.camera_model,
+        width=width,
+        height=height,
+        box=identification.box,
+        invokes=identification.invokes,
+        archived_path=archived,
+    )
+
+
+@dataclass
+class Candidate:
+    path: str
+    data: bytes
+    sha256: str
+    size: int
+    mtime: float
+    image_id: int = 0
+
+
+class Ingestor:
+    """Processes batches of photo paths under `root` with one identifier and one database."""
+
+    def __init__(
+        self,
+        config: Config,
+        identifier: Identifier,
+        sessions: sessionmaker[Session],
+        root: Path,
+        decode_pool: Executor,
+        after_actions: bool = True,
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.folder = Path(root).resolve()
+        self.decode_pool = decode_pool
+        self.after_actions = after_actions
+        self.use(identifier)
+
+    def use(self, identifier: Identifier) -> None:
+        """Switch to another identifier (a reloaded model); its model row is created if new."""
+        bundle = identifier.species.bundle
+        with self.sessions.begin() as session:
+            self.model_id = store.record_model(session, bundle.model_sha256, bundle.name, bundle.version, str(bundle.model_path))
+        self.identifier = identifier
+
+    def read_candidates(self, batch: list[str]) -> tuple[list[Candidate], list[tuple[str, str]]]:
+        candidates, unreadable = [], []
+        for path in batch:
+            try:
+                self.check_inside(path)
+                data = read_photo_bytes(Path(path))
+                info = os.stat(path)
+            except PhotoError as e:
+                unreadable.append((path, str(e)))
+                continue
+            except OSError as e:
+                unreadable.append((path, f"{path} cannot be read ({e.strerror})."))
+                continue
+            candidates.append(Candidate(path, data, hashlib.sha256(data).hexdigest(), len(data), info.st_mtime))
+        return candidates, unreadable
+
+    def check_inside(self, path: str) -> None:
+        """Refuse a symlink (or anything) that resolves outside the watch folder."""
+        resolved = Path(path).resolve()
+        if resolved != self.folder and self.folder not in resolved.parents:
+            raise PhotoError(
+                f"{path} points outside the folder being processed ({resolved}); refused. Copy the photo in instead of linking it."
+            )
+
+    def handle(self, batch: list[str]) -> Counter[str]:
+        """Process one batch; returns counts (done, birds, failed, duplicate).
+
+        Raises SQLAlchemyError when the database refuses a write: nothing of the batch is then
+        committed past registration, and the same paths can simply be handled again.
+        """
+        totals: Counter[str] = Counter()
+        candidates, unreadable = self.read_candidates(batch)
+        camera = self.config.camera
+        work: list[Candidate] = []
+        with self.sessions.begin() as session:
+            for path, reason in unreadable:
+                store.record_failure(session, path, reason, camera.id)
+            for candidate in candidates:
+                registration = store.register_photo(
+                    session,
+                    candidate.path,
+                    candidate.sha256,
+                    candidate.size,
+                    candidate.mtime,
+                    camera.id,
+                    camera.deployment_id,
+                )
+                if registration.outcome in ("new", "pending"):
+                    candidate.image_id = registration.image_id
+                    work.append(candidate)
+                elif registration.outcome == "duplicate":
+                    totals["duplicate"] += 1
+                    log.info("%s is a copy of a photo already recorded; stored as a duplicate", candidate.path)
+        for _path, reason in unreadable:
+            totals["failed"] += 1
+            log.warning("failed: %s", reason)
+        if not work:
+            return totals
+        settings = self.identifier.preprocess
+        futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings) for c in work]
+        decoded: list[tuple[Candidate, Decoded]] = []
+        failed: list[tuple[Candidate, str]] = []
+        for candidate, future in zip(work, futures, strict=False):
+            try:
+                decoded.append((candidate, future.result()))
+            except PhotoError as e:
+                failed.append((candidate, str(e)))
+            candidate.data = b""
+        identifications = self.identifier.identify(
+            [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded]
+        )
+        moves: list[tuple[str, Path]] = []
+        gap = timedelta(seconds=self.config.events.gap_seconds)
+        with self.sessions.begin() as session:
+            for (candidate, item), identification in zip(decoded, identifications, strict=True):
+                destination = self.archive_destination(candidate.path, identification.decision.kind)
+                result = to_result(identification, item, str(destination) if destination else None)
+                store.record_result(session, candidate.image_id, result, self.model_id)
+                if destination is not None:
+                    moves.append((candidate.path, destination))
+            for candidate, reason in failed:
+                store.record_failure(
+                    session, candidate.path, reason, camera.id, candidate.image_id, candidate.sha256, candidate.size, candidate.mtime
+                )
+            times = [item.metadata.captured.value for _, item in decoded]
+            events.regroup(session, camera.id, times, gap, self.identifier.decide_combined, len(self.identifier.species.labels))
+        for (candidate, _), identification in zip(decoded, identifications, strict=True):
+            totals["done"] += 1
+            decision = identification.decision
+            if decision.kind == "bird":
+                totals["birds"] += 1
+                log.info("%s: %s (%s, %.2f)", Path(candidate.path).name, decision.label, decision.taxon_rank, decision.confidence)
+            else:
+                log.debug("%s: %s (%.2f)", Path(candidate.path).name, decision.kind, decision.confidence)
+        for candidate, reason in failed:
+            totals["failed"] += 1
+            log.warning("failed: %s", reason)
+            self.quarantine(candidate.path)
+        for source, destination in moves:
+            self.move(source, destination)
+        return totals
+
+    def archive_destination(self, path: str, kind: str) -> Path | None:
+        """Where a processed photo goes (None: it stays). Empty frames may have their own folder."""
+        after = self.config.after
+        if not self.after_actions:
+            return None
+        if kind == "empty" and after.empty_action == "move" and after.empty_folder is not None:
+            folder = after.empty_folder
+        elif after.action == "move" and after.archive_folder is not None:
+            folder = after.archive_folder
+        else:
+            return None
+        return folder / Path(path).resolve().relative_to(self.folder)
+
+    def quarantine(self, path: str) -> None:
+        folder = self.config.after.quarantine_folder
+        if folder is None or not self.after_actions or not os.path.isfile(path):
+            return
+        self.move(path, folder / Path(path).resolve().relative_to(self.folder))
+
+    def move(self, source: str, destination: Path) -> None:
+        try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if destination.exists():
+                destination = destination.with_name(f"{destination.stem}-{int(time.time())}{destination.suffix}")
+            shutil.move(source, destination)
+        except OSError as e:
+            log.warning("could not move %s to %s (%s); it stays where it is", source, destination, e.strerror)
