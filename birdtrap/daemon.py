@@ -1,8 +1,8 @@
-"""The whole chain: watch folder -> settle -> register -> decode -> identify -> store.
+"""`birdtrap run`: watch folder -> settle -> queue -> batches (birdtrap.ingest) -> systemd.
 
-Only this module knows every stage; a batch itself is birdtrap.ingest. The database is the record of what has been processed: a
-photo is registered (pending) before its pixels are touched and marked done in the same
-transaction as its results, so a crash at any point loses nothing and counts nothing twice.
+Only this module knows the whole chain. It owns the long-running loop: watching and
+reconciling the folder, batching, backing off when the database refuses writes, reloading
+models, the vanished-folder case, and what systemd hears (READY, WATCHDOG, STATUS).
 """
 
 from __future__ import annotations
