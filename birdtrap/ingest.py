@@ -164,7 +164,9 @@ class Ingestor:
         work: list[Candidate] = []
         with self.sessions.begin() as session:
             for path, reason in unreadable:
-                store.record_failure(session, path, reason, camera.id)
+                # Its size and mtime let the rescan skip it until the file changes.
+                size, mtime = _lstat(path)
+                store.record_failure(session, path, reason, camera.id, size_bytes=size, file_mtime=mtime)
             for candidate in candidates:
                 registration = store.register_photo(
                     session,
@@ -257,3 +259,11 @@ class Ingestor:
             shutil.move(source, destination)
         except OSError as e:
             log.warning("could not move %s to %s (%s); it stays where it is", source, destination, e.strerror)
+
+
+def _lstat(path: str) -> tuple[int | None, float | None]:
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None, None
+    return info.st_size, info.st_mtime

@@ -321,6 +321,8 @@ def record_failure(
         session.add(image)
     image.status = FAILED
     image.error = error
+    if size_bytes is not None:
+        image.size_bytes, image.file_mtime = size_bytes, file_mtime
     image.processed_at = utcnow()
     session.flush()
     return image.id
