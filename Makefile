@@ -16,7 +16,7 @@ $(VENV)/.edge: $(BIN)/python setup.cfg pyproject.toml
 
 # Everything the tests need, training's TensorFlow included.
 $(VENV)/.test: $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,train]'
 	touch $@
 
 setup: $(VENV)/.edge
