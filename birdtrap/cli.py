@@ -360,6 +360,55 @@ def model_fetch(name: str, mirror: str | None, dest: Path | None, config_path: P
         click.echo(f"installed {path}")
 
 
+@cli.group()
+def db() -> None:
+    """The database's schema: show it, upgrade it.
+
+    \b
+        birdtrap db upgrade
+    """
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: Path | None) -> None:
+    """Upgrade the database to this birdtrap's schema (a SQLite file is backed up first).
+
+    The daemon does this by itself at start; run it by hand for a central PostgreSQL or before
+    pointing queries at an old database.
+
+    \b
+        birdtrap db upgrade --config /etc/birdtrap/config.yaml
+    """
+    from birdtrap import store
+
+    config = load_config(config_path)
+    engine = store.make_engine(config.database.url, config.database.busy_timeout_seconds)
+    backup = store.migrate(engine, config.database.url)
+    if backup is not None:
+        click.echo(f"backed up the old database to {backup}")
+    click.echo(f"schema revision {store.head_revision()} (current)")
+
+
+@db.command("current")
+@config_option
+def db_current(config_path: Path | None) -> None:
+    """Show the database's schema revision and this birdtrap's.
+
+    \b
+        birdtrap db current
+    """
+    from birdtrap import store
+
+    config = load_config(config_path)
+    engine = store.make_engine(config.database.url, config.database.busy_timeout_seconds)
+    with engine.connect() as connection:
+        current = store.current_revision(connection)
+    head = store.head_revision()
+    state = "current" if current == head else "run `birdtrap db upgrade`" if (current or "0") < head else "newer than this birdtrap"
+    click.echo(f"database {current or 'none'}, birdtrap {head}: {state}")
+
+
 def _install_folder(name: str, config: config_module.Config) -> Path:
     """Where the configuration looks for catalogue model `name` (its folder)."""
     configured = {"inat-birds": config.model.path, "imagenet-mobilenet-v2": config.gate.path, "coco-ssd-mobilenet-v1": config.detector.path}

@@ -27,5 +27,5 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("tensorflow", "absl", "watchdog", "PIL"):
+    for noisy in ("tensorflow", "absl", "watchdog", "PIL", "alembic"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import inspect as inspect_schema
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
@@ -39,7 +40,7 @@ from birdtrap.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 PENDING, DONE, FAILED, DUPLICATE = "pending", "done", "failed", "duplicate"
 KIND_BIRD, KIND_EMPTY, KIND_UNKNOWN = "bird", "empty", "unknown"
@@ -194,30 +195,105 @@ def make_engine(url: str, busy_timeout_seconds: float = 10.0) -> Engine:
 
 
 def open_store(url: str, busy_timeout_seconds: float = 10.0, create: bool = True) -> sessionmaker[Session]:
-    """Open (and create or check) the database; returns a sessionmaker for `with sessions.begin()`.
+    """Open the database; returns a sessionmaker for `with sessions.begin()`.
 
-    Raises StoreError when the database cannot be opened or was written by a newer birdtrap.
+    With `create` (the daemon, `birdtrap db upgrade`) a new database is created and an older one
+    upgraded by the migrations, a SQLite file backed up first. Without it (queries, exports) the
+    schema must already be current. Raises StoreError for a database that cannot be opened, is
+    older (without `create`) or was written by a newer birdtrap.
     """
     if not create:
         _require_existing_sqlite(url)
     engine = make_engine(url, busy_timeout_seconds)
     try:
         if create:
-            Base.metadata.create_all(engine)
-        with Session(engine) as session, session.begin():
-            row = session.get(Meta, "schema_version")
-            if row is None:
-                if not create:
-                    raise StoreError(f"{_display(url)} has no birdtrap schema; run `birdtrap run` once to create it.")
-                session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(row.value) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{_display(url)} has schema version {row.value}, newer than this birdtrap knows "
-                    f"({SCHEMA_VERSION}); upgrade birdtrap."
-                )
+            migrate(engine, url)
+        else:
+            with engine.connect() as connection:
+                _check_revision(connection, url)
     except OperationalError as e:
         raise StoreError(f"cannot open database {_display(url)} ({e.orig}); check database.url and the folder's permissions.") from None
     return sessionmaker(engine, expire_on_commit=False)
+
+
+# --- schema migrations (Alembic) ---------------------------------------------------------
+
+
+def _alembic(connection: Any = None) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _scripts() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic())
+
+
+def head_revision() -> str:
+    return str(_scripts().get_current_head())
+
+
+def current_revision(connection: Any) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _known(revision: str) -> bool:
+    return revision in {script.revision for script in _scripts().walk_revisions()}
+
+
+def _check_revision(connection: Any, url: str) -> str | None:
+    current, head = current_revision(connection), head_revision()
+    if current is None and not inspect_schema(connection).has_table("images"):
+        raise StoreError(f"{_display(url)} has no birdtrap schema; run `birdtrap run` (or `birdtrap db upgrade`) to create it.")
+    if current is not None and not _known(current):
+        raise StoreError(
+            f"{_display(url)} has schema revision {current}, newer than this birdtrap knows ({head}); upgrade birdtrap."
+        )
+    if current != head:
+        raise StoreError(f"{_display(url)} has schema revision {current or 'none'}, older than {head}; run `birdtrap db upgrade`.")
+    return current
+
+
+def migrate(engine: Engine, url: str) -> Path | None:
+    """Bring the schema to the newest revision; returns the backup made first, if any.
+
+    A SQLite file with data is copied with `VACUUM INTO` before an upgrade, so a migration that
+    goes wrong on a Pi in the field can be undone by copying one file back.
+    """
+    from alembic import command
+
+    head = head_revision()
+    with engine.connect() as connection:
+        current = current_revision(connection)
+        has_tables = inspect_schema(connection).has_table("images")
+    if current == head:
+        return None
+    if current is not None and not _known(current):
+        raise StoreError(
+            f"{_display(url)} has schema revision {current}, newer than this birdtrap knows ({head}); upgrade birdtrap."
+        )
+    backup = None
+    if has_tables and engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        backup = Path(f"{engine.url.database}.before-{head}.bak")
+        if backup.exists():
+            backup.unlink()
+        with engine.connect() as connection:
+            connection.exec_driver_sql("VACUUM INTO ?", (str(backup),))
+        log.warning("upgrading %s from schema %s to %s; a copy of the old database is in %s", _display(url), current, head, backup)
+    with engine.begin() as connection:
+        config = _alembic(connection)
+        if current is None and has_tables:
+            # Created by create_all before migrations existed: that schema is revision 0001.
+            command.stamp(config, "0001")
+        command.upgrade(config, "head")
+    return backup
 
 
 def _require_existing_sqlite(url: str) -> None:
@@ -236,8 +312,12 @@ def _display(url: str) -> str:
 
 
 def schema_version(session: Session) -> int:
-    row = session.get(Meta, "schema_version")
-    return int(row.value) if row else 0
+    """The database's schema revision as a number (0: none); compare with SCHEMA_VERSION."""
+    revision = current_revision(session.connection())
+    return int(revision) if revision else 0
+
+
+SCHEMA_VERSION = int(head_revision())
 
 
 # --- writing -------------------------------------------------------------------------------

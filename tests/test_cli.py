@@ -95,7 +95,27 @@ def test_a_model_that_fails_to_invoke_says_so(tmp_path):
         model.invoke(np.zeros((1, height, width, channels), dtype=model.input_dtype))
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["classify"], ["sightings"], ["model"], ["model", "info"], ["model", "fetch"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["run"],
+        ["classify"],
+        ["sightings"],
+        ["events"],
+        ["stats"],
+        ["evaluate"],
+        ["model"],
+        ["model", "info"],
+        ["model", "fetch"],
+        ["db"],
+        ["db", "upgrade"],
+        ["db", "current"],
+        ["export"],
+        ["export", "camtrap-dp"],
+        ["export", "training-set"],
+    ],
+)
 def test_every_command_has_help_with_an_example(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0
@@ -114,3 +134,16 @@ def test_a_bad_date_names_the_flag(tmp_path):
     result = CliRunner().invoke(cli, ["sightings", "--since", "yesterday", "--config", str(config)])
     assert result.exit_code == 2
     assert "--since" in result.output and "YYYY-MM-DD" in result.output
+
+
+def test_db_upgrade_creates_the_schema_and_db_current_reports_it(tmp_path):
+    config = write_config(tmp_path)
+    result = invoke("db", "upgrade", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    from birdtrap import store
+
+    head = store.head_revision()
+    assert f"schema revision {head} (current)" in result.output
+    current = invoke("db", "current", "--config", str(config))
+    assert f"database {head}, birdtrap {head}: current" in current.output
+    assert invoke("sightings", "--config", str(config)).exit_code == 0

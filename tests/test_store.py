@@ -62,11 +62,49 @@ def test_sqlite_runs_in_wal_with_foreign_keys_and_full_sync(tmp_path, sessions):
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10000
 
 
-def test_a_database_from_a_newer_birdtrap_is_refused(tmp_path, sessions):
+def test_a_database_from_a_newer_birdtrap_is_refused_by_the_daemon_and_the_queries(tmp_path, sessions):
     with sqlite3.connect(tmp_path / "b.db") as connection:
-        connection.execute("update meta set value = '99' where key = 'schema_version'")
-    with pytest.raises(StoreError, match="schema version 99, newer than this birdtrap knows"):
-        store.open_store(f"sqlite:///{tmp_path / 'b.db'}")
+        connection.execute("update alembic_version set version_num = '0099'")
+    for create in (True, False):
+        with pytest.raises(StoreError, match="schema revision 0099, newer than this birdtrap knows"):
+            store.open_store(f"sqlite:///{tmp_path / 'b.db'}", create=create)
+
+
+def test_an_older_database_is_backed_up_then_upgraded_and_queries_ask_for_the_upgrade(tmp_path):
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    path = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        command.upgrade(store._alembic(connection), "0001")
+        connection.exec_driver_sql(
+            "insert into images (path, sha256, camera_id, status, discovered_at) values ('/a.jpg', 'x', 'cam', 'done', '2024-01-01')"
+        )
+    engine.dispose()
+    head = store.head_revision()
+    if head == "0001":
+        pytest.skip("only one schema revision exists; nothing to upgrade from")
+    with pytest.raises(StoreError, match="older than .*; run `birdtrap db upgrade`"):
+        store.open_store(f"sqlite:///{path}", create=False)
+    sessions = store.open_store(f"sqlite:///{path}")
+    backup = tmp_path / f"old.db.before-{head}.bak"
+    assert backup.exists()
+    with sqlite3.connect(backup) as connection:
+        assert connection.execute("select version_num from alembic_version").fetchone() == ("0001",)
+    with sessions() as session:
+        assert store.schema_version(session) == store.SCHEMA_VERSION == int(head)
+        assert store.counts_by_status(session) == {"done": 1}
+
+
+def test_the_migrations_create_exactly_the_schema_the_models_describe(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    with sessions() as session:
+        differences = compare_metadata(MigrationContext.configure(session.connection()), store.Base.metadata)
+    assert differences == []
 
 
 def test_a_bad_url_names_the_url(tmp_path):

@@ -1,0 +1,1 @@
+"""Alembic migrations: they own the schema, for SQLite and PostgreSQL alike (see store.migrate)."""
