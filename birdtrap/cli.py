@@ -18,6 +18,7 @@ from birdtrap import __version__
 from birdtrap import config as config_module
 from birdtrap.cli_common import config_option, load_config
 from birdtrap.cli_export import export
+from birdtrap.cli_health import doctor, plot
 from birdtrap.errors import BirdtrapError
 
 log = logging.getLogger(__name__)
@@ -471,6 +472,8 @@ def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, conf
 
 
 cli.add_command(export)
+cli.add_command(plot)
+cli.add_command(doctor)
 
 
 def main() -> None:
