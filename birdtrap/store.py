@@ -290,7 +290,8 @@ def migrate(engine: Engine, url: str) -> Path | None:
     with engine.begin() as connection:
         config = _alembic(connection)
         if current is None and has_tables:
-            # Created by create_all before migrations existed: that schema is revision 0001.
+            # Created by create_all before migrations existed: only that exact schema is 0001.
+            _require_initial_schema(connection, url)
             command.stamp(config, "0001")
         command.upgrade(config, "head")
     return backup
@@ -309,6 +310,17 @@ def _require_existing_sqlite(url: str) -> None:
 
 def _display(url: str) -> str:
     return url.split("@")[-1] if "@" in url else url
+
+
+def _require_initial_schema(connection: Any, url: str) -> None:
+    inspector = inspect_schema(connection)
+    tables = set(inspector.get_table_names())
+    wanted = {"meta", "models", "images", "predictions", "events"}
+    if not wanted <= tables or "event_id" not in {c["name"] for c in inspector.get_columns("images")}:
+        raise StoreError(
+            f"{_display(url)} was made by a development build of birdtrap before schema migrations existed and "
+            "cannot be upgraded; move it aside and let `birdtrap run` start a new database."
+        )
 
 
 def schema_version(session: Session) -> int:
