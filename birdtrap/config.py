@@ -97,6 +97,34 @@ class EventSettings(Settings):
     gap_seconds: float = Field(5.0, ge=0, le=3600, description="Photos of one camera this close in time are one event (a burst)")
 
 
+class MqttSettings(Settings):
+    host: str | None = Field(None, description="MQTT broker host; null: no MQTT")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port")
+    username: str | None = Field(None, description="Broker user name")
+    password: str | None = Field(None, description="Broker password")
+    tls: bool = Field(False, description="Connect with TLS")
+    topic_prefix: str = Field("birdtrap", min_length=1, description="Events go to <prefix>/<camera>/event")
+    homeassistant_discovery: bool = Field(True, description="Announce a Home Assistant sensor for the last species seen")
+
+
+class WebhookSettings(Settings):
+    url: str | None = Field(None, description="POST each event as JSON to this URL; null: no webhook")
+    timeout_seconds: float = Field(10.0, gt=0, description="Give up on one attempt after this long")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers, e.g. an Authorization token")
+
+
+class NotifySettings(Settings):
+    mqtt: MqttSettings = MqttSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    species: tuple[str, ...] = Field((), description="Only these species (scientific or common name prefixes); empty: all")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="Only events at least this sure")
+    only_first: Literal["none", "season", "ever"] = Field(
+        "none", description="season: only a species' first event of the year; ever: only its first event at all"
+    )
+    max_attempts: int = Field(50, ge=1, description="Give up on a notification after this many failed sends")
+    quiet_seconds: float = Field(15.0, ge=0, description="Send an event this long after its first bird photo, with the whole burst")
+
+
 class PreprocessConfig(Settings):
     reduced_decode: bool = Field(True, description="Let the JPEG decoder shrink large photos (much faster)")
     decode_min_side: int = Field(672, ge=64, description="Shortest side kept by the reduced decode, in pixels")
@@ -159,6 +187,7 @@ class Config(Settings):
     detector: DetectorSettings = DetectorSettings()
     finder: FinderConfig = FinderConfig()
     events: EventSettings = EventSettings()
+    notify: NotifySettings = NotifySettings()
     decision: DecisionSettings = DecisionSettings()
     batch: BatchSettings = BatchSettings()
     database: DatabaseSettings = DatabaseSettings()

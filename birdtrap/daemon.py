@@ -26,6 +26,8 @@ from birdtrap.config import Config, check_folders
 from birdtrap.errors import BirdtrapError
 from birdtrap.ingest import Decoded, Ingestor, burst_key, classify_files, decode_photo, to_result
 from birdtrap.loading import build_identifier
+from birdtrap.notify import OutboxSender
+from birdtrap.notify import channels as notify_channels
 from birdtrap.systemd import Notifier
 from birdtrap.watcher import FolderWatcher, PhotoFilter, SettleTracker
 
@@ -97,6 +99,7 @@ class Daemon:
         self.folder_present = True
         self.reload_requested = threading.Event()
         self.model_files = ModelFiles(config)
+        self.sender = OutboxSender(self.sessions, config.notify) if notify_channels(config.notify) else None
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -118,6 +121,8 @@ class Daemon:
         self.watcher.ensure_running()
         self.requeue_pending()
         self.reconcile(startup=True)
+        if self.sender is not None:
+            self.sender.start()
         self.notifier.ready(self.status_line())
         log.info("watching %s (%d photos waiting)", self.folder, len(self.queue) + len(self.tracker))
         next_rescan = time.monotonic() + self.config.watch.rescan_seconds
@@ -150,6 +155,8 @@ class Daemon:
         finally:
             self.notifier.stopping()
             self.watcher.stop()
+            if self.sender is not None:
+                self.sender.stop()
             self.decode_pool.shutdown(wait=True)
             if self.bar is not None:
                 self.bar.close()
@@ -281,6 +288,8 @@ class Daemon:
             return
         self.write_backoff_delay = 0.5
         self.totals.update(outcome)
+        if outcome.get("notifications") and self.sender is not None:
+            self.sender.wake.set()
         for path in batch:
             self.queued.discard(path)
         self.last_write = time.monotonic()

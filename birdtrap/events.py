@@ -44,15 +44,20 @@ def _window(session: Session, camera: str, low: datetime, high: datetime) -> lis
     return list(session.scalars(query))
 
 
-def regroup(session: Session, camera: str, around: list[datetime], gap: timedelta, decide_event: EventDecider, labels: int) -> None:
-    """Recompute the events of `camera` that touch the times `around` (in the caller's transaction)."""
+def regroup(
+    session: Session, camera: str, around: list[datetime], gap: timedelta, decide_event: EventDecider, labels: int
+) -> list[EventRecord]:
+    """Recompute the events of `camera` that touch the times `around` (in the caller's transaction).
+
+    Returns the events as they now stand (for notifications).
+    """
     if not around:
-        return
+        return []
     low, high = min(around) - gap, max(around) + gap
     while True:  # widen until the window holds whole bursts
         images = _window(session, camera, low, high)
         if not images:
-            return
+            return []
         new_low = min(low, images[0].captured_at - gap)
         new_high = max(high, images[-1].captured_at + gap)
         if (new_low, new_high) == (low, high):
@@ -61,6 +66,7 @@ def regroup(session: Session, camera: str, around: list[datetime], gap: timedelt
     by_id = {image.id: image for image in images}
     previous_events = {image.event_id for image in images if image.event_id is not None}
     used: set[int] = set()
+    touched: list[EventRecord] = []
     for group in split_bursts([(image.captured_at, image.id) for image in images], gap):
         members = [by_id[i] for i in group]
         # Keep the lowest existing event id of the group, so ids are stable as bursts grow.
@@ -74,10 +80,12 @@ def regroup(session: Session, camera: str, around: list[datetime], gap: timedelt
         for member in members:
             member.event_id = event.id
         used.add(event.id)
+        touched.append(event)
     for stale in previous_events - used:
         if not session.scalar(select(ImageRecord.id).where(ImageRecord.event_id == stale).limit(1)):
             session.delete(session.get(EventRecord, stale))
     session.flush()
+    return touched
 
 
 def _summarise(event: EventRecord, members: list[ImageRecord], decide_event: EventDecider, labels: int) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from birdtrap import events, store
+from birdtrap import events, notify, store
 from birdtrap.config import Config
 from birdtrap.errors import PhotoError
 from birdtrap.exif import PhotoMetadata, read_metadata
@@ -215,7 +215,8 @@ class Ingestor:
                     session, candidate.path, reason, camera.id, candidate.image_id, candidate.sha256, candidate.size, candidate.mtime
                 )
             times = [item.metadata.captured.value for _, item in decoded]
-            events.regroup(session, camera.id, times, gap, self.identifier.decide_combined, len(self.identifier.species.labels))
+            touched = events.regroup(session, camera.id, times, gap, self.identifier.decide_combined, len(self.identifier.species.labels))
+            totals["notifications"] += notify.enqueue(session, touched, self.config.notify)
         for (candidate, _), identification in zip(decoded, identifications, strict=True):
             totals["done"] += 1
             decision = identification.decision

@@ -154,6 +154,29 @@ class EventRecord(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
 
 
+class OutboxRecord(Base):
+    """A notification waiting to be sent (MQTT, webhook).
+
+    Written in the same transaction as the event it announces, so a restart never loses one;
+    a sender thread delivers it with retries and marks it sent.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("event_id", "channel", name="uq_outbox_event_channel"),
+        Index("ix_outbox_due", "sent_at", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 class PredictionRecord(Base):
     __tablename__ = "predictions"
     __table_args__ = (Index("ix_predictions_image", "image_id"),)
