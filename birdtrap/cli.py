@@ -57,15 +57,17 @@ def run(config_path: Path | None) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object a photo.")
 @click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), help="Override model.path.")
+@click.option("--record", is_flag=True, help="Also store the results in the database, as the daemon would (each photo once).")
 @config_option
-def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, config_path: Path | None) -> None:
-    """Name the birds in photos or folders of photos, without storing anything.
+def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, record: bool, config_path: Path | None) -> None:
+    """Name the birds in photos or folders of photos; stores nothing unless --record.
 
     \b
         birdtrap classify ../shared/images/real/bird.bmp
         birdtrap classify inbox/ --json
+        birdtrap classify sdcard/DCIM --record
     """
-    from birdtrap.ingest import classify_files
+    from birdtrap.ingest import classify_files, record_files
     from birdtrap.loading import build_identifier
 
     config = load_config(config_path)
@@ -73,6 +75,9 @@ def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, co
         config = config.model_copy(update={"model": config.model.model_copy(update={"path": model_path.resolve()})})
     identifier = build_identifier(config)
     files = list(_expand(paths))
+    if record:
+        _print_recorded(record_files(config, identifier, files), as_json)
+        return
     failures = 0
     if not as_json:
         click.echo(f"{'photo':40} {'decision':8} {'rank':7} {'confidence':>10}  label")
@@ -109,6 +114,25 @@ def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, co
             )
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} photos could not be read (see above).")
+
+
+def _print_recorded(images: list[Any], as_json: bool) -> None:
+    rows = [
+        {
+            "path": image.path,
+            "status": image.status,
+            "kind": image.kind,
+            "label": image.label,
+            "rank": image.taxon_rank,
+            "confidence": round(image.confidence, 4) if image.confidence is not None else None,
+            "error": image.error,
+        }
+        for image in images
+    ]
+    _print_rows(rows, "ndjson" if as_json else "table", empty="nothing was recorded")
+    failed = sum(1 for image in images if image.status == "failed")
+    if failed:
+        raise click.ClickException(f"{failed} of {len(images)} photos could not be read (recorded as failed).")
 
 
 def _expand(paths: tuple[Path, ...]):

@@ -268,3 +268,26 @@ def _lstat(path: str) -> tuple[int | None, float | None]:
     except OSError:
         return None, None
     return info.st_size, info.st_mtime
+
+
+def record_files(config: Config, identifier: Identifier, paths: list[Path]) -> list[store.ImageRecord]:
+    """Process named files exactly as the daemon would and store them (`classify --record`).
+
+    The files stay where they are (no after-action); a file already recorded is not counted
+    again. Returns the stored rows, in the order of `paths`.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds)
+    names = [str(Path(p).absolute()) for p in paths]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
+        # The user named these files: any folder is allowed, so the root is the filesystem's.
+        ingestor = Ingestor(config, identifier, sessions, Path("/"), pool, after_actions=False)
+        size = config.batch.size
+        for start in range(0, len(names), size):
+            ingestor.handle(names[start : start + size])
+    with sessions() as session:
+        found = {image.path: image for image in store.images_by_path(session, names)}
+        for image in found.values():
+            _ = image.predictions  # loaded before the session closes
+    return [found[name] for name in names if name in found]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -147,3 +148,22 @@ def test_db_upgrade_creates_the_schema_and_db_current_reports_it(tmp_path):
     current = invoke("db", "current", "--config", str(config))
     assert f"database {head}, birdtrap {head}: current" in current.output
     assert invoke("sightings", "--config", str(config)).exit_code == 0
+
+
+def test_classify_record_stores_each_photo_once_like_the_daemon(tmp_path):
+    from conftest import sightings
+
+    config = write_config(tmp_path)
+    folder = tmp_path / "card"
+    folder.mkdir()
+    for name in ("bird.bmp", "cat.bmp"):
+        (folder / name).write_bytes(photo(name).read_bytes())
+    (folder / "broken.jpg").write_text("no photo")
+    for _ in range(2):
+        result = CliRunner().invoke(cli, ["classify", str(folder), "--record", "--config", str(config)])
+        assert result.exit_code == 1 and "1 of 3 photos could not be read" in result.output
+    assert [Path(p).name for p, _, _ in sightings(tmp_path)] == ["bird.bmp"]
+    from conftest import rows
+
+    assert len(rows(tmp_path)) == 3
+    assert (folder / "bird.bmp").exists()  # no after-action for named files
