@@ -24,7 +24,7 @@ from tqdm import tqdm
 from birdtrap import store
 from birdtrap.config import Config, check_folders
 from birdtrap.errors import BirdtrapError
-from birdtrap.ingest import Decoded, Ingestor, burst_key, classify_files, decode_photo, to_result
+from birdtrap.ingest import Decoded, Ingestor, Prepared, burst_key, classify_files, decode_photo, to_result
 from birdtrap.loading import build_identifier
 from birdtrap.notify import OutboxSender
 from birdtrap.notify import channels as notify_channels
@@ -99,6 +99,7 @@ class Daemon:
         self.folder_present = True
         self.reload_requested = threading.Event()
         self.model_files = ModelFiles(config)
+        self.in_flight: Prepared | None = None
         self.sender = OutboxSender(self.sessions, config.notify) if notify_channels(config.notify) else None
 
     # --- the loop ------------------------------------------------------------------------
@@ -135,9 +136,11 @@ class Daemon:
                 now = time.monotonic()
                 if self.queue and batch_started is None:
                     batch_started = now
-                full = len(self.queue) >= self.config.batch.size
+                # A batch already decoding (in_flight) is always ready to finish.
+                full = len(self.queue) >= self.config.batch.size or self.in_flight is not None
                 waited = batch_started is not None and now - batch_started >= self.config.batch.max_wait_seconds
-                if self.queue and (full or waited):
+                ready = (self.queue or self.in_flight is not None) and (full or waited)
+                if ready:
                     if now >= self.write_backoff:
                         self.process_next_batch()
                         batch_started = None if not self.queue else time.monotonic()
@@ -149,10 +152,13 @@ class Daemon:
                     self.reload_requested.clear()
                     self.reload_models()
                 self.heartbeat()
-                if self.queue and (full or waited) and time.monotonic() >= self.write_backoff:
+                if (self.queue or self.in_flight is not None) and time.monotonic() >= self.write_backoff and (
+                    len(self.queue) >= self.config.batch.size or self.in_flight is not None
+                ):
                     continue
                 self.tracker.wake.wait(self._sleep_for(next_rescan, batch_started))
         finally:
+            self.finish_in_flight()
             self.notifier.stopping()
             self.watcher.stop()
             if self.sender is not None:
@@ -270,30 +276,62 @@ class Daemon:
 
     # --- one batch -----------------------------------------------------------------------
 
+    def take_batch(self) -> list[str]:
+        return [self.queue.popleft() for _ in range(min(self.config.batch.size, len(self.queue)))]
+
     def process_next_batch(self) -> None:
-        size = self.config.batch.size
-        batch = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
+        """Finish one batch; meanwhile the next one is already being decoded.
+
+        Decoding the next batch while this one is identified keeps both cores busy: the
+        decoder threads and the interpreter overlap instead of taking turns.
+        """
+        taken: list[list[str]] = []
         try:
-            outcome = self.ingestor.handle(batch)
+            if self.in_flight is None:
+                batch = self.take_batch()
+                taken.append(batch)
+                current = self.ingestor.prepare(batch)
+            else:
+                current, self.in_flight = self.in_flight, None
+                taken.append(current.paths)
+            if self.queue:
+                following = self.take_batch()
+                taken.append(following)
+                self.in_flight = self.ingestor.prepare(following)
+            outcome = self.ingestor.finish(current)
         except SQLAlchemyError as e:
-            # Locked or full database, I/O error: nothing of this batch was committed. Keep the
-            # photos queued and back off; they stay pending (or unregistered) on disk, never lost.
+            # Locked or full database, I/O error: nothing of these batches was committed past
+            # registration. Keep the photos queued and back off; they stay pending (or
+            # unregistered) on disk, never lost.
+            self.in_flight = None
             delay = min(60.0, max(1.0, 2 * self.write_backoff_delay))
             self.write_backoff_delay = delay
             self.write_backoff = time.monotonic() + delay
-            log.error("database write failed (%s); keeping %d photos queued, retrying in %.0f s", _short(e), len(batch), delay)
-            self.notifier.status(f"database write failed: {_short(e)}; {len(batch) + len(self.queue)} photos waiting")
-            for path in reversed(batch):
-                self.queue.appendleft(path)
+            waiting = sum(len(batch) for batch in taken)
+            log.error("database write failed (%s); keeping %d photos queued, retrying in %.0f s", _short(e), waiting, delay)
+            self.notifier.status(f"database write failed: {_short(e)}; {waiting + len(self.queue)} photos waiting")
+            for batch in reversed(taken):
+                for path in reversed(batch):
+                    self.queue.appendleft(path)
             return
         self.write_backoff_delay = 0.5
         self.totals.update(outcome)
         if outcome.get("notifications") and self.sender is not None:
             self.sender.wake.set()
-        for path in batch:
+        for path in current.paths:
             self.queued.discard(path)
         self.last_write = time.monotonic()
         self.report_progress()
+
+    def finish_in_flight(self) -> None:
+        """At stop: the batch already registered and decoded is finished, or left pending."""
+        if self.in_flight is None:
+            return
+        prepared, self.in_flight = self.in_flight, None
+        try:
+            self.totals.update(self.ingestor.finish(prepared))
+        except SQLAlchemyError as e:
+            log.error("could not finish the last batch (%s); its photos stay pending for the next start", _short(e))
 
     # --- progress ------------------------------------------------------------------------
 

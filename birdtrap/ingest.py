@@ -15,7 +15,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -102,6 +102,16 @@ class Candidate:
     image_id: int = 0
 
 
+@dataclass
+class Prepared:
+    """A batch read, registered and being decoded (see Ingestor.prepare)."""
+
+    paths: list[str]
+    totals: Counter[str]
+    work: list[Candidate]
+    futures: list[Future]
+
+
 class Ingestor:
     """Processes batches of photo paths under `root` with one identifier and one database."""
 
@@ -153,10 +163,17 @@ class Ingestor:
             )
 
     def handle(self, batch: list[str]) -> Counter[str]:
-        """Process one batch; returns counts (done, birds, failed, duplicate).
+        """Process one batch; returns counts (done, birds, failed, duplicate, notifications).
 
         Raises SQLAlchemyError when the database refuses a write: nothing of the batch is then
         committed past registration, and the same paths can simply be handled again.
+        """
+        return self.finish(self.prepare(batch))
+
+    def prepare(self, batch: list[str]) -> Prepared:
+        """Read and register a batch and start decoding it in the pool; `finish` completes it.
+
+        Split in two so the daemon can decode the next batch while this one is being identified.
         """
         totals: Counter[str] = Counter()
         candidates, unreadable = self.read_candidates(batch)
@@ -186,10 +203,16 @@ class Ingestor:
         for _path, reason in unreadable:
             totals["failed"] += 1
             log.warning("failed: %s", reason)
-        if not work:
-            return totals
         settings = self.identifier.preprocess
         futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings) for c in work]
+        return Prepared(batch, totals, work, futures)
+
+    def finish(self, prepared: Prepared) -> Counter[str]:
+        """Wait for the decodes, identify, and write results, events and notifications at once."""
+        totals, work, futures = prepared.totals, prepared.work, prepared.futures
+        if not work:
+            return totals
+        camera = self.config.camera
         decoded: list[tuple[Candidate, Decoded]] = []
         failed: list[tuple[Candidate, str]] = []
         for candidate, future in zip(work, futures, strict=False):
