@@ -19,6 +19,7 @@ from birdtrap import config as config_module
 from birdtrap.cli_common import config_option, load_config
 from birdtrap.cli_export import export
 from birdtrap.cli_health import doctor, plot
+from birdtrap.cli_web import serve
 from birdtrap.errors import BirdtrapError
 
 log = logging.getLogger(__name__)
@@ -39,18 +40,34 @@ def cli() -> None:
 
 
 @cli.command()
+@click.option("--serve", "with_server", is_flag=True, help="Also serve the web pages and API (serve: section) from this process.")
 @config_option
-def run(config_path: Path | None) -> None:
+def run(with_server: bool, config_path: Path | None) -> None:
     """Watch the folder and record every photo's sightings (what systemd starts).
 
     Runs in the foreground until SIGTERM or Ctrl-C; the batch in flight is finished first.
 
     \b
         birdtrap run --config /etc/birdtrap/config.yaml
+        birdtrap run --serve
     """
     from birdtrap import daemon
 
-    daemon.run(load_config(config_path))
+    config = load_config(config_path)
+    if not with_server:
+        daemon.run(config)
+        return
+    try:
+        from birdtrap.web.app import BackgroundServer, create_app
+    except ImportError as e:
+        raise click.ClickException(f"--serve needs the web extra ({e.name} is missing); run: pip install 'birdtrap[web]'") from e
+    # The server loads its own models: TFLite interpreters are not shared between threads.
+    server = BackgroundServer(create_app(config, config.serve), config.serve.host, config.serve.port).start()
+    click.echo(f"serving on {server.url}/", err=True)
+    try:
+        daemon.run(config)
+    finally:
+        server.stop()
 
 
 @cli.command()
@@ -498,6 +515,7 @@ def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, conf
 cli.add_command(export)
 cli.add_command(plot)
 cli.add_command(doctor)
+cli.add_command(serve)
 
 
 def main() -> None:

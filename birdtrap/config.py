@@ -8,12 +8,13 @@ from (systemd starts in /).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from birdtrap.errors import ConfigError
 from birdtrap.preprocess import PreprocessSettings
@@ -125,6 +126,54 @@ class NotifySettings(Settings):
     quiet_seconds: float = Field(15.0, ge=0, description="Send an event this long after its first bird photo, with the whole burst")
 
 
+class ServeSettings(Settings):
+    """`birdtrap serve`: where it listens, who may write, how much it accepts."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 for phones on the same network (set a token)")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port")
+    token: SecretStr | None = Field(
+        None, description="Bearer token (16+ characters) for write endpoints (review, classify with record); none: writes refused"
+    )
+    upload_limit_mb: float = Field(50.0, gt=0, le=2048, description="Largest POST /classify body, all images together, in MB")
+    max_files: int = Field(16, ge=1, le=256, description="Most images in one POST /classify")
+    thumbnail_cache: Path | None = Field(None, description="Folder for cached thumbnails; default: 'thumbnails' beside the SQLite file")
+    thumbnail_cache_mb: float = Field(256.0, gt=0, description="The thumbnail cache is pruned (oldest first) above this size")
+    upload_folder: Path | None = Field(
+        None, description="Where POST /classify?record=true keeps the photos it records; default: 'uploads' in watch.folder"
+    )
+    classify_cache_entries: int = Field(1024, ge=0, description="Answers kept in memory (the database keeps every one)")
+    refresh_seconds: float = Field(10.0, ge=1, le=3600, description="How often an open page checks for new sightings")
+
+    @field_validator("host")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if value != "localhost":
+                raise ValueError(f"expected an IP address such as 127.0.0.1 or 0.0.0.0, got {value!r}") from None
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("a token needs at least 16 characters; make one with: openssl rand -hex 16")
+        return value
+
+    @property
+    def upload_limit_bytes(self) -> int:
+        return int(self.upload_limit_mb * 1024 * 1024)
+
+    @property
+    def loopback(self) -> bool:
+        """Only this machine can connect: the host is 127.0.0.0/8, ::1 or localhost."""
+        return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+
+    def token_value(self) -> str | None:
+        return self.token.get_secret_value() if self.token is not None else None
+
+
 class PreprocessConfig(Settings):
     reduced_decode: bool = Field(True, description="Let the JPEG decoder shrink large photos (much faster)")
     decode_min_side: int = Field(672, ge=64, description="Shortest side kept by the reduced decode, in pixels")
@@ -145,7 +194,7 @@ class DecisionSettings(Settings):
 
 
 class BatchSettings(Settings):
-    size: int = Field(8, ge=1, le=256, description="Photos per batch (one transaction each)")
+    size: int = Field(4, ge=1, le=256, description="Photos per batch (one transaction each)")
     max_wait_seconds: float = Field(2.0, ge=0, description="Start a partial batch after this wait")
 
 
@@ -188,6 +237,7 @@ class Config(Settings):
     finder: FinderConfig = FinderConfig()
     events: EventSettings = EventSettings()
     notify: NotifySettings = NotifySettings()
+    serve: ServeSettings = ServeSettings()
     decision: DecisionSettings = DecisionSettings()
     batch: BatchSettings = BatchSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -252,6 +302,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             "detector": config.detector.model_copy(update={"path": absolute(config.detector.path)}),
             "decision": config.decision.model_copy(update={"checklist": absolute(config.decision.checklist)}),
             "database": config.database.model_copy(update={"url": url}),
+            "serve": config.serve.model_copy(
+                update={"thumbnail_cache": absolute(config.serve.thumbnail_cache), "upload_folder": absolute(config.serve.upload_folder)}
+            ),
             "after": config.after.model_copy(
                 update={
                     "archive_folder": absolute(config.after.archive_folder),

@@ -205,6 +205,8 @@ class Ingestor:
             log.warning("failed: %s", reason)
         settings = self.identifier.preprocess
         futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings) for c in work]
+        for candidate in work:
+            candidate.data = b""  # the decode task holds the bytes until it is done; no longer here
         return Prepared(batch, totals, work, futures)
 
     def finish(self, prepared: Prepared) -> Counter[str]:
@@ -220,7 +222,6 @@ class Ingestor:
                 decoded.append((candidate, future.result()))
             except PhotoError as e:
                 failed.append((candidate, str(e)))
-            candidate.data = b""
         identifications = self.identifier.identify(
             [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded]
         )

@@ -8,6 +8,7 @@ shows where the animal is, however small or grey it is. Only small grey thumbnai
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,17 +36,22 @@ class BurstMemory:
         self.max_regions = max_regions
         self._frames: dict[str, deque[tuple[datetime, np.ndarray]]] = {}
 
-    def observe(self, key: object, bgr: np.ndarray) -> list[Region]:
+    def observe(self, key: object, bgr: np.ndarray) -> Callable[[], list[Region]]:
+        """Remember this frame; returns a function that finds its motion regions when called.
+
+        Every frame must be remembered (it is the next frame's background), but the regions are
+        only worth computing when the whole frame did not already decide (bench: 3.9 ms a photo).
+        """
         if not isinstance(key, BurstKey):
-            return []
+            return list
         thumb = _thumbnail(bgr)
         history = self._frames.setdefault(key.camera, deque(maxlen=self.keep))
         burst = [frame for when, frame in history if abs((key.captured_at - when).total_seconds()) <= self.gap_seconds]
         burst = [frame for frame in burst if frame.shape == thumb.shape]
         history.append((key.captured_at, thumb))
         if len(burst) < 2:
-            return []
-        return self.regions(thumb, burst)
+            return list
+        return lambda: self.regions(thumb, burst)
 
     def regions(self, thumb: np.ndarray, others: list[np.ndarray]) -> list[Region]:
         """Boxes (0-1) around where `thumb` differs from the median of itself and `others`."""

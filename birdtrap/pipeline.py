@@ -16,6 +16,7 @@ For each photo:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -193,12 +194,12 @@ class Identifier:
 
     # --- proposals -----------------------------------------------------------------------
 
-    def _motion_regions(self, photo: Photo, burst_key: object) -> list[Region]:
+    def _motion_regions(self, photo: Photo, burst_key: object) -> Callable[[], list[Region]]:
         if self.bursts is None or "motion" not in self.finder.methods or burst_key is None:
-            return []
+            return list
         return self.bursts.observe(burst_key, photo.bgr)
 
-    def _propose(self, work: _Work, motion_regions: list[Region]) -> list[Region]:
+    def _propose(self, work: _Work, motion_regions: Callable[[], list[Region]]) -> list[Region]:
         photo = work.photo
         height, width = photo.bgr.shape[:2]
         finder = self.finder
@@ -218,7 +219,7 @@ class Identifier:
                         # Birds first: an animal box is worth a look (detectors confuse them) but ranks lower.
                         prior = detection.score + (1.0 if detection.kind == "bird" else 0.0)
                         regions.append(Region(grown, "detector", prior, detection.kind))
-        for region in motion_regions:
+        for region in motion_regions():
             grown = grow_to_square(region.box, width, height, finder.box_margin, finder.min_region_side)
             regions.append(Region(grown, "motion", 1.5 + region.prior, "motion"))
         ranked = suppress(regions, 0.5)

@@ -555,9 +555,14 @@ def find_sightings(
     min_confidence: float | None = None,
     camera: str | None = None,
     limit: int | None = None,
-) -> list[ImageRecord]:
-    """Photos whose decision is a bird, newest capture first, filtered as the CLI asks."""
+) -> list[ImageRecord | Reviewed]:
+    """Photos whose decision is a bird, newest capture first, filtered as the CLI asks.
+
+    A person's correction of the photo's event wins over the machine's answer (see join_review).
+    """
     query = select(ImageRecord).where(ImageRecord.status == DONE, ImageRecord.kind == KIND_BIRD)
+    query, review = join_review(query, ImageRecord)
+    query = query.where(review.kind == KIND_BIRD)
     if since is not None:
         query = query.where(ImageRecord.captured_at >= since)
     if until is not None:
@@ -566,18 +571,18 @@ def find_sightings(
         pattern = species.lower() + "%"
         query = query.where(
             or_(
-                func.lower(ImageRecord.scientific_name).like(pattern),
-                func.lower(ImageRecord.common_name).like(pattern),
+                func.lower(review.scientific_name).like(pattern),
+                func.lower(review.common_name).like(pattern),
             )
         )
     if min_confidence is not None:
-        query = query.where(ImageRecord.confidence >= min_confidence)
+        query = query.where(review.at_least(min_confidence))
     if camera:
         query = query.where(ImageRecord.camera_id == camera)
     query = query.order_by(ImageRecord.captured_at.desc(), ImageRecord.id.desc())
     if limit is not None:
         query = query.limit(limit)
-    return list(session.scalars(query))
+    return as_reviewed(session.execute(query))
 
 
 def find_events(
@@ -589,26 +594,29 @@ def find_events(
     camera: str | None = None,
     limit: int | None = None,
     birds_only: bool = True,
-) -> list[EventRecord]:
-    """Events (bursts), newest first, with the same filters as `find_sightings`."""
-    query = select(EventRecord)
+) -> list[EventRecord | Reviewed]:
+    """Events (bursts), newest first, with the same filters as `find_sightings`.
+
+    A person's correction wins over the machine's answer (see join_review).
+    """
+    query, review = join_review(select(EventRecord), EventRecord)
     if birds_only:
-        query = query.where(EventRecord.kind == KIND_BIRD)
+        query = query.where(review.kind == KIND_BIRD)
     if since is not None:
         query = query.where(EventRecord.end >= since)
     if until is not None:
         query = query.where(EventRecord.start < until)
     if species:
         pattern = species.lower() + "%"
-        query = query.where(or_(func.lower(EventRecord.scientific_name).like(pattern), func.lower(EventRecord.common_name).like(pattern)))
+        query = query.where(or_(func.lower(review.scientific_name).like(pattern), func.lower(review.common_name).like(pattern)))
     if min_confidence is not None:
-        query = query.where(EventRecord.confidence >= min_confidence)
+        query = query.where(review.at_least(min_confidence))
     if camera:
         query = query.where(EventRecord.camera_id == camera)
     query = query.order_by(EventRecord.start.desc(), EventRecord.id.desc())
     if limit is not None:
         query = query.limit(limit)
-    return list(session.scalars(query))
+    return as_reviewed(session.execute(query))
 
 
 @dataclass(frozen=True)
@@ -682,3 +690,339 @@ __all__ = [
     "RankedLabel",
     "open_store",
 ]
+
+
+# =============================================================================================
+# birdtrap serve (issue 7): a person's corrections, and the classify cache.
+#
+# Added for the web server and kept to this section; the migration *_web_corrections_and_the_classify_cache
+# creates the two tables.
+# find_sightings and find_events call join_review to show a person's verdict in place of the
+# machine's answer; the machine's answer itself is never overwritten.
+# =============================================================================================
+
+from sqlalchemy import case  # noqa: E402
+from sqlalchemy.orm import aliased  # noqa: E402
+from sqlalchemy.sql import ColumnElement, Select  # noqa: E402
+
+CONFIRMED, CORRECTED, MARKED_EMPTY = "confirmed", "corrected", "empty"
+VERDICTS = (CONFIRMED, CORRECTED, MARKED_EMPTY)
+
+
+class CorrectionRecord(Base):
+    """A person's verdict on an event, stored beside the machine's answer (copied in at review time).
+
+    Keyed by event id without a foreign key on purpose: regrouping may merge or delete an event,
+    and a person's work must never be cascaded away. The newest row of an event decides; the
+    older rows are its history.
+    """
+
+    __tablename__ = "corrections"
+    __table_args__ = (Index("ix_corrections_event", "event_id", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))  # confirmed, corrected or empty
+    kind: Mapped[str] = mapped_column(String(16))  # bird or empty
+    label: Mapped[str | None] = mapped_column(Text)
+    scientific_name: Mapped[str | None] = mapped_column(String(200))
+    common_name: Mapped[str | None] = mapped_column(String(200))
+    taxon_rank: Mapped[str | None] = mapped_column(String(16))
+    machine_kind: Mapped[str | None] = mapped_column(String(16))
+    machine_label: Mapped[str | None] = mapped_column(Text)
+    machine_scientific_name: Mapped[str | None] = mapped_column(String(200))
+    machine_common_name: Mapped[str | None] = mapped_column(String(200))
+    machine_confidence: Mapped[float | None] = mapped_column(Float)
+    reviewer: Mapped[str | None] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ClassifyCacheRecord(Base):
+    """A `POST /classify` answer by photo content and pipeline, so a photo is never invoked twice.
+
+    `pipeline` fingerprints the models and the settings that shape the answer: a new model or a
+    new threshold starts a fresh cache instead of serving stale answers.
+    """
+
+    __tablename__ = "classify_cache"
+    __table_args__ = (UniqueConstraint("sha256", "pipeline", name="uq_classify_cache_sha256_pipeline"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    result: Mapped[str] = mapped_column(Text)  # JSON, as the API returns it (less `cached`)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Reviewed:
+    """A sighting (ImageRecord) or an event (EventRecord) as a person reviewed it.
+
+    The names and kind come from the correction, everything else from the machine's record, so
+    the CLI and the web print it like a record. The confidence is kept only where the person
+    agreed with the machine's species for this record; otherwise the machine's number would be
+    about another species.
+    """
+
+    _NAMES = ("kind", "label", "scientific_name", "common_name", "taxon_rank")
+
+    def __init__(self, record: ImageRecord | EventRecord, correction: CorrectionRecord) -> None:
+        self.record = record
+        self.correction = correction
+
+    @property
+    def reviewed(self) -> str:
+        return self.correction.verdict
+
+    @property
+    def confidence(self) -> float | None:
+        if self.correction.kind == KIND_BIRD and self.correction.scientific_name == self.record.scientific_name:
+            return self.record.confidence
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        if name in Reviewed._NAMES:
+            return getattr(self.correction, name)
+        return getattr(self.record, name)
+
+    def __repr__(self) -> str:
+        return f"Reviewed({self.record!r}, {self.correction.verdict} {self.correction.scientific_name})"
+
+
+@dataclass(frozen=True)
+class ReviewJoin:
+    """A record's newest correction, outer-joined, and the columns as a person left them.
+
+    `kind`, `scientific_name`, `common_name` and `taxon_rank` are the correction's where there is
+    one (all of them, even empty: a free-text species has no common name), else the machine's.
+    """
+
+    correction: Any  # the aliased CorrectionRecord
+    onclause: ColumnElement[bool]
+    kind: ColumnElement[Any]
+    scientific_name: ColumnElement[Any]
+    common_name: ColumnElement[Any]
+    taxon_rank: ColumnElement[Any]
+    confidence: ColumnElement[Any]
+    reviewed: ColumnElement[Any]
+
+    def at_least(self, confidence: float) -> ColumnElement[bool]:
+        """A person's verdict counts as sure: reviewed rows pass any --min-confidence."""
+        return or_(self.reviewed.is_not(None), self.confidence >= confidence)
+
+
+def review_of(record: type[ImageRecord] | type[EventRecord]) -> ReviewJoin:
+    """How to join each photo (by its event) or event to its newest correction."""
+    correction = aliased(CorrectionRecord)
+    event_key = ImageRecord.event_id if record is ImageRecord else EventRecord.id
+    newest = select(func.max(CorrectionRecord.id)).where(CorrectionRecord.event_id == event_key).scalar_subquery()
+
+    def shown(column: str) -> ColumnElement[Any]:
+        return case((correction.id.is_not(None), getattr(correction, column)), else_=getattr(record, column))
+
+    return ReviewJoin(
+        correction=correction,
+        onclause=correction.id == newest,
+        kind=shown("kind"),
+        scientific_name=shown("scientific_name"),
+        common_name=shown("common_name"),
+        taxon_rank=shown("taxon_rank"),
+        confidence=record.confidence,
+        reviewed=correction.id,
+    )
+
+
+def join_review(query: Select[Any], record: type[ImageRecord] | type[EventRecord]) -> tuple[Select[Any], ReviewJoin]:
+    """Add each row's newest correction (or None) as a second column; returns the columns to filter on.
+
+    The species, kind and confidence filters must use the returned columns so they match what is
+    shown: a person's species where there is one, else the machine's.
+    """
+    review = review_of(record)
+    return query.add_columns(review.correction).outerjoin(review.correction, review.onclause), review
+
+
+def as_reviewed(rows: Iterable[Any]) -> list[Any]:
+    """(record, correction or None) rows -> the record itself, or a `Reviewed` view of it."""
+    return [record if correction is None else Reviewed(record, correction) for record, correction in rows]
+
+
+def taxon_rank_of(scientific_name: str) -> str:
+    words = len(scientific_name.split())
+    return "genus" if words == 1 else "species" if words == 2 else "subspecies"
+
+
+def add_correction(
+    session: Session,
+    event_id: int,
+    verdict: str,
+    label: str | None = None,
+    scientific_name: str | None = None,
+    common_name: str | None = None,
+    reviewer: str | None = None,
+    note: str | None = None,
+) -> CorrectionRecord:
+    """Store a person's verdict on event `event_id`: confirmed, corrected (to a species) or empty.
+
+    Raises StoreError for an unknown event, a confirmation of an event with no bird, or a
+    correction without a species.
+    """
+    event = session.get(EventRecord, event_id)
+    if event is None:
+        raise StoreError(f"event {event_id} does not exist (it may have been merged into a neighbouring burst); reload the list.")
+    if verdict not in VERDICTS:
+        raise StoreError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}.")
+    if verdict == CONFIRMED:
+        if event.kind != KIND_BIRD or not event.scientific_name:
+            raise StoreError(f"event {event_id} has no bird to confirm (the machine said {event.kind}); correct it with a species instead.")
+        label, scientific_name, common_name, rank = event.label, event.scientific_name, event.common_name, event.taxon_rank
+    elif verdict == CORRECTED:
+        if not scientific_name:
+            raise StoreError("a correction needs the species (scientific name); or mark the event empty.")
+        rank = taxon_rank_of(scientific_name)
+        label = label or (f"{scientific_name} ({common_name})" if common_name else scientific_name)
+    else:
+        label = scientific_name = common_name = rank = None
+    correction = CorrectionRecord(
+        event_id=event_id,
+        verdict=verdict,
+        kind=KIND_EMPTY if verdict == MARKED_EMPTY else KIND_BIRD,
+        label=label,
+        scientific_name=scientific_name,
+        common_name=common_name,
+        taxon_rank=rank,
+        machine_kind=event.kind,
+        machine_label=event.label,
+        machine_scientific_name=event.scientific_name,
+        machine_common_name=event.common_name,
+        machine_confidence=event.confidence,
+        reviewer=reviewer,
+        note=note,
+    )
+    session.add(correction)
+    session.flush()
+    return correction
+
+
+def latest_reviews(session: Session, event_ids: Iterable[int]) -> dict[int, CorrectionRecord]:
+    """event id -> its newest correction, for the events that have one."""
+    ids = list(event_ids)
+    if not ids:
+        return {}
+    newest = select(func.max(CorrectionRecord.id)).where(CorrectionRecord.event_id.in_(ids)).group_by(CorrectionRecord.event_id)
+    return {c.event_id: c for c in session.scalars(select(CorrectionRecord).where(CorrectionRecord.id.in_(newest)))}
+
+
+def review_history(session: Session, event_id: int) -> list[CorrectionRecord]:
+    """Every verdict on an event, newest first."""
+    query = select(CorrectionRecord).where(CorrectionRecord.event_id == event_id).order_by(CorrectionRecord.id.desc())
+    return list(session.scalars(query))
+
+
+def event_photos(session: Session, event_ids: Iterable[int]) -> dict[int, list[ImageRecord]]:
+    """event id -> its photos in capture order."""
+    ids = list(event_ids)
+    if not ids:
+        return {}
+    query = select(ImageRecord).where(ImageRecord.event_id.in_(ids)).order_by(ImageRecord.captured_at, ImageRecord.id)
+    photos: dict[int, list[ImageRecord]] = {}
+    for image in session.scalars(query):
+        photos.setdefault(image.event_id, []).append(image)  # type: ignore[arg-type]
+    return photos
+
+
+def pending_count(session: Session) -> int:
+    """Photos registered but not yet processed: the daemon's queue as the database sees it."""
+    return int(session.scalar(select(func.count()).select_from(ImageRecord).where(ImageRecord.status == PENDING)) or 0)
+
+
+def last_photo(session: Session) -> ImageRecord | None:
+    """The photo found most recently (by discovery), whatever became of it."""
+    return session.scalar(select(ImageRecord).order_by(ImageRecord.id.desc()).limit(1))
+
+
+def change_token(session: Session) -> str:
+    """A short string that changes whenever a photo is added or processed or a verdict is stored.
+
+    The web page polls it and reloads its list only when it changes (cheap on a Pi Zero).
+    """
+    newest, processed, done = session.execute(
+        select(func.max(ImageRecord.id), func.max(ImageRecord.processed_at), func.count(ImageRecord.processed_at))
+    ).one()
+    reviewed = session.scalar(select(func.max(CorrectionRecord.id)))
+    return f"{newest or 0}.{done}.{processed.isoformat() if processed else '-'}.{reviewed or 0}"
+
+
+def cached_classification(session: Session, sha256: str, pipeline: str) -> str | None:
+    """The stored `/classify` answer (JSON text) for this content and pipeline, or None."""
+    query = select(ClassifyCacheRecord.result).where(ClassifyCacheRecord.sha256 == sha256, ClassifyCacheRecord.pipeline == pipeline)
+    return session.scalar(query)
+
+
+def save_classification(session: Session, sha256: str, pipeline: str, result: str) -> None:
+    """Remember a `/classify` answer; an answer already stored (another request won) is kept."""
+    if cached_classification(session, sha256, pipeline) is None:
+        session.add(ClassifyCacheRecord(sha256=sha256, pipeline=pipeline, result=result))
+        session.flush()
+
+
+def species_stats_reviewed(
+    session: Session, since: datetime | None = None, until: datetime | None = None, camera: str | None = None
+) -> list[SpeciesStats]:
+    """`species_stats` with people's corrections applied: a corrected burst counts as its new species,
+    one marked empty not at all. Meant to replace species_stats's body (CLI, plots and web agree).
+    """
+    photo = review_of(ImageRecord)
+    photo_query = (
+        select(
+            photo.scientific_name,
+            func.max(photo.common_name),
+            func.max(photo.taxon_rank),
+            func.count(),
+            func.min(ImageRecord.captured_at),
+            func.max(ImageRecord.captured_at),
+        )
+        .select_from(ImageRecord)
+        .outerjoin(photo.correction, photo.onclause)
+        .where(ImageRecord.status == DONE, ImageRecord.kind == KIND_BIRD, photo.kind == KIND_BIRD)
+    )
+    event = review_of(EventRecord)
+    event_query = (
+        select(event.scientific_name, func.count())
+        .select_from(EventRecord)
+        .outerjoin(event.correction, event.onclause)
+        .where(event.kind == KIND_BIRD)
+    )
+    if since is not None:
+        photo_query = photo_query.where(ImageRecord.captured_at >= since)
+        event_query = event_query.where(EventRecord.end >= since)
+    if until is not None:
+        photo_query = photo_query.where(ImageRecord.captured_at < until)
+        event_query = event_query.where(EventRecord.start < until)
+    if camera:
+        photo_query = photo_query.where(ImageRecord.camera_id == camera)
+        event_query = event_query.where(EventRecord.camera_id == camera)
+    events = dict(session.execute(event_query.group_by(event.scientific_name)).all())
+    rows = session.execute(photo_query.group_by(photo.scientific_name)).all()
+    stats = [SpeciesStats(name, common, rank, photos, events.get(name, 0), first, last) for name, common, rank, photos, first, last in rows]
+    return sorted(stats, key=lambda s: (-s.photos, s.scientific_name))
+
+
+def activity_reviewed(session: Session, by: str, since: datetime | None = None, camera: str | None = None) -> list[tuple[str, str, int]]:
+    """`activity` with people's corrections applied; meant to replace activity's body."""
+    photo = review_of(ImageRecord)
+    query = (
+        select(photo.scientific_name, ImageRecord.captured_at)
+        .select_from(ImageRecord)
+        .outerjoin(photo.correction, photo.onclause)
+        .where(ImageRecord.status == DONE, ImageRecord.kind == KIND_BIRD, photo.kind == KIND_BIRD)
+    )
+    if since is not None:
+        query = query.where(ImageRecord.captured_at >= since)
+    if camera:
+        query = query.where(ImageRecord.camera_id == camera)
+    counts: dict[tuple[str, str], int] = {}
+    for name, when in session.execute(query):
+        if when is None:
+            continue
+        bucket = when.strftime("%Y-%m-%d") if by == "day" else f"{when.hour:02d}"
+        counts[(name, bucket)] = counts.get((name, bucket), 0) + 1
+    return sorted((name, bucket, count) for (name, bucket), count in counts.items())

@@ -37,7 +37,8 @@ class Notifier:
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._socket.sendto("\n".join(fields).encode(), self.address)
+            # Never block the pipeline on systemd: a full socket queue drops a status line instead.
+            self._socket.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, self.address)
         except OSError as e:
             log.debug("sd_notify to %s failed: %s", self.address, e)
 

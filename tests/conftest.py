@@ -94,14 +94,14 @@ def birdtrap_command() -> list[str]:
 class DaemonProcess:
     """`birdtrap run` as a real subprocess, its stderr captured to a file."""
 
-    def __init__(self, config: Path, env: dict | None = None) -> None:
+    def __init__(self, config: Path, env: dict | None = None, extra_args: list[str] | None = None) -> None:
         self.config = config
         self.log = config.parent / f"daemon-{time.monotonic_ns()}.log"
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         environment.pop("JOURNAL_STREAM", None)
         self.handle = self.log.open("w")
         self.process = subprocess.Popen(
-            [*birdtrap_command(), "run", "--config", str(config)],
+            [*birdtrap_command(), "run", "--config", str(config), *(extra_args or [])],
             stdout=self.handle,
             stderr=subprocess.STDOUT,
             env=environment,

@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from conftest import HERON, INAT, copy_photo, photo, rows, wait_for, write_config
+from conftest import HERON, INAT, DaemonProcess, copy_photo, photo, rows, wait_for, write_config
 
 
 def done_count(tmp_path: Path) -> int:
@@ -185,3 +185,35 @@ def test_processed_photos_are_archived_and_empty_frames_go_to_their_own_folder(t
     assert (tmp_path / "quarantine" / "broken.jpg").exists()
     archived = rows(tmp_path, "select archived_path from images where path like '%bird.bmp'")
     assert archived == [(str(tmp_path / "archive" / "bird.bmp"),)]
+
+
+def test_run_serve_answers_the_api_from_the_daemons_process(tmp_path, daemon_factory):
+    import json
+    import socket
+    import urllib.request
+
+    import pytest
+
+    pytest.importorskip("fastapi", reason="the web extra is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tmp_path, serve={"port": port})
+    copy_photo("bird.bmp", tmp_path / "inbox")
+    daemon = DaemonProcess(config, extra_args=["--serve"])
+    try:
+        wait_for(lambda: done_count(tmp_path) >= 1, timeout=90, what="the photo")
+
+        def health() -> dict | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=5) as response:
+                    return json.load(response)
+            except OSError:
+                return None
+
+        answer = wait_for(health, timeout=60, what="the API to answer")
+        assert answer
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/sightings", timeout=10) as response:
+            assert "Poecile atricapillus" in response.read().decode()
+    finally:
+        assert daemon.stop() == 0

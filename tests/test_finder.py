@@ -79,7 +79,7 @@ def test_motion_in_the_heron_burst_points_at_the_heron():
     regions = []
     for path in HERON[:6]:
         decoded = decode_photo(path.read_bytes(), path.name, 0, settings)
-        regions = memory.observe(BurstKey("heron", decoded.metadata.captured.value), decoded.photo.bgr)
+        regions = memory.observe(BurstKey("heron", decoded.metadata.captured.value), decoded.photo.bgr)()
     # Frame 35 (the sixth): the heron stands at about x 0.50-0.62, y 0.62-0.90 of the frame.
     heron = (0.50, 0.60, 0.62, 0.90)
     assert regions, "no motion found in a burst with a moving heron"
@@ -91,7 +91,7 @@ def test_motion_in_the_heron_burst_points_at_the_heron():
 def test_a_single_frame_has_no_motion():
     memory = BurstMemory()
     decoded = decode_photo(HERON[0].read_bytes(), "x", 0, PreprocessSettings())
-    assert memory.observe(BurstKey("c", decoded.metadata.captured.value), decoded.photo.bgr) == []
+    assert memory.observe(BurstKey("c", decoded.metadata.captured.value), decoded.photo.bgr)() == []
 
 
 # --- the checklist ---------------------------------------------------------------------------

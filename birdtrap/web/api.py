@@ -1,0 +1,381 @@
+"""The versioned REST API, `/api/v1`: health, queries, photos and thumbnails, classify, review.
+
+Routes parse and check parameters, call `queries`, `ClassifyService` or `store`, and shape the
+answer; any error leaves as problem details (see `problems`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from birdtrap import __version__, store
+from birdtrap.bundle import parse_label
+from birdtrap.errors import StoreError
+from birdtrap.web import queries, schemas
+from birdtrap.web.classify import READY, TOP_LABELS, Upload
+from birdtrap.web.context import Context, WebContext, short
+from birdtrap.web.problems import MEDIA_TYPE, Problem, ProblemDetails, problem_body, problem_response
+from birdtrap.web.thumbnails import MAX_SIZE, MIN_SIZE
+
+bearer = HTTPBearer(auto_error=False, description="serve.token; needed by review and by classify with record=true")
+
+PROBLEM = {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}}
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request body",
+    401: "Bearer token missing",
+    403: "Bearer token wrong, writes disabled, or a path outside the configured folders",
+    404: "No such record, or its photo file is gone",
+    413: "Upload larger than serve.upload_limit_mb, or more files than serve.max_files",
+    415: "Not multipart/form-data, or no file is an image",
+    422: "Bad parameters, or an image that cannot be decoded",
+    503: "The model is loading or failed to load",
+}
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {**PROBLEM, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+router = APIRouter(prefix="/api/v1", responses=_problems(422))
+
+Since = Annotated[datetime | None, Query(description="Only from this capture time on (YYYY-MM-DD[THH:MM], the camera's clock)")]
+Until = Annotated[datetime | None, Query(description="Only before this capture time")]
+Species = Annotated[str | None, Query(max_length=200, description="Scientific or common name, case-insensitive; a prefix is enough")]
+Camera = Annotated[str | None, Query(max_length=100, description="Only this camera id")]
+MinConfidence = Annotated[float | None, Query(ge=0, le=1, description="Only decisions at least this sure (reviewed rows always pass)")]
+Limit = Annotated[int, Query(ge=1, le=500, description="Rows per page")]
+# SQLite integers are 64-bit: a larger id is a bad parameter, not a database error.
+EventId = Annotated[int, Path(ge=1, le=2**63 - 1, description="An event's id")]
+PhotoId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A photo's id")]
+Offset = Annotated[int, Query(ge=0, le=queries.MAX_OFFSET, description="Rows to skip")]
+
+
+def _next_url(request: Request, limit: int, offset: int, more: bool) -> str | None:
+    if not more or offset + limit > queries.MAX_OFFSET:
+        return None
+    url = request.url.include_query_params(offset=offset + limit, limit=limit)
+    return f"{url.path}?{url.query}"
+
+
+# --- health, changes -----------------------------------------------------------------------
+
+
+@router.get("/health", response_model=schemas.Health, summary="Model, runtime, queue depth, last photo, disk free")
+def health(context: Context) -> dict[str, Any]:
+    info = context.classifier.info()
+    database, counts, last, queue = "ok", {}, None, None
+    try:
+        with context.sessions() as session:
+            counts = store.counts_by_status(session)
+            queue = store.pending_count(session)
+            photo = store.last_photo(session)
+            if photo is not None:
+                last = {
+                    "id": photo.id,
+                    "path": photo.path,
+                    "status": photo.status,
+                    "discovered_at": queries.utc(photo.discovered_at).isoformat(),  # type: ignore[union-attr]
+                    "captured_at": photo.captured_at.isoformat() if photo.captured_at else None,
+                }
+    except SQLAlchemyError as e:
+        database = f"cannot be read: {short(e)}"
+    disk = []
+    for key, folder in context.thumbnails.folders.items():
+        try:
+            usage = shutil.disk_usage(folder)
+            disk.append({"key": key, "path": str(folder), "free_bytes": usage.free, "total_bytes": usage.total})
+        except OSError:
+            disk.append({"key": key, "path": str(folder), "free_bytes": None, "total_bytes": None})
+    state = info["state"]
+    status = "ok" if state == READY and database == "ok" else "loading" if state == "loading" else "degraded"
+    model = {k: info.get(k) for k in ("state", "error", "path", "name", "version", "sha256", "labels", "pipeline")}
+    return {
+        "status": status,
+        "version": __version__,
+        "model": model,
+        "runtime": {"name": info.get("runtime"), "delegate": info.get("delegate")},
+        "queue_depth": queue,
+        "photos_by_status": counts,
+        "last_photo": last,
+        "disk": disk,
+        "database": database,
+    }
+
+
+@router.get("/changes", response_model=schemas.Changes, summary="A token that changes when photos or reviews are added")
+def changes(context: Context) -> dict[str, str]:
+    return {"token": context.read(store.change_token)}
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@router.get("/sightings", response_model=schemas.SightingPage, summary="Bird photos, newest first (as `birdtrap sightings`)")
+def sightings(
+    request: Request,
+    context: Context,
+    since: Since = None,
+    until: Until = None,
+    species: Species = None,
+    camera: Camera = None,
+    min_confidence: MinConfidence = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    filters = queries.Filters(since, until, species, camera, min_confidence)
+    items, more = context.read(lambda s: queries.sightings_page(s, filters, limit, offset))
+    return {"items": items, "limit": limit, "offset": offset, "next": _next_url(request, limit, offset, more)}
+
+
+@router.get("/events", response_model=schemas.EventPage, summary="Events (bursts), newest first (as `birdtrap events`)")
+def list_events(
+    request: Request,
+    context: Context,
+    since: Since = None,
+    until: Until = None,
+    species: Species = None,
+    camera: Camera = None,
+    min_confidence: MinConfidence = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    all: Annotated[bool, Query(description="Also events without a bird (empty, animal, person)")] = False,  # noqa: A002
+) -> dict[str, Any]:
+    filters = queries.Filters(since, until, species, camera, min_confidence)
+    items, more = context.read(lambda s: queries.events_page(s, filters, limit, offset, birds_only=not all))
+    return {"items": items, "limit": limit, "offset": offset, "next": _next_url(request, limit, offset, more)}
+
+
+@router.get("/events/{event_id}", response_model=schemas.EventDetail, responses=_problems(404), summary="One event, its photos and reviews")
+def get_event(event_id: EventId, context: Context) -> dict[str, Any]:
+    detail = context.read(lambda s: queries.event_detail(s, event_id))
+    if detail is None:
+        raise Problem(404, "no-such-event", f"there is no event {event_id}; events are regrouped as photos arrive, so list them again.")
+    return detail
+
+
+@router.get("/stats", response_model=schemas.Stats, summary="Per species totals, or activity by day or hour (as `birdtrap stats`)")
+def stats(
+    context: Context,
+    since: Since = None,
+    until: Until = None,
+    camera: Camera = None,
+    by: Annotated[Literal["species", "day", "hour"], Query(description="species totals, or photos per species by day or hour")] = "species",
+) -> dict[str, Any]:
+    return context.read(lambda s: queries.stats(s, by, since, until, camera))
+
+
+# --- photos --------------------------------------------------------------------------------
+
+
+@router.get("/photos/{image_id}", response_model=schemas.Photo, responses=_problems(404), summary="One photo's record and predictions")
+def get_photo(image_id: PhotoId, context: Context) -> dict[str, Any]:
+    detail = context.read(lambda s: queries.photo_detail(s, image_id))
+    if detail is None:
+        raise Problem(404, "no-such-photo", f"there is no photo {image_id}.")
+    return detail
+
+
+JPEG = {200: {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail"}}
+Size = Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Longest side in pixels")]
+
+
+def _thumbnail_response(context: WebContext, path: str, size: int) -> FileResponse:
+    thumbnail = context.thumbnails.thumbnail(path, size)
+    # The name is a hash of path, size, mtime and size on disk: a changed file gets a new one.
+    return FileResponse(thumbnail, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+@router.get(
+    "/photos/{image_id}/thumbnail",
+    response_class=FileResponse,
+    responses={**JPEG, **_problems(403, 404)},
+    summary="A small JPEG of the photo, made once and cached",
+)
+def photo_thumbnail(image_id: PhotoId, context: Context, size: Size = 320) -> FileResponse:
+    location = context.read(lambda s: queries.photo_location(s, image_id))
+    if location is None:
+        raise Problem(404, "no-such-photo", f"there is no photo {image_id}.")
+    return _thumbnail_response(context, location, size)
+
+
+@router.get(
+    "/photos/{image_id}/original",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}, "description": "The original file"}, **_problems(403, 404)},
+    summary="The original photo file (large: ask only when you need it)",
+)
+def photo_original(image_id: PhotoId, context: Context) -> FileResponse:
+    location = context.read(lambda s: queries.photo_location(s, image_id))
+    if location is None:
+        raise Problem(404, "no-such-photo", f"there is no photo {image_id}.")
+    return FileResponse(context.thumbnails.check(location), headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/thumbnail",
+    response_class=FileResponse,
+    responses={**JPEG, **_problems(403, 404)},
+    summary="A thumbnail by file path; only inside the configured folders",
+)
+def path_thumbnail(
+    context: Context,
+    path: Annotated[
+        str, Query(min_length=1, max_length=4096, description="A photo file inside watch, archive, empty, quarantine or upload folders")
+    ],
+    size: Size = 320,
+) -> FileResponse:
+    if "\0" in path:
+        raise Problem(422, "bad-parameters", "path contains a NUL character.")
+    return _thumbnail_response(context, path, size)
+
+
+# --- classify ------------------------------------------------------------------------------
+
+CLASSIFY_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/classify",
+    response_model=schemas.ClassifyResponse,
+    responses=_problems(400, 401, 403, 413, 415, 503),
+    openapi_extra={"requestBody": CLASSIFY_BODY},
+    summary="Name the birds in one or many photos (multipart 'files'); answers are cached by content",
+)
+async def classify(
+    request: Request,
+    context: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    top_k: Annotated[int, Query(ge=1, le=TOP_LABELS, description="Labels returned per photo")] = 5,
+    record: Annotated[
+        bool, Query(description="Also store the photos and results like photos from the watch folder (needs the token)")
+    ] = False,
+    camera: Annotated[
+        str, Query(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="Camera id to record under")
+    ] = "upload",
+) -> Any:
+    if record:
+        context.check_writer(credentials)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data":
+        raise Problem(
+            415, "unsupported-media-type", f"send the photos as multipart/form-data files named 'files', not {media or 'no content type'}."
+        )
+    context.classifier.require_ready()
+    started = time.monotonic()
+    uploads = await _uploads(request, context)
+    try:
+        items = await run_in_threadpool(context.classifier.classify, uploads, top_k, record, camera)
+    except (SQLAlchemyError, StoreError) as e:
+        # Only `record` writes rows; nothing of this request was stored.
+        raise Problem(
+            503, "database-unavailable", f"the photos could not be recorded ({short(e)}); try again.", {"Retry-After": "5"}
+        ) from None
+    context.metrics.request_seconds.observe(time.monotonic() - started)
+    info = context.classifier.info()
+    body = {"model": {k: info.get(k) for k in ("name", "version", "sha256", "pipeline")}, "items": items}
+    failed = [item["error"]["status"] for item in items if item["error"] is not None]
+    if failed and len(failed) == len(items):
+        # Nothing usable: the request fails as a whole, with each file's reason.
+        status = failed[0] if len(set(failed)) == 1 else 422
+        detail = items[0]["error"]["detail"] if len(items) == 1 else f"none of the {len(items)} files could be classified; see items."
+        return problem_response(problem_body(status, detail, "no-image-classified", request.url.path, items=items))
+    return JSONResponse(body)
+
+
+async def _uploads(request: Request, context: WebContext) -> list[Upload]:
+    limit = context.settings.max_files
+    try:
+        form = await request.form(max_files=limit, max_fields=16)
+    except StarletteHTTPException as e:
+        if e.status_code == 413:
+            raise
+        if "Too many files" in str(e.detail):
+            raise Problem(413, "too-many-files", f"send at most {limit} photos in one request (serve.max_files).") from None
+        raise Problem(400, "bad-multipart", f"the multipart body cannot be read ({e.detail}).") from None
+    try:
+        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+        if not files:
+            raise Problem(422, "no-files", "the request holds no files; send the photos as multipart files named 'files'.")
+        return [Upload(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(files)]
+    finally:
+        await form.close()
+
+
+# --- review --------------------------------------------------------------------------------
+
+
+@router.post(
+    "/events/{event_id}/review",
+    response_model=schemas.Review,
+    status_code=201,
+    responses=_problems(401, 403, 404),
+    summary="Confirm or correct an event's species, or mark it empty (needs the token)",
+)
+def review(
+    event_id: EventId,
+    verdict: schemas.ReviewIn,
+    context: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> dict[str, Any]:
+    context.check_writer(credentials)
+    names: dict[str, str | None] = {}
+    if verdict.verdict == "correct":
+        if not verdict.species or not verdict.species.strip():
+            raise Problem(
+                422,
+                "species-missing",
+                "a correction needs 'species': a model label such as 'Ardea cinerea (Grey Heron)' or a scientific name.",
+            )
+        names = _names(context, verdict.species)
+    kind = {"confirm": store.CONFIRMED, "correct": store.CORRECTED, "empty": store.MARKED_EMPTY}[verdict.verdict]
+    try:
+        with context.sessions.begin() as session:
+            if session.get(store.EventRecord, event_id) is None:
+                raise Problem(
+                    404, "no-such-event", f"there is no event {event_id}; events are regrouped as photos arrive, so list them again."
+                )
+            correction = store.add_correction(session, event_id, kind, reviewer=verdict.reviewer, note=verdict.note, **names)
+            return queries.review_dict(correction)
+    except StoreError as e:
+        raise Problem(422, "review-refused", str(e)) from None
+    except SQLAlchemyError as e:
+        raise Problem(
+            503, "database-unavailable", f"the review could not be stored ({short(e)}); try again.", {"Retry-After": "5"}
+        ) from None
+
+
+def _names(context: WebContext, species: str) -> dict[str, str | None]:
+    """A model label's canonical names when `species` matches one; else the text as given."""
+    wanted = species.strip()
+    identifier = context.classifier.identifier
+    if identifier is not None:
+        lower = wanted.lower()
+        for label in identifier.species.labels:
+            if lower in (label.text.lower(), label.scientific.lower(), (label.common or "").lower()):
+                return {"label": label.text, "scientific_name": label.scientific, "common_name": label.common}
+    parsed = parse_label(0, wanted)
+    return {"label": parsed.text, "scientific_name": parsed.scientific, "common_name": parsed.common}

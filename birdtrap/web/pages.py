@@ -1,0 +1,125 @@
+"""Server-rendered pages (Jinja2): latest events, an event's review, a species, stats.
+
+No front-end build: plain HTML and one stylesheet, a few lines of inline script to refresh the
+list and send a review. Filters are plain GET forms, so they work without JavaScript too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from birdtrap import store
+from birdtrap.web import queries
+from birdtrap.web.api import EventId
+from birdtrap.web.context import Context
+from birdtrap.web.problems import Problem
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+
+PAGE_SIZE = 30
+
+
+def _date(value: str | None, name: str) -> datetime | None:
+    # Empty form fields arrive as "", which means "no filter", not a bad date.
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise Problem(422, "bad-parameters", f"{name}: {value!r} is not a date; use YYYY-MM-DD.") from None
+
+
+@router.get("/")
+def index(
+    request: Request,
+    context: Context,
+    species: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+    camera: Annotated[str | None, Query(max_length=100)] = None,
+    all: Annotated[bool, Query()] = False,  # noqa: A002
+    offset: Annotated[int, Query(ge=0, le=queries.MAX_OFFSET)] = 0,
+    partial: Annotated[bool, Query()] = False,
+) -> HTMLResponse:
+    filters = queries.Filters(_date(since, "since"), _date(until, "until"), species or None, camera or None)
+
+    def load(session: Any) -> dict[str, Any]:
+        events, more = queries.events_page(session, filters, PAGE_SIZE, offset, birds_only=not all)
+        return {
+            "events": events,
+            "more": more,
+            "token": store.change_token(session),
+            "species": [] if partial else store.species_stats_reviewed(session),
+        }
+
+    data = context.read(load)
+    next_url = None
+    if data["more"]:
+        url = request.url.include_query_params(offset=offset + PAGE_SIZE).remove_query_params("partial")
+        next_url = f"{url.path}?{url.query}"
+    values = {
+        "events": data["events"],
+        "next_url": next_url,
+        "filters": filters,
+        "token": data["token"],
+        "species": data["species"],
+        "since_value": since or "",
+        "until_value": until or "",
+        "all_kinds": all,
+        "refresh_seconds": context.settings.refresh_seconds,
+    }
+    return templates.TemplateResponse(request, "_events.html" if partial else "index.html", values)
+
+
+@router.get("/events/{event_id}")
+def event_page(request: Request, event_id: EventId, context: Context) -> HTMLResponse:
+    detail = context.read(lambda s: queries.event_detail(s, event_id))
+    if detail is None:
+        raise Problem(404, "no-such-event", f"there is no event {event_id}; it may have been merged into a neighbouring burst.")
+    identifier = context.classifier.identifier
+    labels = [label.text for label in identifier.species.labels] if identifier is not None else []
+    return templates.TemplateResponse(request, "event.html", {"event": detail, "labels": labels})
+
+
+@router.get("/species/{name:path}")
+def species_page(request: Request, name: str, context: Context) -> HTMLResponse:
+    # Exact scientific name: a prefix ("Ardea") would mix several species on one page.
+    rows = context.read(lambda s: [r for r in store.find_sightings(s, species=name, limit=5000) if (r.scientific_name or "") == name])
+    sightings = [queries.sighting_dict(r) for r in rows]
+    days = queries.daily_counts(rows)
+    peak = max((count for _, count in days), default=1)
+    step = 10
+    chart = {"width": max(step * len(days), 100), "step": step, "scale": 90 / max(peak, 1)}
+    values = {
+        "name": name,
+        "common_name": next((s["common_name"] for s in sightings if s["common_name"]), None),
+        "sightings": sightings[:200],
+        "total": len(sightings),
+        "days": days,
+        "chart": chart,
+        "first": days[0][0] if days else None,
+        "last": days[-1][0] if days else None,
+    }
+    return templates.TemplateResponse(request, "species.html", values)
+
+
+@router.get("/stats")
+def stats_page(request: Request, context: Context) -> HTMLResponse:
+    def load(session: Any) -> dict[str, Any]:
+        return {
+            "species": store.species_stats_reviewed(session),
+            "by_status": sorted(store.counts_by_status(session).items()),
+            "queue": store.pending_count(session),
+            "hours": queries.hourly_counts(session),
+        }
+
+    data = context.read(load)
+    data["hour_scale"] = 90 / max(max(data["hours"]), 1)
+    return templates.TemplateResponse(request, "stats.html", data)

@@ -1,0 +1,152 @@
+"""Thumbnails made on the fly and cached on disk; nothing outside the configured folders is served.
+
+Every path (from the database or from a request) is resolved, symlinks included, and must then
+lie inside one of the folders the configuration names: watch, archive, empty, quarantine, and
+the folder recorded uploads go to. A 12 MP original is decoded reduced (the JPEG decoder's DCT
+scaling) and shrunk once; later requests read the small cached file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import cv2
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from birdtrap.config import Config
+from birdtrap.errors import PhotoError
+from birdtrap.preprocess import PreprocessSettings, decode, read_photo_bytes
+from birdtrap.web.problems import Problem
+from birdtrap.web.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+MIN_SIZE, MAX_SIZE = 32, 1024
+JPEG_QUALITY = 80
+PRUNE_EVERY = 64  # writes between two size checks of the cache folder
+
+
+def allowed_folders(config: Config, upload_folder: Path) -> dict[str, Path]:
+    """The folders photos may be served from, by the config key that names them, resolved."""
+    folders = {
+        "watch.folder": config.watch.folder,
+        "after.archive_folder": config.after.archive_folder,
+        "after.empty_folder": config.after.empty_folder,
+        "after.quarantine_folder": config.after.quarantine_folder,
+        "serve.upload_folder": upload_folder,
+    }
+    return {key: Path(path).resolve() for key, path in folders.items() if path is not None}
+
+
+def default_cache_folder(config: Config) -> Path:
+    """'thumbnails' beside the SQLite file (the state directory on a Pi), else the temp folder."""
+    try:
+        url = make_url(config.database.url)
+    except ArgumentError:
+        url = None
+    if url is not None and url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent / "thumbnails"
+    return Path(tempfile.gettempdir()) / "birdtrap-thumbnails"
+
+
+class Thumbnails:
+    """Checks paths against the allowed folders and makes, caches and prunes thumbnails."""
+
+    def __init__(self, config: Config, settings: ServeSettings, upload_folder: Path) -> None:
+        self.folders = allowed_folders(config, upload_folder)
+        self.cache = (settings.thumbnail_cache or default_cache_folder(config)).resolve()
+        self.max_bytes = int(settings.thumbnail_cache_mb * 1024 * 1024)
+        self.max_pixels = config.preprocess.max_pixels
+        self._writes = 0
+        self._lock = threading.Lock()
+        # A Pi Zero has 512 MB and 4 slow cores: decode at most two originals at a time.
+        self._decoding = threading.BoundedSemaphore(2)
+
+    def check(self, path: str | Path) -> Path:
+        """The resolved path if it lies inside an allowed folder and is a file; else a problem.
+
+        403 for anything outside (without saying whether it exists), 404 for a photo that has
+        gone (moved or deleted since it was recorded).
+        """
+        candidate = Path(path)
+        if not candidate.is_absolute():  # relative to the watch folder, never to the server's cwd
+            candidate = self.folders["watch.folder"] / candidate
+        try:
+            resolved = candidate.resolve()
+        except (OSError, RuntimeError, ValueError):
+            raise Problem(
+                403, "outside-folders", "the path cannot be resolved; only photos in the configured folders are served."
+            ) from None
+        if not any(resolved == folder or resolved.is_relative_to(folder) for folder in self.folders.values()):
+            raise Problem(
+                403,
+                "outside-folders",
+                f"{path} is outside the configured folders ({', '.join(self.folders)}); refused.",
+            )
+        if not resolved.is_file():
+            raise Problem(404, "photo-missing", f"{path} is no longer there (moved or deleted after it was recorded).")
+        return resolved
+
+    def thumbnail(self, path: str | Path, size: int) -> Path:
+        """A cached JPEG at most `size` pixels on its long side; made now if not cached yet."""
+        source = self.check(path)
+        info = source.stat()
+        key = hashlib.sha256(f"{source}\0{info.st_size}\0{info.st_mtime_ns}\0{size}".encode()).hexdigest()
+        target = self.cache / key[:2] / f"{key}.jpg"
+        if target.is_file():
+            return target
+        with self._decoding:
+            if target.is_file():
+                return target
+            data = self._encode(source, size)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, target)
+        self._maybe_prune()
+        return target
+
+    def _encode(self, source: Path, size: int) -> bytes:
+        settings = PreprocessSettings(reduced_decode=True, decode_min_side=size, crop_info_bars=False, max_pixels=self.max_pixels)
+        try:
+            photo = decode(read_photo_bytes(source), str(source), settings)
+        except PhotoError as e:
+            raise Problem(422, "unreadable-image", str(e)) from None
+        image = photo.bgr
+        height, width = image.shape[:2]
+        scale = size / max(height, width)
+        if scale < 1:
+            image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise Problem(422, "unreadable-image", f"{source} could not be encoded as a thumbnail.")
+        return encoded.tobytes()
+
+    def _maybe_prune(self) -> None:
+        with self._lock:
+            self._writes += 1
+            if self._writes % PRUNE_EVERY != 1:
+                return
+        files = []
+        for path in self.cache.glob("*/*.jpg"):
+            try:
+                info = path.stat()
+            except OSError:  # pruned by another thread meanwhile
+                continue
+            files.append((info.st_mtime, info.st_size, path))
+        total = sum(size for _, size, _ in files)
+        if total <= self.max_bytes:
+            return
+        for _, size, path in sorted(files):  # oldest first, down to 80 % of the limit
+            path.unlink(missing_ok=True)
+            total -= size
+            if total <= 0.8 * self.max_bytes:
+                break
+        log.info("thumbnail cache pruned to %.0f MB", total / 1e6)
