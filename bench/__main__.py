@@ -1,0 +1,169 @@
+"""`python -m bench`: measure the pipeline stage by stage, the real daemon, and a naive pipeline.
+
+    python -m bench                 # a few minutes: 200-photo backlog, 3 daemon runs, a quiet minute
+    python -m bench --photos 1000   # the issue's 1,000-photo backlog
+    python -m bench --quick         # under a minute: the smoke test runs this
+
+Prints a table (figure, median, baseline, ratio) and writes the same as JSON naming the machine
+(default bench/out/latest.json). Photos are generated in a temporary folder from ../shared/images
+and deleted afterwards (--keep keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options; --quick changes only the defaults, so an explicit --photos still wins."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small everything: under a minute (for the smoke test)")
+    parser.add_argument("--photos", type=int, help="12 MP photos in the daemon's backlog [200; quick 8]")
+    parser.add_argument("--daemon-runs", type=int, help="times the daemon drains the backlog; figures are medians [3; quick 1]")
+    parser.add_argument("--idle-seconds", type=float, help="quiet window after the drain for idle CPU and wake-ups [60; quick 3]")
+    parser.add_argument("--sources", type=int, help="real photos each size is made from (stage costs) [6; quick 2]")
+    parser.add_argument("--repeats", type=int, help="repeats of every in-process timing [3; quick 2]")
+    parser.add_argument("--naive-photos", type=int, help="photos the naive pipeline processes [2; quick 1]")
+    parser.add_argument(
+        "--naive-tile-mp", type=float, help="denoise a tile of this many MP and scale (naive is slow) [whole photo; quick 0.25]"
+    )
+    parser.add_argument(
+        "--daemon-env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the daemon (e.g. MALLOC_ARENA_MAX=2)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="the daemon's batch.size [8, the default config]")
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="the shared photos and models [../shared]")
+    parser.add_argument("--workdir", type=Path, help="where to generate photos [a new temporary folder]")
+    parser.add_argument("--keep", action="store_true", help="keep the generated photos and databases")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "latest.json", help="JSON output [bench/out/latest.json]")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
+    parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {
+        "photos": 8 if quick else 200,
+        "daemon_runs": 1 if quick else 3,
+        "idle_seconds": 3.0 if quick else 60.0,
+        "sources": 2 if quick else 6,
+        "repeats": 2 if quick else 3,
+        "naive_photos": 1 if quick else 2,
+        "naive_tile_mp": 0.25 if quick else None,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.photos < 1 or args.sources < 1 or args.repeats < 1 or args.daemon_runs < 1:
+        parser.error("--photos, --sources, --repeats and --daemon-runs must be at least 1")
+    if any("=" not in item for item in args.daemon_env):
+        parser.error("--daemon-env takes NAME=VALUE")
+    args.naive_photos = max(1, min(args.naive_photos, args.photos))
+    return args
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every measurement in order; returns the exit status."""
+    args = parse_args(argv)
+    from bench.measure import machine_busy_seconds, own_cpu_seconds
+
+    if not (args.shared / "models" / "inat_birds" / "model.tflite").exists():
+        print(f"bench: no models under {args.shared}; pass --shared PATH (the folder with images/ and models/)", file=sys.stderr)
+        return 2
+    # Imported here so --help works without OpenCV or the runtime.
+    from bench import endtoend, photos, stages
+    from bench.report import Results, machine, table, write_json
+    from birdtrap.config import load
+    from birdtrap.loading import build_identifier
+
+    results = Results()
+    results.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
+    began = time.monotonic()
+    busy_before, own_before = machine_busy_seconds(), own_cpu_seconds()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="birdtrap-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        sources = photos.source_photos(args.shared, args.sources)
+        say(f"rendering {len(sources)} photos at {', '.join(photos.SIZES)} in {workdir}")
+        rendered = {size: [photos.render(src, size) for src in sources] for size in photos.SIZES}
+        daemon_folder = workdir / "daemon"
+        config_path = endtoend.write_config(daemon_folder, args.shared.resolve(), args.batch_size)
+        backlog = photos.write_backlog(daemon_folder / "inbox", rendered["12mp"], args.photos)
+        identifier = build_identifier(load(config_path))
+
+        for size, bench_photos in rendered.items():
+            say(f"stage costs and decoders, {size}")
+            stages.stage_costs(results, size, bench_photos, workdir / "stages", identifier, args.repeats)
+            stages.decoders(results, size, bench_photos, args.repeats, identifier.preprocess.decode_min_side)
+        bound = stages.Bound(backlog[: min(len(backlog), 2 * args.batch_size)], identifier, args.batch_size)
+        say("database writes")
+        stages.db_writes(results, workdir, identifier, rendered["12mp"][0], args.batch_size, max(4, 2 * args.repeats))
+        say("models")
+        stages.model_invokes(results, args.shared, max(5, 5 * args.repeats))
+
+        import_repeats = 2 if args.quick else 3
+        import_s = endtoend.import_time(import_repeats)
+        runs = []
+        for index in range(args.daemon_runs):
+            last = index == args.daemon_runs - 1
+            say(
+                f"daemon run {index + 1}/{args.daemon_runs}: {args.photos} photos"
+                + (f", then {args.idle_seconds:.0f} s idle" if last else "")
+            )
+            bound.measure(max(args.repeats, 3))
+            runs.append(
+                endtoend.run_daemon(
+                    config_path,
+                    args.photos,
+                    args.batch_size,
+                    args.idle_seconds if last else 0,
+                    3 if args.quick else 6,
+                    dict(item.split("=", 1) for item in args.daemon_env),
+                )
+            )
+        bound.add_figures(results)
+        endtoend.daemon_figures(results, runs, endtoend.empty_store_bytes(workdir), import_s, import_repeats)
+        say(f"naive pipeline on {args.naive_photos} photo(s)")
+        endtoend.naive(
+            results, backlog[:: photos.BURST][: args.naive_photos], identifier, workdir, daemon_folder / "birdtrap.db", args.naive_tile_mp
+        )
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results.finish()
+    # Other processes competing for the cores inflate timings, the daemon's most: say how much there was.
+    others = (machine_busy_seconds() - busy_before) - (own_cpu_seconds() - own_before)
+    other_percent = round(100 * max(0.0, others) / (time.monotonic() - began), 1)
+    results.settings["other_processes_cpu_percent"] = other_percent
+    if other_percent > 10:
+        results.notes.append(f"other processes kept {other_percent:.0f}% of a core busy during the run: timings are inflated")
+    results.settings["seconds"] = round(time.monotonic() - began, 1)
+    info = machine()
+    write_json(args.out, results, info)
+    if args.json:
+        print(json.dumps(results.as_json(info), indent=2))
+    else:
+        print(
+            f"machine: {info['cpu']}, {info['usable_cores']} cores, {info['machine']}, Python {info['python']}, "
+            f"birdtrap {info['birdtrap_revision']}, other processes {results.settings['other_processes_cpu_percent']}% of a core"
+        )
+        print(table(results, markdown=args.markdown))
+        for note in results.notes:
+            print(f"note: {note}")
+        print(f"({results.settings['seconds']} s; JSON in {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Figures, their baselines and ratios, and the machine they were measured on.
+
+Every figure names a baseline figure from the same run, and the ratio is value / baseline. A
+timing on its own says little (this box is not a Pi); the ratio against something measured a
+second earlier on the same CPU is what carries over to other machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+
+@dataclass
+class Figure:
+    """One measured number, the figure it is compared against, and how many samples it summarises."""
+
+    key: str
+    label: str
+    value: float | None
+    unit: str
+    baseline: str | None = None
+    repeats: int = 1
+    goal: str = ""
+    note: str = ""
+    required: bool = True
+    ratio: float | None = None
+    baseline_value: float | None = None
+
+
+@dataclass
+class Results:
+    """All figures of one run, in the order they were measured."""
+
+    figures: dict[str, Figure] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def add(
+        self,
+        key: str,
+        label: str,
+        value: float | None,
+        unit: str,
+        baseline: str | None = None,
+        repeats: int = 1,
+        goal: str = "",
+        note: str = "",
+        required: bool = True,
+    ) -> Figure:
+        figure = Figure(key, label, None if value is None else float(value), unit, baseline, repeats, goal, note, required)
+        self.figures[key] = figure
+        return figure
+
+    def skip(self, key: str, label: str, unit: str, why: str, baseline: str | None = None) -> None:
+        """Record a figure that could not be measured here (an optional decoder, a broken model)."""
+        self.add(key, label, None, unit, baseline, repeats=0, note=why, required=False)
+
+    def value(self, key: str) -> float | None:
+        figure = self.figures.get(key)
+        return None if figure is None else figure.value
+
+    def finish(self) -> None:
+        """Fill in every ratio once all figures (baselines included) are in."""
+        for figure in self.figures.values():
+            base = self.figures.get(figure.baseline) if figure.baseline else None
+            figure.baseline_value = base.value if base else None
+            if figure.value is not None and base is not None and base.value:
+                figure.ratio = figure.value / base.value
+
+    def as_json(self, machine: dict) -> dict:
+        return {
+            "machine": machine,
+            "settings": self.settings,
+            "figures": {key: asdict(figure) for key, figure in self.figures.items()},
+            "notes": self.notes,
+        }
+
+
+def _format(value: float | None) -> str:
+    if value is None:
+        return "-"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def table(results: Results, markdown: bool = False) -> str:
+    """The run as a table: figure, median, unit, baseline, ratio, repeats, goal or note."""
+    header = ["figure", "median", "unit", "baseline", "ratio", "n", "goal / note"]
+    rows = [header]
+    for figure in results.figures.values():
+        ratio = "-" if figure.ratio is None else f"{figure.ratio:.2f}x"
+        remark = "; ".join(part for part in (figure.goal, figure.note) if part)
+        rows.append([figure.label, _format(figure.value), figure.unit, figure.baseline or "-", ratio, str(figure.repeats), remark])
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows[1:]]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [
+            cell.ljust(width) if i in (0, 2, 3) else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths, strict=False))
+        ]
+        lines.append("  ".join(cells) + "  " + row[-1])
+        if index == 0:
+            lines.append("-" * (sum(widths) + 2 * len(widths) + 11))
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_mb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024)
+    except OSError:
+        pass
+    return None
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _revision() -> str | None:
+    """The commit measured, with '+dirty' when birdtrap/ has uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "birdtrap"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def machine() -> dict:
+    """The machine and the library versions the figures depend on (decoders, runtime)."""
+    try:
+        from PIL import features
+
+        pillow_turbo = bool(features.check_feature("libjpeg_turbo"))
+    except Exception:  # noqa: BLE001 - a missing feature check must not lose the run
+        pillow_turbo = None
+    return {
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_mb": _memory_mb(),
+        "system": platform.platform(),
+        "python": sys.version.split()[0],
+        "birdtrap_revision": _revision(),
+        "versions": {
+            name: _version(name)
+            for name in ("opencv-python-headless", "numpy", "pillow", "ai-edge-litert", "SQLAlchemy", "PyTurboJPEG", "simplejpeg")
+        },
+        "pillow_libjpeg_turbo": pillow_turbo,
+        # Other work on the machine skews every figure; the load average at the end says if there was any.
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_json(path: Path, results: Results, machine_info: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results.as_json(machine_info), indent=2) + "\n")

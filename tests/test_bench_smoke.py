@@ -1,0 +1,98 @@
+"""The benchmark still runs end to end and reports every figure (STYLE.md section 8).
+
+Only presence and type are checked: a timing threshold here would fail on a slow CI machine and
+pass on a broken optimisation, so the numbers themselves are read by people, in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, SHARED
+
+pytestmark = pytest.mark.slow
+
+SIZES = ("3mp", "12mp", "20mp")
+STAGES = (
+    "bound",
+    "read",
+    "sha256",
+    "header",
+    "decode",
+    "exif",
+    "crop",
+    "resize",
+    "color",
+    "dtype",
+    "denoise",
+    "clahe",
+    "to_model_input",
+    "invoke",
+    "rank",
+    "decision",
+    "identify",
+    "move",
+)
+DECODERS = ("opencv_full", "opencv_reduced", "pillow_full", "pillow_draft")
+OTHERS = (
+    "bound.decode",
+    "bound.invoke",
+    "bound.invoke_batched",
+    "bound.per_photo",
+    "bound.cpu_per_photo",
+    "db.per_photo_commit",
+    "db.batched",
+    "db.batched_bytes",
+    "models.inat_birds",
+    "models.imagenet_mobilenet_v2",
+    "models.coco_ssd_mobilenet_v1",
+    "daemon.import_s",
+    "daemon.ready_s",
+    "daemon.per_photo",
+    "daemon.per_photo_from_start",
+    "daemon.steady_per_photo",
+    "daemon.rss_ready_mb",
+    "daemon.peak_rss_mb",
+    "daemon.cpu_per_photo",
+    "daemon.drain_cpu_percent",
+    "daemon.drain_wakeups_per_s",
+    "daemon.stored_bytes_per_photo",
+    "daemon.write_bytes_per_photo",
+    "daemon.log_bytes_per_photo",
+    "daemon.idle_cpu_percent",
+    "daemon.idle_wakeups_per_s",
+    "naive.per_photo",
+    "naive.decode",
+    "naive.denoise",
+    "naive.commit",
+    "naive.top1_agreement",
+)
+EXPECTED = [f"stage.{size}.{stage}" for size in SIZES for stage in STAGES]
+EXPECTED += [f"decode.{size}.{decoder}" for size in SIZES for decoder in DECODERS]
+EXPECTED += list(OTHERS)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_quick_bench_reports_every_figure_as_a_number_with_its_ratio(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bench", "--quick", "--photos", "8", "--out", str(out), "--shared", str(SHARED)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    figures = report["figures"]
+
+    assert report["machine"]["machine"] and report["machine"]["cpu"]
+    assert [key for key in EXPECTED if key not in figures] == []
+    assert {key: f["value"] for key, f in figures.items() if f["required"] and not is_number(f["value"])} == {}
+    # A figure measured against a baseline carries the ratio; an optional one that could not run says why.
+    assert [key for key, f in figures.items() if is_number(f["value"]) and f["baseline_value"] and not is_number(f["ratio"])] == []
+    assert [key for key, f in figures.items() if f["value"] is None and not f["note"]] == []
+    assert "daemon drain per photo" in result.stdout
