@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from birdtrap import __version__
 from birdtrap.errors import ExportError
-from birdtrap.store import DONE, EventRecord, ImageRecord
+from birdtrap.store import DONE, CorrectionRecord, EventRecord, ImageRecord, latest_reviews
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,16 @@ def write_package(
     media_rows = [_media_row(image, media_ids[image.id], deployment, tz) for image in images]
     event_rows = [_event_observation(event, members, deployment, tz) for event, members in events]
     photo_rows = [_media_observation(image, media_ids[image.id], deployment, tz) for image in images]
+    # A person's review (birdtrap serve) replaces the machine's answer for the event and its photos.
+    reviews = latest_reviews(session, [event.id for event, _ in events])
+    for row in event_rows + photo_rows:
+        correction = reviews.get(int(row["eventID"].removeprefix("event-"))) if row["eventID"] else None
+        if correction is not None:
+            row.update(_reviewed(correction))
     taxa = _taxonomic(
-        [(e.scientific_name, e.taxon_rank, e.common_name) for e, _ in events]
-        + [(i.scientific_name, i.taxon_rank, i.common_name) for i in images if i.kind == "bird"]
+        [(e.scientific_name, e.taxon_rank, e.common_name) for e, _ in events if e.id not in reviews]
+        + [(i.scientific_name, i.taxon_rank, i.common_name) for i in images if i.kind == "bird" and i.event_id not in reviews]
+        + [(c.scientific_name, c.taxon_rank, c.common_name) for c in reviews.values() if c.kind == "bird"]
     )
     deployment_row = _deployment_row(deployment, images, start, end, tz)
 
@@ -411,6 +418,18 @@ def _classification(confidence: float | None, model_of: ImageRecord | None, when
         "classifiedBy": _classified_by(model_of),
         "classificationTimestamp": _utc_stamp(when),
         "classificationProbability": _number(confidence, 4),
+    }
+
+
+def _reviewed(correction: CorrectionRecord) -> dict[str, str]:
+    """Camtrap DP fields for an observation a person confirmed or corrected."""
+    return {
+        "observationType": _observation_type(correction.kind),
+        "scientificName": (correction.scientific_name or "") if correction.kind == "bird" else "",
+        "classificationMethod": "human",
+        "classifiedBy": correction.reviewer or "birdtrap review",
+        "classificationTimestamp": _utc_stamp(correction.created_at),
+        "classificationProbability": "",
     }
 
 

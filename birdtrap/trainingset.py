@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from birdtrap.bundle import sha256_file
 from birdtrap.errors import ExportError
-from birdtrap.store import DONE, KIND_BIRD, KIND_UNKNOWN, ImageRecord
+from birdtrap.store import DONE, KIND_BIRD, KIND_UNKNOWN, ImageRecord, as_reviewed, join_review
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +72,20 @@ def export_training_set(session: Session, out_dir: Path, min_confidence: float, 
     if not 0 <= min_confidence <= 1:
         raise ExportError(f"minimum confidence {min_confidence} is outside 0..1; pass --min-confidence between 0 and 1, e.g. 0.9.")
     out_dir = Path(out_dir)
-    query = (
-        select(ImageRecord)
-        .where(
-            ImageRecord.status == DONE,
-            ImageRecord.kind == KIND_BIRD,
-            ImageRecord.taxon_rank == SPECIES,
-            ImageRecord.scientific_name.is_not(None),
-            ImageRecord.confidence >= min_confidence,
-        )
-        .order_by(ImageRecord.scientific_name, ImageRecord.captured_at, ImageRecord.id)
-    )
+    # A person's review (birdtrap serve) wins: a corrected photo goes under the corrected species
+    # whatever the machine's confidence, and one marked empty is left out.
+    query, review = join_review(select(ImageRecord).where(ImageRecord.status == DONE), ImageRecord)
+    query = query.where(
+        review.kind == KIND_BIRD,
+        review.taxon_rank == SPECIES,
+        review.scientific_name.is_not(None),
+        review.at_least(min_confidence),
+    ).order_by(review.scientific_name, ImageRecord.captured_at, ImageRecord.id)
     written = already = 0
     per_label: dict[str, int] = {}
     renamed: list[tuple[Path, Path]] = []
     missing: list[Path] = []
-    for image in session.scalars(query):
+    for image in as_reviewed(session.execute(query)):
         source = Path(image.archived_path or image.path)
         if not source.is_file():
             missing.append(source)

@@ -327,3 +327,34 @@ def test_review_lists_the_least_confident_frames_first_and_writes_nothing(season
     assert confidences[0] == pytest.approx(least, abs=1e-3)
     assert all(c < 0.8 or line.split()[2] != "species" for c, line in zip(confidences, listed, strict=True))
     assert not out.exists()
+
+
+def test_a_reviewed_event_is_exported_as_a_human_classification_and_trains_under_the_corrected_name(season, tmp_path, no_network):
+    import shutil
+
+    from birdtrap import store
+
+    folder, _ = season
+    copy = tmp_path / "reviewed"
+    shutil.copytree(folder, copy, symlinks=True)  # the module's season stays unreviewed
+    config = copy / "config.yaml"
+    heron_event = rows(copy, "select event_id from images where path like '%RCNX0031%'")[0][0]
+    sessions = store.open_store(f"sqlite:///{copy / 'birdtrap.db'}")
+    with sessions.begin() as session:
+        store.add_correction(
+            session, heron_event, "corrected", scientific_name="Ardea cinerea", common_name="Grey Heron", reviewer="Jane"
+        )
+    result = CliRunner().invoke(export, ["camtrap-dp", str(tmp_path / "package"), *DEPLOYMENT, *CONTRIBUTOR, "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert problems(tmp_path / "package") == []
+    observations = read_csv(tmp_path / "package" / "observations.csv")
+    reviewed = [o for o in observations if o["eventID"] == f"event-{heron_event}"]
+    assert len(reviewed) == 11  # the event and its ten photos
+    methods = {(o["scientificName"], o["classificationMethod"], o["classifiedBy"]) for o in reviewed}
+    assert methods == {("Ardea cinerea", "human", "Jane")}
+    descriptor = json.loads((tmp_path / "package" / "datapackage.json").read_text())
+    assert "Ardea cinerea" in {taxon["scientificName"] for taxon in descriptor["taxonomic"]}
+    out = tmp_path / "training"
+    trained = CliRunner().invoke(export, ["training-set", str(out), "--min-confidence", "0.99", "-c", str(config)])
+    assert trained.exit_code == 0, trained.output
+    assert len(list((out / "Ardea cinerea").iterdir())) == 10
