@@ -633,48 +633,16 @@ class SpeciesStats:
 def species_stats(
     session: Session, since: datetime | None = None, until: datetime | None = None, camera: str | None = None
 ) -> list[SpeciesStats]:
-    """Per species (or genus): photos, events, first and last seen; most photos first."""
-    photo_query = select(
-        ImageRecord.scientific_name,
-        func.max(ImageRecord.common_name),
-        func.max(ImageRecord.taxon_rank),
-        func.count(),
-        func.min(ImageRecord.captured_at),
-        func.max(ImageRecord.captured_at),
-    ).where(ImageRecord.status == DONE, ImageRecord.kind == KIND_BIRD)
-    event_query = select(EventRecord.scientific_name, func.count()).where(EventRecord.kind == KIND_BIRD)
-    if since is not None:
-        photo_query = photo_query.where(ImageRecord.captured_at >= since)
-        event_query = event_query.where(EventRecord.end >= since)
-    if until is not None:
-        photo_query = photo_query.where(ImageRecord.captured_at < until)
-        event_query = event_query.where(EventRecord.start < until)
-    if camera:
-        photo_query = photo_query.where(ImageRecord.camera_id == camera)
-        event_query = event_query.where(EventRecord.camera_id == camera)
-    events = dict(session.execute(event_query.group_by(EventRecord.scientific_name)).all())
-    rows = session.execute(photo_query.group_by(ImageRecord.scientific_name)).all()
-    stats = [SpeciesStats(name, common, rank, photos, events.get(name, 0), first, last) for name, common, rank, photos, first, last in rows]
-    return sorted(stats, key=lambda s: (-s.photos, s.scientific_name))
+    """Per species (or genus): photos, events, first and last seen; most photos first.
+
+    People's corrections count (see species_stats_reviewed), so the CLI, plots and web agree.
+    """
+    return species_stats_reviewed(session, since, until, camera)
 
 
 def activity(session: Session, by: str, since: datetime | None = None, camera: str | None = None) -> list[tuple[str, str, int]]:
-    """(species, day or hour, photos) for bird photos; `by` is 'day' or 'hour'."""
-    rows = session.execute(
-        select(ImageRecord.scientific_name, ImageRecord.captured_at).where(
-            ImageRecord.status == DONE,
-            ImageRecord.kind == KIND_BIRD,
-            *([ImageRecord.captured_at >= since] if since else []),
-            *([ImageRecord.camera_id == camera] if camera else []),
-        )
-    ).all()
-    counts: dict[tuple[str, str], int] = {}
-    for name, when in rows:
-        if when is None:
-            continue
-        bucket = when.strftime("%Y-%m-%d") if by == "day" else f"{when.hour:02d}"
-        counts[(name, bucket)] = counts.get((name, bucket), 0) + 1
-    return sorted((name, bucket, count) for (name, bucket), count in counts.items())
+    """(species, day or hour, photos) for bird photos, corrections applied; `by` is 'day' or 'hour'."""
+    return activity_reviewed(session, by, since, camera)
 
 
 def images_by_path(session: Session, paths: Iterable[str]) -> list[ImageRecord]:
