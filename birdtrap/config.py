@@ -47,6 +47,10 @@ class ModelSettings(Settings):
     top_k: int = Field(5, ge=1, le=50, description="Predictions stored per photo")
     input_mean: float | None = Field(None, description="(pixel - mean) / std is the model's real input; default 127.5 or the card")
     input_std: float | None = Field(None, gt=0, description="See input_mean")
+    acceptance_labels: Path | None = Field(
+        None, description="A labels CSV (as for `birdtrap evaluate`); a new model scoring worse on it is refused"
+    )
+    accept_worse: bool = Field(False, description="Load a new model even when it scores worse on acceptance_labels")
 
     @field_validator("path")
     @classmethod
@@ -297,7 +301,13 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return config.model_copy(
         update={
             "watch": config.watch.model_copy(update={"folder": absolute(config.watch.folder)}),
-            "model": config.model.model_copy(update={"path": absolute(config.model.path), "labels": absolute(config.model.labels)}),
+            "model": config.model.model_copy(
+                update={
+                    "path": absolute(config.model.path),
+                    "labels": absolute(config.model.labels),
+                    "acceptance_labels": absolute(config.model.acceptance_labels),
+                }
+            ),
             "gate": config.gate.model_copy(update={"path": absolute(config.gate.path), "labels": absolute(config.gate.labels)}),
             "detector": config.detector.model_copy(update={"path": absolute(config.detector.path)}),
             "decision": config.decision.model_copy(update={"checklist": absolute(config.decision.checklist)}),

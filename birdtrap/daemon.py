@@ -7,6 +7,7 @@ models, the vanished-folder case, and what systemd hears (READY, WATCHDOG, STATU
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -21,13 +22,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
+from birdtrap import evaluate as evaluation
 from birdtrap import store
 from birdtrap.config import Config, check_folders
-from birdtrap.errors import BirdtrapError
+from birdtrap.errors import BirdtrapError, ModelError
 from birdtrap.ingest import Decoded, Ingestor, Prepared, burst_key, classify_files, decode_photo, to_result
 from birdtrap.loading import build_identifier
+from birdtrap.motion import BurstMemory
 from birdtrap.notify import OutboxSender
 from birdtrap.notify import channels as notify_channels
+from birdtrap.pipeline import Identifier
 from birdtrap.systemd import Notifier
 from birdtrap.watcher import FolderWatcher, PhotoFilter, SettleTracker
 
@@ -205,6 +209,7 @@ class Daemon:
         """Load the models again (new files or SIGHUP) between batches; a bad set keeps the old."""
         try:
             candidate = build_identifier(self.config)
+            self.check_acceptance(candidate)
         except BirdtrapError as e:
             log.error("refused the new model: %s; keeping %s", e, self.ingestor.identifier.species.bundle.model_path)
             self.notifier.status(f"new model refused: {e}")
@@ -212,6 +217,22 @@ class Daemon:
         self.ingestor.use(candidate)
         bundle = candidate.species.bundle
         log.info("now using model %s (sha256 %s)", bundle.model_path, bundle.model_sha256[:12])
+
+    def check_acceptance(self, candidate: Identifier) -> None:
+        """Raise ModelError if `candidate` scores worse than the running model on the labelled set."""
+        labels = self.config.model.acceptance_labels
+        if labels is None:
+            return
+        photos = evaluation.read_labels(labels)
+        running, new = (evaluation.summarise(evaluation.evaluate(photos, without_memory(i))) for i in (self.ingestor.identifier, candidate))
+        worse = new.named_right < running.named_right or new.false_birds > running.false_birds
+        verdict = (
+            f"on {labels}: birds named right {running.named_right} -> {new.named_right} of {new.bird_photos}, "
+            f"non-birds called birds {running.false_birds} -> {new.false_birds} of {new.no_bird_photos}"
+        )
+        if worse and not self.config.model.accept_worse:
+            raise ModelError(f"it scores worse {verdict}. Set model.accept_worse: true to load it anyway")
+        log.info("the new model scores %s", verdict)
 
     def heartbeat(self) -> None:
         """WATCHDOG=1 only while the pipeline really works: observer alive, writes succeeding.
@@ -351,6 +372,15 @@ class Daemon:
         if waiting and now - self.last_progress >= self.config.logging.progress_seconds:
             self.last_progress = now
             log.info("progress: %s", self.status_line())
+
+
+def without_memory(identifier: Identifier) -> Identifier:
+    """The same models with a burst memory of their own, so scoring a labelled set leaves the
+    daemon's bursts untouched."""
+    twin = copy.copy(identifier)
+    if identifier.bursts is not None:
+        twin.bursts = BurstMemory(identifier.bursts.gap_seconds)
+    return twin
 
 
 def _short(error: Exception) -> str:

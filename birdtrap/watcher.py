@@ -145,7 +145,8 @@ class FolderWatcher:
         self.tracker = tracker
         self.handler = _Handler(tracker, photo_filter)
         self._observer: Observer | None = None
-        self.restarts = 0
+        self.restarts = 0  # starts after the first one
+        self.started_once = False
 
     def start(self) -> None:
         observer = Observer()
@@ -161,6 +162,7 @@ class FolderWatcher:
         """Restart a dead observer; returns False if it cannot be started (folder gone)."""
         if self.alive():
             return True
+        restarting = self._observer is not None or self.started_once
         if self._observer is not None:
             log.warning("the folder observer on %s stopped; restarting it", self.folder)
         self.stop()
@@ -170,7 +172,8 @@ class FolderWatcher:
             log.error("cannot watch %s (%s); retrying, photos will be picked up by the rescan", self.folder, e)
             self._observer = None
             return False
-        self.restarts += 1
+        self.restarts += restarting
+        self.started_once = True
         return True
 
     def stop(self) -> None:

@@ -277,3 +277,75 @@ def test_io_errors_on_fsync_roll_back_and_are_retried(tmp_path):
     with sqlite3.connect(tmp_path / "birdtrap.db") as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert connection.execute("select count(*), count(distinct path) from images").fetchone() == (6, 6)
+
+
+def test_a_new_model_that_scores_worse_on_the_devices_labelled_set_is_refused(tmp_path, daemon_factory):
+    model_folder = tmp_path / "model"
+    shutil.copytree(INAT, model_folder)
+    labelled = tmp_path / "acceptance.csv"
+    labelled.write_text(f"path,truth\n{photo('bird.bmp')},Poecile atricapillus\n{photo('cat.bmp')},none\n")
+    config = write_config(tmp_path, model={"path": str(model_folder / "model.tflite"), "acceptance_labels": str(labelled)})
+    daemon = daemon_factory(config)
+    wait_for(lambda: "watching" in daemon.output(), what="the daemon to start")
+    # Same number of labels in reverse order: it loads, but names every bird wrongly.
+    labels = (model_folder / "labels.txt").read_text().splitlines()
+    (model_folder / "labels.txt").write_text("\n".join(labels[:-1][::-1] + labels[-1:]) + "\n")
+    wait_for(lambda: "refused the new model" in daemon.output(), timeout=90, what="the worse model to be refused")
+    assert "scores worse" in daemon.output() and "birds named right 1 -> 0 of 1" in daemon.output()
+    copy_photo("bird.bmp", tmp_path / "inbox")
+    wait_for(lambda: len(recorded(tmp_path)) >= 1, timeout=60, what="a photo classified by the old model")
+    assert rows(tmp_path)[0][3].startswith("Poecile atricapillus")
+    daemon.stop()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the injected crash
+def test_a_dead_observer_is_restarted_and_watchdog_pings_stop_while_it_cannot_be(tmp_path, monkeypatch):
+    """In-process: the real watchdog observer on a real folder, a real NOTIFY_SOCKET listener."""
+    import socket as sockets
+
+    from birdtrap import config as config_module
+    from birdtrap.daemon import Daemon
+    from birdtrap.systemd import Notifier
+    from birdtrap.watcher import FolderWatcher
+
+    address = str(tmp_path / "notify.sock")
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(0.5)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setenv("WATCHDOG_USEC", "3000000")
+    daemon = Daemon(config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None})), Notifier())
+
+    def messages() -> list[str]:
+        received = []
+        while True:
+            try:
+                received.append(listener.recv(4096).decode())
+            except TimeoutError:
+                return received
+
+    def explode(event):
+        raise RuntimeError("injected: the handler crashes")
+
+    try:
+        daemon.watcher.ensure_running()
+        daemon.heartbeat()
+        assert any("WATCHDOG=1" in m for m in messages())
+        # An exception in the handler kills watchdog's observer thread, silently.
+        monkeypatch.setattr(daemon.watcher.handler, "on_created", explode)
+        (tmp_path / "inbox" / "trigger.jpg").write_bytes(b"x")
+        wait_for(lambda: not daemon.watcher.alive(), timeout=20, what="the observer thread to die")
+        daemon.heartbeat()
+        assert daemon.watcher.alive() and daemon.watcher.restarts == 1
+        assert any("WATCHDOG=1" in m for m in messages())
+        # If it cannot be restarted, systemd hears no more pings (and restarts the service).
+        daemon.watcher.stop()
+        monkeypatch.setattr(FolderWatcher, "start", lambda self: (_ for _ in ()).throw(OSError(28, "inotify watch limit reached")))
+        daemon.heartbeat()
+        heard = messages()
+        assert not any("WATCHDOG=1" in m for m in heard)
+        assert any("UNHEALTHY" in m for m in heard)
+    finally:
+        daemon.watcher.stop()
+        daemon.decode_pool.shutdown()
+        listener.close()
