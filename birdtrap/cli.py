@@ -19,6 +19,7 @@ from birdtrap import config as config_module
 from birdtrap.cli_common import config_option, load_config
 from birdtrap.cli_export import export
 from birdtrap.cli_health import doctor, plot
+from birdtrap.cli_scale import archive, export_network, sync
 from birdtrap.cli_web import serve
 from birdtrap.errors import BirdtrapError
 
@@ -516,6 +517,9 @@ cli.add_command(export)
 cli.add_command(plot)
 cli.add_command(doctor)
 cli.add_command(serve)
+cli.add_command(archive)
+cli.add_command(sync)
+export.add_command(export_network, "network")
 
 
 def main() -> None:

@@ -64,7 +64,8 @@ def _clean(value: object) -> str | None:
         value = value.decode("ascii", "replace")
     if not isinstance(value, str):
         return None
-    value = value.replace("\x00", "").strip()
+    # Bounded: the database columns hold 100 characters, and PostgreSQL refuses longer ones.
+    value = value.replace("\x00", "").strip()[:100]
     return value or None
 
 

@@ -1,0 +1,173 @@
+"""`birdtrap archive`, `birdtrap sync` and `birdtrap export network`: beyond one device.
+
+Thin like the rest of the CLI: parse, call birdtrap.archive / birdtrap.sync / birdtrap.network,
+print. Dask and psycopg come with the `scale` extra, so each command imports its module only when
+it runs and says how to install what is missing. Registered in cli.py:
+
+    cli.add_command(archive)
+    cli.add_command(sync)
+    export.add_command(export_network, "network")
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import click
+
+from birdtrap.cli_common import config_option, load_config
+
+
+def _scale_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(f"birdtrap.{name}")
+    except ImportError as e:
+        raise click.ClickException(f"this command needs {e.name or 'a missing module'}: pip install 'birdtrap[scale]'") from e
+
+
+@click.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--scheduler",
+    default="local",
+    show_default=True,
+    help="'local' (a Dask LocalCluster on this machine) or a Dask scheduler address, e.g. tcp://10.0.0.5:8786.",
+)
+@click.option("--workers", type=click.IntRange(1), help="With --scheduler local: worker processes [default: one per CPU core].")
+@click.option("--batch", "batch_size", type=click.IntRange(1, 1024), default=32, show_default=True, help="Photos per task and transaction.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (log lines instead).")
+@config_option
+def archive(
+    folders: tuple[Path, ...], scheduler: str, workers: int | None, batch_size: int, no_progress: bool, config_path: Path | None
+) -> None:
+    """Classify archived photo folders of any size on Dask, into database.url.
+
+    The same models and rules as `birdtrap run`; photos already on record are skipped, so
+    running the same command again resumes a stopped run. With a real cluster the workers must
+    see the photos at the same paths and reach the database (use PostgreSQL).
+
+    \b
+        birdtrap archive /mnt/sdcards/2023/ --workers 4
+        birdtrap archive /data/traps/ --scheduler tcp://10.0.0.5:8786 -c archive.yaml
+    """
+    module = _scale_module("archive")
+    config = load_config(config_path)
+    try:
+        summary = module.run_archive(config, list(folders), scheduler, workers=workers, batch_size=batch_size, progress=not no_progress)
+    except KeyboardInterrupt:
+        raise click.ClickException("stopped; run the same command again to resume (finished photos are not done again).") from None
+    click.echo(
+        f"done {summary.done} (birds {summary.birds}), failed {summary.failed}, duplicates {summary.duplicate}, "
+        f"already on record {summary.skipped}, in {summary.seconds:.0f} s ({summary.photos_per_second:.1f} photos/s "
+        f"on {summary.workers} workers)"
+    )
+    if summary.unfinished:
+        raise click.ClickException(f"{summary.unfinished} photos were not processed (see the log); run the same command again.")
+
+
+@click.command()
+@click.option(
+    "--to",
+    "to_url",
+    required=True,
+    envvar="BIRDTRAP_SYNC_URL",
+    help="Central PostgreSQL URL, e.g. postgresql+psycopg://pond-cam@db.example.org/birdtrap [env: BIRDTRAP_SYNC_URL]. "
+    "Keep the password in ~/.pgpass (or PGPASSFILE), not in the URL.",
+)
+@click.option("--with-thumbnails", is_flag=True, help="Also push a 320-pixel JPEG of each photo (about 15 KB each).")
+@click.option("--batch", "batch_size", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Photos per transaction.")
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Retries of a batch on a lost connection (back-off 2 s, 4 s, ...).",
+)
+@click.option("--full", is_flag=True, help="Ignore the high-water mark and push everything again (safe: upserts).")
+@config_option
+def sync(to_url: str, with_thumbnails: bool, batch_size: int, retries: int, full: bool, config_path: Path | None) -> None:
+    """Push this device's processed photos to a central PostgreSQL; run it again to resume.
+
+    Idempotent: photos are upserted by camera and sha256, so a cut link or a second run never
+    duplicates anything. Photos stay on the device unless --with-thumbnails. systemd's
+    birdtrap-sync.timer runs it every 15 minutes.
+
+    \b
+        birdtrap sync --to postgresql+psycopg://pond-cam@db.example.org/birdtrap
+        birdtrap sync --to postgresql+psycopg://pond-cam@db.example.org/birdtrap --with-thumbnails
+    """
+    module = _scale_module("sync")
+    config = load_config(config_path)
+    summary = module.push(config, to_url, batch_size=batch_size, with_thumbnails=with_thumbnails, retries=retries, full=full)
+    thumbnails = f", {summary.thumbnails} thumbnails" if with_thumbnails else ""
+    click.echo(
+        f"pushed {summary.images} photos, {summary.predictions} predictions, {summary.events} events{thumbnails} "
+        f"to {summary.target} in {summary.seconds:.1f} s ({summary.batches} batches, {summary.retries} retries)"
+    )
+
+
+@click.command("network")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--from", "from_url", help="Central database URL [default: database.url in the config].")
+@click.option(
+    "--contributor", "contributors", multiple=True, required=True, help="'Name <email>'; repeat for more. The first is the contact."
+)
+@click.option("--deployment", "deployments", multiple=True, help="Export only this deployment id; repeat for more [default: all].")
+@click.option("--title", help="Package title [default: from the deployments].")
+@click.option("--data-license", help="License of the data: an SPDX id (CC0-1.0) or a URL; needs --media-license too.")
+@click.option("--media-license", help="License of the photos: an SPDX id (CC-BY-4.0) or a URL; needs --data-license too.")
+@click.option("--exclude-people", is_flag=True, help="Leave out photos and events of people (their privacy).")
+@click.option("--overwrite", is_flag=True, help="Replace a package already in OUT_DIR.")
+@config_option
+def export_network(
+    out_dir: Path,
+    from_url: str | None,
+    contributors: tuple[str, ...],
+    deployments: tuple[str, ...],
+    title: str | None,
+    data_license: str | None,
+    media_license: str | None,
+    exclude_people: bool,
+    overwrite: bool,
+    config_path: Path | None,
+) -> None:
+    """Write one Camtrap DP package of every deployment in the central database.
+
+    Each deployment's place, clock offset and camera come from its device's config, pushed by
+    `birdtrap sync`.
+
+    \b
+        birdtrap export network season-2024/ --from postgresql+psycopg://me@db.example.org/birdtrap \\
+            --contributor "Jane Doe <jane@example.org>"
+    """
+    from birdtrap import camtrapdp, store
+    from birdtrap.cli_export import _contributor
+
+    network = _scale_module("network")
+    config = load_config(config_path)
+    package = camtrapdp.PackageInfo(
+        contributors=tuple(_contributor(text, "contact" if i == 0 else "contributor") for i, text in enumerate(contributors)),
+        title=title,
+        data_license=data_license,
+        media_license=media_license,
+    )
+    sessions = store.open_store(from_url or config.database.url, config.database.busy_timeout_seconds, create=False)
+    with sessions() as session:
+        summary = network.write_network_package(
+            session, out_dir, package, deployments=deployments or None, exclude_people=exclude_people, overwrite=overwrite
+        )
+    click.echo(f"wrote {summary.out_dir}: {', '.join(path.name for path in summary.files)}")
+    click.echo(f"deployments {len(summary.deployments)}: {', '.join(summary.deployments)}")
+    click.echo(f"photos {summary.media}, event observations {summary.event_observations}, photo observations {summary.media_observations}")
+    click.echo(f"taxa: {', '.join(summary.taxa) or 'none'}")
+    if summary.empty_deployments:
+        click.echo(f"left out deployments without processed photos: {', '.join(summary.empty_deployments)}")
+    if summary.people_left_out:
+        click.echo(f"left out {summary.people_left_out} photos of people (--exclude-people)")
+    if summary.undated_left_out:
+        click.echo(f"left out {summary.undated_left_out} photos without a capture time")
+
+
+__all__ = ["archive", "sync", "export_network"]
