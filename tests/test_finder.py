@@ -155,3 +155,28 @@ def test_evaluate_on_the_shared_labels_meets_the_floors(tmp_path):
     assert chickadee["species_right"] and chickadee["source"] == "frame" and chickadee["invokes"] == 1
     # The cougar is not a Wild Turkey.
     assert by_name["2021-06-30_SYFR0218_cougar.JPG"]["decided"] != "bird"
+
+
+@pytest.mark.parametrize(
+    "probabilities,expected",
+    [
+        # One species clear of the threshold: species rank.
+        ({"Poecile_atricapillus": 0.7, "Poecile_carolinensis": 0.1}, ("bird", "species", "Poecile atricapillus")),
+        # No species sure, but the genus together is: genus rank with the summed probability.
+        ({"Poecile_atricapillus": 0.3, "Poecile_carolinensis": 0.25, "Parus_major": 0.1}, ("bird", "genus", "Poecile")),
+        # Neither: unsure, not a sighting.
+        ({"Poecile_atricapillus": 0.25, "Parus_major": 0.2, "Ardea_alba": 0.2}, ("unknown", None, "Poecile atricapillus")),
+        # Background wins: empty.
+        ({"background": 0.6, "Poecile_atricapillus": 0.3}, ("empty", None, None)),
+    ],
+)
+def test_the_genus_roll_up_names_the_genus_when_only_its_species_together_are_sure(probabilities, expected):
+    labels = Classifier.from_path(INAT, delegate="cpu").labels
+    vector = np.zeros(len(labels), np.float32)
+    by_name = {label.scientific: label.index for label in labels}
+    for name, value in probabilities.items():
+        vector[by_name[name.replace("_", " ")]] = value
+    decision = decide(vector, labels, DecisionRules(threshold=0.5))
+    assert (decision.kind, decision.taxon_rank, decision.scientific_name) == expected
+    if decision.taxon_rank == "genus":
+        assert decision.confidence == pytest.approx(0.55, abs=1e-6)

@@ -349,3 +349,21 @@ def test_a_dead_observer_is_restarted_and_watchdog_pings_stop_while_it_cannot_be
         daemon.watcher.stop()
         daemon.decode_pool.shutdown()
         listener.close()
+
+
+def test_a_file_deleted_between_its_event_and_its_processing_is_recorded_as_failed(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from birdtrap import config as config_module
+    from birdtrap import store
+    from birdtrap.ingest import Ingestor
+    from birdtrap.loading import build_identifier
+
+    config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}))
+    sessions = store.open_store(config.database.url)
+    gone = tmp_path / "inbox" / "gone.jpg"
+    kept = copy_photo("bird.bmp", tmp_path / "inbox")
+    with ThreadPoolExecutor(2) as pool:
+        outcome = Ingestor(config, build_identifier(config), sessions, tmp_path / "inbox", pool).handle([str(gone), str(kept)])
+    assert (outcome["failed"], outcome["done"]) == (1, 1)
+    assert ("failed", f"{gone} disappeared before it could be read.") in [(r[1], r[5]) for r in rows(tmp_path)]
