@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--daemon-env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the daemon (e.g. MALLOC_ARENA_MAX=2)"
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="the daemon's batch.size [8, the default config]")
+    parser.add_argument("--batch-size", type=int, default=4, help="the daemon's batch.size [4, the default config]")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="the shared photos and models [../shared]")
     parser.add_argument("--workdir", type=Path, help="where to generate photos [a new temporary folder]")
     parser.add_argument("--keep", action="store_true", help="keep the generated photos and databases")

@@ -36,7 +36,7 @@ from birdtrap.preprocess import PreprocessSettings, decode, read_photo_bytes
 DRAIN_TIMEOUT_PER_PHOTO = 2.0
 
 
-def write_config(folder: Path, shared: Path, batch_size: int = 8) -> Path:
+def write_config(folder: Path, shared: Path, batch_size: int = 4) -> Path:
     """A daemon config for `folder`: the shipped defaults, the shared iNat model, no gate or detector.
 
     Gate and detector are off so every photo costs one invoke, the cost the bound assumes; the
