@@ -287,22 +287,7 @@ def stats(since: str | None, until: str | None, camera: str | None, by: str, fmt
 
     since_time, until_time = _parse_when(since, "--since"), _parse_when(until, "--until")
     with open_database(config_path)() as session:
-        if by == "species":
-            rows = [
-                {
-                    "scientific_name": s.scientific_name,
-                    "common_name": s.common_name,
-                    "rank": s.taxon_rank,
-                    "photos": s.photos,
-                    "events": s.events,
-                    "first_seen": s.first_seen.isoformat(sep=" ") if s.first_seen else None,
-                    "last_seen": s.last_seen.isoformat(sep=" ") if s.last_seen else None,
-                }
-                for s in store.species_stats(session, since_time, until_time, camera)
-            ]
-        else:
-            activity = store.activity(session, by, since_time, camera)
-            rows = [{"scientific_name": name, by: bucket, "photos": count} for name, bucket, count in activity]
+        rows = store.stats_rows(session, by, since_time, until_time, camera)
         counts = store.counts_by_status(session)
     _print_rows(rows, fmt, empty="no bird photos yet")
     if fmt == "table":

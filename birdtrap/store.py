@@ -563,26 +563,39 @@ def find_sightings(
     query = select(ImageRecord).where(ImageRecord.status == DONE, ImageRecord.kind == KIND_BIRD)
     query, review = join_review(query, ImageRecord)
     query = query.where(review.kind == KIND_BIRD)
-    if since is not None:
-        query = query.where(ImageRecord.captured_at >= since)
-    if until is not None:
-        query = query.where(ImageRecord.captured_at < until)
-    if species:
-        pattern = species.lower() + "%"
-        query = query.where(
-            or_(
-                func.lower(review.scientific_name).like(pattern),
-                func.lower(review.common_name).like(pattern),
-            )
-        )
-    if min_confidence is not None:
-        query = query.where(review.at_least(min_confidence))
-    if camera:
-        query = query.where(ImageRecord.camera_id == camera)
+    query = _filtered(query, review, ImageRecord.captured_at, ImageRecord.captured_at, ImageRecord.camera_id,
+                      since, until, species, min_confidence, camera)  # fmt: skip
     query = query.order_by(ImageRecord.captured_at.desc(), ImageRecord.id.desc())
     if limit is not None:
         query = query.limit(limit)
     return as_reviewed(session.execute(query))
+
+
+def _filtered(
+    query: Any,
+    review: Any,
+    start: Any,
+    end: Any,
+    camera_column: Any,
+    since: datetime | None,
+    until: datetime | None,
+    species: str | None,
+    min_confidence: float | None,
+    camera: str | None,
+) -> Any:
+    """The filters `sightings` and `events` share, on a query joined to its reviews (join_review)."""
+    if since is not None:
+        query = query.where(end >= since)
+    if until is not None:
+        query = query.where(start < until)
+    if species:
+        pattern = species.lower() + "%"
+        query = query.where(or_(func.lower(review.scientific_name).like(pattern), func.lower(review.common_name).like(pattern)))
+    if min_confidence is not None:
+        query = query.where(review.at_least(min_confidence))
+    if camera:
+        query = query.where(camera_column == camera)
+    return query
 
 
 def find_events(
@@ -602,21 +615,31 @@ def find_events(
     query, review = join_review(select(EventRecord), EventRecord)
     if birds_only:
         query = query.where(review.kind == KIND_BIRD)
-    if since is not None:
-        query = query.where(EventRecord.end >= since)
-    if until is not None:
-        query = query.where(EventRecord.start < until)
-    if species:
-        pattern = species.lower() + "%"
-        query = query.where(or_(func.lower(review.scientific_name).like(pattern), func.lower(review.common_name).like(pattern)))
-    if min_confidence is not None:
-        query = query.where(review.at_least(min_confidence))
-    if camera:
-        query = query.where(EventRecord.camera_id == camera)
+    query = _filtered(query, review, EventRecord.start, EventRecord.end, EventRecord.camera_id,
+                      since, until, species, min_confidence, camera)  # fmt: skip
     query = query.order_by(EventRecord.start.desc(), EventRecord.id.desc())
     if limit is not None:
         query = query.limit(limit)
     return as_reviewed(session.execute(query))
+
+
+def stats_rows(session: Session, by: str, since: datetime | None, until: datetime | None, camera: str | None) -> list[dict[str, Any]]:
+    """What `birdtrap stats` and the web stats page show: per species totals, or photos per
+    species by day or hour (`until` applies to the totals only: activity takes no end date)."""
+    if by == "species":
+        return [
+            {
+                "scientific_name": s.scientific_name,
+                "common_name": s.common_name,
+                "rank": s.taxon_rank,
+                "photos": s.photos,
+                "events": s.events,
+                "first_seen": s.first_seen.isoformat(sep=" ") if s.first_seen else None,
+                "last_seen": s.last_seen.isoformat(sep=" ") if s.last_seen else None,
+            }
+            for s in species_stats(session, since, until, camera)
+        ]
+    return [{"scientific_name": name, by: bucket, "photos": count} for name, bucket, count in activity(session, by, since, camera)]
 
 
 @dataclass(frozen=True)

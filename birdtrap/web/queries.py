@@ -233,23 +233,7 @@ def stats(session: Session, by: str, since: datetime | None, until: datetime | N
     with people's corrections applied (see store.species_stats_reviewed)."""
     window = Filters(since=since, until=until)
     since, until = window.since, window.until
-    if by == "species":
-        rows = [
-            {
-                "scientific_name": s.scientific_name,
-                "common_name": s.common_name,
-                "rank": s.taxon_rank,
-                "photos": s.photos,
-                "events": s.events,
-                "first_seen": s.first_seen.isoformat(sep=" ") if s.first_seen else None,
-                "last_seen": s.last_seen.isoformat(sep=" ") if s.last_seen else None,
-            }
-            for s in store.species_stats_reviewed(session, since, until, camera)
-        ]
-    else:
-        # As `birdtrap stats --by day|hour`: store.activity takes no end date, so `until` is ignored.
-        activity = store.activity_reviewed(session, by, since, camera)
-        rows = [{"scientific_name": name, by: bucket, "photos": count} for name, bucket, count in activity]
+    rows = store.stats_rows(session, by, since, until, camera)
     return {"by": by, "rows": rows, "photos_by_status": store.counts_by_status(session)}
 
 
