@@ -134,6 +134,8 @@ class Identifier:
             return self._result(work, whole_decision, work.whole, WHOLE, "frame", work.whole_gate)
         regions = self._propose(work, motion_regions)
         best: tuple[Decision, Prediction, Region, float] | None = None
+        if self._accept(whole_decision, work.whole_gate):  # search: always; a region must beat the frame
+            best = (whole_decision, work.whole, Region(WHOLE, "frame"), work.whole_gate or 0.0)
         for start in range(0, len(regions), self.finder.stage_size):
             stage = regions[start : start + self.finder.stage_size]
             crops = [crop(work.photo.bgr, region.box) for region in stage]
@@ -148,8 +150,8 @@ class Identifier:
                 decision = decide(prediction.probabilities, self.species.labels, self.rules)
                 if decision.kind == BIRD and (best is None or decision.confidence > best[0].confidence):
                     best = (decision, prediction, stage[i], float(gates[i]))
-            if best is not None and best[0].confidence >= self.rules.threshold:
-                break
+            if best is not None and best[2].source != "frame":
+                break  # the first confident bird in a region ends the search
         if best is not None:
             decision, prediction, region, gate = best
             return self._result(work, decision, prediction, region.box, region.source, gate)

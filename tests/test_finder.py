@@ -180,3 +180,15 @@ def test_the_genus_roll_up_names_the_genus_when_only_its_species_together_are_su
     assert (decision.kind, decision.taxon_rank, decision.scientific_name) == expected
     if decision.taxon_rank == "genus":
         assert decision.confidence == pytest.approx(0.55, abs=1e-6)
+
+
+def test_search_always_keeps_a_close_up_that_no_region_beats(tmp_path):
+    from birdtrap import config as config_module
+    from birdtrap.ingest import classify_files
+    from birdtrap.loading import build_identifier
+
+    config = config_module.load(write_config(tmp_path, finder={"search": "always"}))
+    [(_, identification)] = list(classify_files([photo("bird.bmp")], build_identifier(config)))
+    assert identification.decision.kind == "bird"
+    assert identification.decision.scientific_name.split()[0] == "Poecile"
+    assert identification.invokes >= 1 and identification.gate_invokes > 1  # it did search
