@@ -43,3 +43,17 @@ def load_config(config_path: Path | None) -> config_module.Config:
     config = config_module.load(config_path)
     setup_logging(config.logging.level)
     return config
+
+
+def package_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every Camtrap DP export takes (one deployment or the whole network)."""
+    for option in reversed(
+        (
+            click.option("--data-license", help="License of the data: an SPDX id (CC0-1.0) or a URL; needs --media-license too."),
+            click.option("--media-license", help="License of the photos: an SPDX id (CC-BY-4.0) or a URL; needs --data-license too."),
+            click.option("--exclude-people", is_flag=True, help="Leave out photos and events of people (their privacy)."),
+            click.option("--overwrite", is_flag=True, help="Replace a package already in OUT_DIR."),
+        )
+    ):
+        command = option(command)
+    return command

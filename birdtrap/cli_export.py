@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from birdtrap import camtrapdp, store, trainingset
-from birdtrap.cli_common import config_option, load_config
+from birdtrap.cli_common import config_option, load_config, package_options
 
 _OFFSET = re.compile(r"^(?:(?P<utc>Z|UTC)|(?P<sign>[+-])(?P<hours>\d{1,2})(?::?(?P<minutes>\d{2}))?)$", re.IGNORECASE)
 _CONTRIBUTOR = re.compile(r"^\s*(?P<name>[^<>]+?)\s*(?:<(?P<email>[^<>\s]+)>)?\s*$")
@@ -95,10 +95,7 @@ def export() -> None:
     show_default=True,
     help="How the site was chosen.",
 )
-@click.option("--data-license", help="License of the data: an SPDX id (CC0-1.0) or a URL; needs --media-license too.")
-@click.option("--media-license", help="License of the photos: an SPDX id (CC-BY-4.0) or a URL; needs --data-license too.")
-@click.option("--exclude-people", is_flag=True, help="Leave out photos and events of people (their privacy).")
-@click.option("--overwrite", is_flag=True, help="Replace a package already in OUT_DIR.")
+@package_options
 @config_option
 def camtrap_dp(
     out_dir: Path,

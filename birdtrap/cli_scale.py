@@ -17,7 +17,7 @@ from types import ModuleType
 
 import click
 
-from birdtrap.cli_common import config_option, load_config
+from birdtrap.cli_common import config_option, load_config, package_options
 
 
 def _scale_module(name: str) -> ModuleType:
@@ -116,10 +116,7 @@ def sync(to_url: str, with_thumbnails: bool, batch_size: int, retries: int, full
 )
 @click.option("--deployment", "deployments", multiple=True, help="Export only this deployment id; repeat for more [default: all].")
 @click.option("--title", help="Package title [default: from the deployments].")
-@click.option("--data-license", help="License of the data: an SPDX id (CC0-1.0) or a URL; needs --media-license too.")
-@click.option("--media-license", help="License of the photos: an SPDX id (CC-BY-4.0) or a URL; needs --data-license too.")
-@click.option("--exclude-people", is_flag=True, help="Leave out photos and events of people (their privacy).")
-@click.option("--overwrite", is_flag=True, help="Replace a package already in OUT_DIR.")
+@package_options
 @config_option
 def export_network(
     out_dir: Path,
