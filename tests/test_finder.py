@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from birdtrap.classifier import Classifier
 from birdtrap.cli import cli
 from birdtrap.decision import DecisionRules, decide, read_checklist
-from birdtrap.gate import BirdGate, bird_class_names
+from birdtrap.gate import BirdGate, bird_class_names, bird_label_indices
 from birdtrap.ingest import decode_photo
 from birdtrap.motion import BurstKey, BurstMemory
 from birdtrap.preprocess import PreprocessSettings, load, to_model_input
@@ -61,6 +61,18 @@ def test_the_gates_class_list_is_data_naming_real_imagenet_labels(gate):
     names = bird_class_names()
     assert 55 <= len(names) <= 62 and "chickadee" in names and "great grey owl, great gray owl, Strix nebulosa" in names
     assert len(gate.bird_indices) == len(names)
+
+
+def test_the_gate_counts_crane_the_bird_not_crane_the_machine(gate):
+    # ImageNet names two classes "crane"; a lookup by name alone summed the machine.
+    texts = [label.text for label in gate.model.labels]
+    cranes = [i for i, text in enumerate(texts) if text == "crane"]
+    assert len(cranes) == 2
+    bird_crane, machine_crane = cranes
+    assert bird_crane in gate.bird_indices and machine_crane not in gate.bird_indices
+    # The same classes are found in a 1000-label file without Coral's background line.
+    shifted, missing = bird_label_indices(texts[1:])
+    assert not missing and shifted == [i - 1 for i in gate.bird_indices]
 
 
 @pytest.mark.parametrize("name,is_bird", [("bird.bmp", True), ("cat.bmp", False), ("grace_hopper.bmp", False), ("sunflower.bmp", False)])
