@@ -51,9 +51,30 @@ def regroup(
 
     Returns the events as they now stand (for notifications).
     """
-    if not around:
-        return []
-    low, high = min(around) - gap, max(around) + gap
+    touched: dict[int, EventRecord] = {}
+    # One window per cluster of new times: a batch of photos hours apart must not summarise
+    # every event in between (bench: 22 events summarised per batch of 4 before). Windows that
+    # widen into the same burst regroup it twice, which changes nothing the second time.
+    for first, last in _clusters(around, gap):
+        for event in _regroup_window(session, camera, first - gap, last + gap, gap, decide_event, labels):
+            touched[event.id] = event
+    return list(touched.values())
+
+
+def _clusters(times: list[datetime], gap: timedelta) -> list[tuple[datetime, datetime]]:
+    """(first, last) of each run of `times` whose neighbours are at most 2 x `gap` apart."""
+    spans: list[tuple[datetime, datetime]] = []
+    for when in sorted(times):
+        if spans and when - spans[-1][1] <= 2 * gap:
+            spans[-1] = (spans[-1][0], when)
+        else:
+            spans.append((when, when))
+    return spans
+
+
+def _regroup_window(
+    session: Session, camera: str, low: datetime, high: datetime, gap: timedelta, decide_event: EventDecider, labels: int
+) -> list[EventRecord]:
     while True:  # widen until the window holds whole bursts
         images = _window(session, camera, low, high)
         if not images:

@@ -72,9 +72,14 @@ class SettleTracker:
         self.wake.set()
 
     def due(self) -> list[str]:
-        """Paths that have settled (or were closed after writing); they leave the tracker."""
+        """Paths that have settled (or were closed after writing); they leave the tracker.
+
+        Oldest first (file time, then name): a backlog found at start-up is then processed in the
+        order the camera wrote it, so the frames of a burst arrive together (motion needs the
+        burst's other frames; an event is regrouped once instead of once per scattered frame).
+        """
         now = time.monotonic()
-        ready: list[str] = []
+        ready: list[tuple[int, str]] = []
         with self._lock:
             for path, (size, mtime, since, closed) in list(self._files.items()):
                 current = _signature(path)
@@ -87,9 +92,9 @@ class SettleTracker:
                     self._files[path] = (current[0], current[1], now, False)
                     continue
                 if closed or now - since >= self.settle_seconds:
-                    ready.append(path)
+                    ready.append((mtime, path))
                     del self._files[path]
-        return ready
+        return [path for _, path in sorted(ready)]
 
     def next_due_in(self) -> float | None:
         now = time.monotonic()

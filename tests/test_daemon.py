@@ -217,3 +217,19 @@ def test_run_serve_answers_the_api_from_the_daemons_process(tmp_path, daemon_fac
             assert "Poecile atricapillus" in response.read().decode()
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_backlog_comes_out_of_the_settle_tracker_oldest_first(tmp_path):
+    # Camera-trap frames of a burst must reach the identifier together and in order (motion
+    # compares a frame with its burst), whatever order the folder listing gives.
+    from birdtrap.watcher import SettleTracker
+
+    tracker = SettleTracker(settle_seconds=0.5)
+    names = ["c.jpg", "a.jpg", "e.jpg", "b.jpg", "d.jpg"]
+    written = {"a.jpg": 50, "b.jpg": 10, "c.jpg": 40, "d.jpg": 10, "e.jpg": 20}  # seconds after a day's start
+    for name in names:
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        os.utime(path, (1_700_000_000 + written[name],) * 2)
+        tracker.touch(str(path), settled=True)
+    assert [Path(p).name for p in tracker.due()] == ["b.jpg", "d.jpg", "e.jpg", "c.jpg", "a.jpg"]
