@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +27,7 @@ from birdtrap.config import Config
 from birdtrap.errors import PhotoError
 from birdtrap.exif import PhotoMetadata, read_metadata
 from birdtrap.motion import BurstKey
-from birdtrap.pipeline import Identification, Identifier
+from birdtrap.pipeline import FrameInputs, Identification, Identifier
 from birdtrap.preprocess import Photo, PreprocessSettings, decode, read_photo_bytes
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,15 @@ log = logging.getLogger(__name__)
 class Decoded:
     photo: Photo
     metadata: PhotoMetadata
+    inputs: FrameInputs | None = None
 
 
-def decode_photo(data: bytes, name: str, mtime: float, settings: PreprocessSettings) -> Decoded:
-    return Decoded(decode(data, name, settings), read_metadata(data, mtime))
+def decode_photo(
+    data: bytes, name: str, mtime: float, settings: PreprocessSettings, prepare: Callable[[Photo], FrameInputs] | None = None
+) -> Decoded:
+    """Decode a photo and read its metadata; with `prepare` (Identifier.frame_inputs) also make its model inputs."""
+    photo = decode(data, name, settings)
+    return Decoded(photo, read_metadata(data, mtime), prepare(photo) if prepare is not None else None)
 
 
 def burst_key(camera: str, metadata: PhotoMetadata) -> BurstKey:
@@ -204,7 +209,8 @@ class Ingestor:
             totals["failed"] += 1
             log.warning("failed: %s", reason)
         settings = self.identifier.preprocess
-        futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings) for c in work]
+        prepare = self.identifier.frame_inputs
+        futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings, prepare) for c in work]
         for candidate in work:
             candidate.data = b""  # the decode task holds the bytes until it is done; no longer here
         return Prepared(batch, totals, work, futures)
@@ -223,7 +229,7 @@ class Ingestor:
             except PhotoError as e:
                 failed.append((candidate, str(e)))
         identifications = self.identifier.identify(
-            [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded]
+            [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded], [d.inputs for _, d in decoded]
         )
         moves: list[tuple[str, Path]] = []
         gap = timedelta(seconds=self.config.events.gap_seconds)

@@ -13,7 +13,7 @@ from birdtrap.cli import cli
 from birdtrap.decision import DecisionRules, decide, read_checklist
 from birdtrap.gate import BirdGate, bird_class_names, bird_label_indices
 from birdtrap.ingest import decode_photo
-from birdtrap.motion import BurstKey, BurstMemory
+from birdtrap.motion import BurstKey, BurstMemory, thumbnail_for_motion
 from birdtrap.preprocess import PreprocessSettings, load, to_model_input
 from birdtrap.regions import crop, grow_to_square, iou, tiles
 
@@ -91,7 +91,7 @@ def test_motion_in_the_heron_burst_points_at_the_heron():
     regions = []
     for path in HERON[:6]:
         decoded = decode_photo(path.read_bytes(), path.name, 0, settings)
-        regions = memory.observe(BurstKey("heron", decoded.metadata.captured.value), decoded.photo.bgr)()
+        regions = memory.observe(BurstKey("heron", decoded.metadata.captured.value), thumbnail_for_motion(decoded.photo.bgr))()
     # Frame 35 (the sixth): the heron stands at about x 0.50-0.62, y 0.62-0.90 of the frame.
     heron = (0.50, 0.60, 0.62, 0.90)
     assert regions, "no motion found in a burst with a moving heron"
@@ -103,7 +103,7 @@ def test_motion_in_the_heron_burst_points_at_the_heron():
 def test_a_single_frame_has_no_motion():
     memory = BurstMemory()
     decoded = decode_photo(HERON[0].read_bytes(), "x", 0, PreprocessSettings())
-    assert memory.observe(BurstKey("c", decoded.metadata.captured.value), decoded.photo.bgr)() == []
+    assert memory.observe(BurstKey("c", decoded.metadata.captured.value), thumbnail_for_motion(decoded.photo.bgr))() == []
 
 
 # --- the checklist ---------------------------------------------------------------------------
@@ -204,3 +204,33 @@ def test_search_always_keeps_a_close_up_that_no_region_beats(tmp_path):
     assert identification.decision.kind == "bird"
     assert identification.decision.scientific_name.split()[0] == "Poecile"
     assert identification.invokes >= 1 and identification.gate_invokes > 1  # it did search
+
+
+def test_frame_inputs_made_in_a_decode_thread_give_the_same_identifications(tmp_path):
+    # The daemon resizes whole frames in its decode threads; that must change nothing but speed.
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from birdtrap import config as config_module
+    from birdtrap.loading import build_identifier
+
+    config = config_module.load(write_config(tmp_path))
+    paths = HERON[:4] + [photo("bird.bmp")]
+    settings = build_identifier(config).preprocess
+    decoded = [decode_photo(path.read_bytes(), str(path), 0.0, settings) for path in paths]
+    keys = [BurstKey("heron", d.metadata.captured.value) for d in decoded]
+
+    inline = build_identifier(config)
+    expected = inline.identify([d.photo for d in decoded], keys)
+    threaded = build_identifier(config)
+    with ThreadPoolExecutor(2) as pool:
+        inputs = list(pool.map(threaded.frame_inputs, [d.photo for d in decoded]))
+    assert all(item.thumbnail is not None and item.gate is not None for item in inputs)
+    got = threaded.identify([d.photo for d in decoded], keys, inputs)
+    assert [(i.decision, i.box, i.source) for i in got] == [(i.decision, i.box, i.source) for i in expected]
+
+    # Inputs made for another input size (a model reloaded in between) are made again, not fed.
+    small = replace(inputs[0].species_spec, height=100, width=100)
+    stale = [replace(item, species=item.species[:100, :100], species_spec=small) for item in inputs]
+    again = build_identifier(config)
+    assert [i.decision for i in again.identify([d.photo for d in decoded], keys, stale)] == [i.decision for i in expected]
