@@ -110,3 +110,38 @@ def test_the_migrations_create_exactly_the_schema_the_models_describe(tmp_path):
 def test_a_bad_url_names_the_url(tmp_path):
     with pytest.raises(StoreError, match="database.url 'nosuchdb://x'"):
         store.open_store("nosuchdb://x")
+
+
+def test_the_head_revision_constant_is_the_migrations_head_and_opening_needs_no_alembic(tmp_path):
+    # HEAD_REVISION lets every start skip Alembic; a new migration must move it too.
+    import subprocess
+    import sys
+
+    assert store.HEAD_REVISION == store.migrations_head()
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    code = f"import sys; from birdtrap import store; store.open_store({url!r}); print(any(m.startswith('alembic') for m in sys.modules))"
+    for _ in ("a new database", "the same one again"):
+        assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    # Made without Alembic, it is what the migrations make: same tables and columns, at head.
+    from alembic import command
+    from sqlalchemy import create_engine, inspect
+
+    migrated = tmp_path / "migrated.db"
+    engine = create_engine(f"sqlite:///{migrated}")
+    with engine.begin() as connection:
+        command.upgrade(store._alembic(connection), "head")
+
+    def schema(path):
+        inspector = inspect(create_engine(f"sqlite:///{path}"))
+        return {
+            table: (
+                sorted((c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)),
+                sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)),
+                sorted(tuple(f["constrained_columns"]) for f in inspector.get_foreign_keys(table)),
+            )
+            for table in inspector.get_table_names()
+        }
+
+    assert schema(tmp_path / "b.db") == schema(migrated)
+    with sqlite3.connect(tmp_path / "b.db") as connection:
+        assert connection.execute("select version_num from alembic_version").fetchall() == [(store.HEAD_REVISION,)]
