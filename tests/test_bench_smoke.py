@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SHARED
+from conftest import ROOT, SHARED, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -96,3 +96,19 @@ def test_quick_bench_reports_every_figure_as_a_number_with_its_ratio(tmp_path):
     assert [key for key, f in figures.items() if is_number(f["value"]) and f["baseline_value"] and not is_number(f["ratio"])] == []
     assert [key for key, f in figures.items() if f["value"] is None and not f["note"]] == []
     assert "daemon drain per photo" in result.stdout
+
+
+def test_the_ceiling_counts_what_an_oracle_over_regions_could_name(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,truth,kind\nimages/real/bird.bmp,Poecile atricapillus,bird\nimages/real/cat.bmp,none,mammal\n")
+    config = write_config(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.ceiling", "--labels", str(labels), "--root", str(SHARED), "--config", str(config), "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert result["bird_photos"] == 1  # the cat is no bird frame
+    [row] = result["photos"]
+    assert row["regions"] > 50 and 0 < row["named_right_gate_passed"] <= row["named_right"] <= row["regions"]
+    assert result["reachable"] == result["reachable_gate_passed"] == 1
