@@ -66,6 +66,8 @@ OTHERS = (
     "daemon.log_bytes_per_photo",
     "daemon.idle_cpu_percent",
     "daemon.idle_wakeups_per_s",
+    "daemon.finder_per_photo",
+    "daemon.finder_peak_rss_mb",
     "naive.per_photo",
     "naive.decode",
     "naive.denoise",
