@@ -252,12 +252,16 @@ class Identifier:
         finder = self.finder
         regions: list[Region] = []
         if "detector" in finder.methods and self.detector is not None:
+            min_score = min(finder.detector_min_score, 0.3)
+            [on_frame] = self.detector.detect([photo.bgr], min_score=min_score)
             views: list[Box] = [WHOLE]
-            for scale in finder.detector_tiles:
-                views.extend(tiles(width, height, scale, overlap=0.3))
-            images = [crop(photo.bgr, view) for view in views]
-            work.detector_invokes += len(images)
-            for view, found in zip(views, self.detector.detect(images, min_score=min(finder.detector_min_score, 0.3)), strict=True):
+            found_per_view = [on_frame]
+            if not any(d.kind == "bird" and d.score >= finder.detector_min_score for d in on_frame):
+                tile_views = [box for scale in finder.detector_tiles for box in tiles(width, height, scale, overlap=0.3)]
+                views.extend(tile_views)
+                found_per_view.extend(self.detector.detect([crop(photo.bgr, view) for view in tile_views], min_score=min_score))
+            work.detector_invokes += len(views)
+            for view, found in zip(views, found_per_view, strict=True):
                 for detection in found:
                     box = _inside(view, detection.box)
                     work.detections.append(Detection(box, detection.kind, detection.class_id, detection.score))
