@@ -304,7 +304,8 @@ class Daemon:
         """Finish one batch; meanwhile the next one is already being decoded.
 
         Decoding the next batch while this one is identified keeps both cores busy: the
-        decoder threads and the interpreter overlap instead of taking turns.
+        decoder threads and the interpreter overlap instead of taking turns. The next batch is
+        registered in the transaction that stores this one's results (one commit a batch).
         """
         taken: list[list[str]] = []
         try:
@@ -315,11 +316,13 @@ class Daemon:
             else:
                 current, self.in_flight = self.in_flight, None
                 taken.append(current.paths)
+            following = None
             if self.queue:
-                following = self.take_batch()
-                taken.append(following)
-                self.in_flight = self.ingestor.prepare(following)
-            outcome = self.ingestor.finish(current)
+                following_paths = self.take_batch()
+                taken.append(following_paths)
+                following = self.ingestor.read_ahead(following_paths)
+            outcome = self.ingestor.finish(current, following)
+            self.in_flight = following
         except SQLAlchemyError as e:
             # Locked or full database, I/O error: nothing of these batches was committed past
             # registration. Keep the photos queued and back off; they stay pending (or

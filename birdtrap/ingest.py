@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -109,12 +109,14 @@ class Candidate:
 
 @dataclass
 class Prepared:
-    """A batch read, registered and being decoded (see Ingestor.prepare)."""
+    """A batch read and being decoded, registered or not yet (see Ingestor.prepare, read_ahead)."""
 
     paths: list[str]
     totals: Counter[str]
     work: list[Candidate]
     futures: list[Future]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    registered: bool = True
 
 
 class Ingestor:
@@ -176,49 +178,73 @@ class Ingestor:
         return self.finish(self.prepare(batch))
 
     def prepare(self, batch: list[str]) -> Prepared:
-        """Read and register a batch and start decoding it in the pool; `finish` completes it.
-
-        Split in two so the daemon can decode the next batch while this one is being identified.
-        """
-        totals: Counter[str] = Counter()
+        """Read and register a batch, then start decoding it in the pool; `finish` completes it."""
         candidates, unreadable = self.read_candidates(batch)
-        camera = self.config.camera
-        work: list[Candidate] = []
+        prepared = Prepared(batch, Counter(), candidates, [], unreadable, registered=False)
         with self.sessions.begin() as session:
-            for path, reason in unreadable:
-                # Its size and mtime let the rescan skip it until the file changes.
-                size, mtime = _lstat(path)
-                store.record_failure(session, path, reason, camera.id, size_bytes=size, file_mtime=mtime)
-            for candidate in candidates:
-                registration = store.register_photo(
-                    session,
-                    candidate.path,
-                    candidate.sha256,
-                    candidate.size,
-                    candidate.mtime,
-                    camera.id,
-                    camera.deployment_id,
-                )
-                if registration.outcome in ("new", "pending"):
-                    candidate.image_id = registration.image_id
-                    work.append(candidate)
-                elif registration.outcome == "duplicate":
-                    totals["duplicate"] += 1
-                    log.info("%s is a copy of a photo already recorded; stored as a duplicate", candidate.path)
-        for _path, reason in unreadable:
-            totals["failed"] += 1
-            log.warning("failed: %s", reason)
-        settings = self.identifier.preprocess
-        prepare = self.identifier.frame_inputs
-        futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings, prepare) for c in work]
-        for candidate in work:
+            self._register(session, prepared)
+        self._log_unreadable(prepared)
+        settings, frame_inputs = self.identifier.preprocess, self.identifier.frame_inputs
+        prepared.futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings, frame_inputs) for c in prepared.work]
+        for candidate in prepared.work:
             candidate.data = b""  # the decode task holds the bytes until it is done; no longer here
-        return Prepared(batch, totals, work, futures)
+        return prepared
 
-    def finish(self, prepared: Prepared) -> Counter[str]:
-        """Wait for the decodes, identify, and write results, events and notifications at once."""
+    def read_ahead(self, batch: list[str]) -> Prepared:
+        """Read a batch and start decoding it at once; it is registered with the batch before it.
+
+        `finish(current, following=this)` registers it in the transaction that stores the current
+        batch's results: one commit (one fsync) a batch instead of two. Until that commit nothing
+        of it is on record, so a crash leaves its files to be found again, never half-counted.
+        """
+        candidates, unreadable = self.read_candidates(batch)
+        settings, frame_inputs = self.identifier.preprocess, self.identifier.frame_inputs
+        futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings, frame_inputs) for c in candidates]
+        for candidate in candidates:
+            candidate.data = b""
+        return Prepared(batch, Counter(), candidates, futures, unreadable, registered=False)
+
+    def _register(self, session: Session, prepared: Prepared) -> None:
+        """Register a batch's photos as pending (duplicates as such, unreadable files as failed)."""
+        camera = self.config.camera
+        for path, reason in prepared.unreadable:
+            # Its size and mtime let the rescan skip it until the file changes.
+            size, mtime = _lstat(path)
+            store.record_failure(session, path, reason, camera.id, size_bytes=size, file_mtime=mtime)
+        work: list[Candidate] = []
+        futures: list[Future] = []
+        for index, candidate in enumerate(prepared.work):
+            registration = store.register_photo(
+                session, candidate.path, candidate.sha256, candidate.size, candidate.mtime, camera.id, camera.deployment_id
+            )
+            if registration.outcome in ("new", "pending"):
+                candidate.image_id = registration.image_id
+                work.append(candidate)
+                if prepared.futures:
+                    futures.append(prepared.futures[index])
+            elif registration.outcome == "duplicate":
+                prepared.totals["duplicate"] += 1
+                log.info("%s is a copy of a photo already recorded; stored as a duplicate", candidate.path)
+        prepared.work, prepared.futures, prepared.registered = work, futures, True
+
+    @staticmethod
+    def _log_unreadable(prepared: Prepared) -> None:
+        for _path, reason in prepared.unreadable:
+            prepared.totals["failed"] += 1
+            log.warning("failed: %s", reason)
+
+    def finish(self, prepared: Prepared, following: Prepared | None = None) -> Counter[str]:
+        """Wait for the decodes, identify, and write results, events and notifications at once.
+
+        `following` (from `read_ahead`) is registered in the same transaction.
+        """
+        assert prepared.registered, "finish() takes a batch from prepare(), or one registered by the finish() before it"
         totals, work, futures = prepared.totals, prepared.work, prepared.futures
         if not work:
+            if following is not None:
+                with self.sessions.begin() as session:
+                    self._register(session, following)
+                self._log_unreadable(following)
             return totals
         camera = self.config.camera
         decoded: list[tuple[Candidate, Decoded]] = []
@@ -247,6 +273,10 @@ class Ingestor:
             times = [item.metadata.captured.value for _, item in decoded]
             touched = events.regroup(session, camera.id, times, gap, self.identifier.decide_combined, len(self.identifier.species.labels))
             totals["notifications"] += notify.enqueue(session, touched, self.config.notify)
+            if following is not None:
+                self._register(session, following)
+        if following is not None:
+            self._log_unreadable(following)
         for (candidate, _), identification in zip(decoded, identifications, strict=True):
             totals["done"] += 1
             decision = identification.decision

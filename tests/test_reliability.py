@@ -367,3 +367,45 @@ def test_a_file_deleted_between_its_event_and_its_processing_is_recorded_as_fail
         outcome = Ingestor(config, build_identifier(config), sessions, tmp_path / "inbox", pool).handle([str(gone), str(kept)])
     assert (outcome["failed"], outcome["done"]) == (1, 1)
     assert ("failed", f"{gone} disappeared before it could be read.") in [(r[1], r[5]) for r in rows(tmp_path)]
+
+
+def test_the_batch_read_ahead_is_registered_only_with_the_results_before_it(tmp_path):
+    # One commit a batch: the next batch's registration rides in the transaction that stores this
+    # one's results. If that transaction fails, neither is on record, and a retry counts each once.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from birdtrap import config as config_module
+    from birdtrap import store
+    from birdtrap.ingest import Ingestor
+    from birdtrap.loading import build_identifier
+
+    config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}))
+    sessions = store.open_store(config.database.url, busy_timeout_seconds=0.2)
+    inbox = tmp_path / "inbox"
+    first = [str(copy_photo(name, inbox)) for name in ("bird.bmp", "cat.bmp")]
+    second = [str(copy_photo(name, inbox)) for name in ("sunflower.bmp", "dragonfly.bmp")]
+
+    def states() -> dict[str, str]:
+        return {Path(r[0]).name: r[1] for r in rows(tmp_path)}
+
+    with ThreadPoolExecutor(2) as pool:
+        ingestor = Ingestor(config, build_identifier(config), sessions, inbox, pool, after_actions=False)
+        current = ingestor.prepare(first)
+        following = ingestor.read_ahead(second)
+        assert states() == {"bird.bmp": "pending", "cat.bmp": "pending"}  # the read-ahead is not on record yet
+        blocker = sqlite3.connect(tmp_path / "birdtrap.db", timeout=1, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(SQLAlchemyError):
+            ingestor.finish(current, following)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert states() == {"bird.bmp": "pending", "cat.bmp": "pending"}
+        # The daemon's retry: the same paths again.
+        current, following = ingestor.prepare(first), ingestor.read_ahead(second)
+        done_first = ingestor.finish(current, following)
+        assert states() == {"bird.bmp": "done", "cat.bmp": "done", "sunflower.bmp": "pending", "dragonfly.bmp": "pending"}
+        done_second = ingestor.finish(following)
+    assert (done_first["done"], done_second["done"]) == (2, 2)
+    assert sorted(r[1] for r in rows(tmp_path)) == ["done"] * 4
