@@ -79,6 +79,12 @@ class DetectorSettings(Settings):
     animal_classes: tuple[int, ...] = Field(tuple(range(16, 25)), description="Class ids that are other animals")
     person_classes: tuple[int, ...] = Field((0,), description="Class ids that are people")
     box_order: Literal["yxyx", "xyxy"] = Field("yxyx", description="Order of the box coordinates in the boxes output")
+    decoding: Literal["postprocess", "yolov5", "yolov8"] = Field(
+        "postprocess", description="postprocess: boxes, classes, scores outputs; yolov5/yolov8: one raw output of candidate boxes"
+    )
+    iou_threshold: float = Field(0.45, gt=0, le=1, description="YOLO decoding: boxes of one class overlapping more than this are one")
+    input_mean: float | None = Field(None, description="(pixel - mean) / std is the detector's input; null: 127.5, or 0 for YOLO")
+    input_std: float | None = Field(None, gt=0, description="See input_mean; null: 127.5, or 255 for YOLO")
     person_min_score: float = Field(0.6, ge=0, le=1, description="A frame with no bird and a person this sure is marked 'person'")
 
 

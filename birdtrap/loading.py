@@ -53,8 +53,19 @@ def load_detector(config: Config) -> Detector | None:
         return None
     _require(config.detector.path, "detector.path", "coco-ssd-mobilenet-v1")
     settings = config.detector
-    layout = DetectorLayout(settings.bird_classes, settings.animal_classes, settings.person_classes, settings.box_order)
-    return Detector(TFLiteModel(settings.path, threads=config.model.threads, delegate=config.model.delegate), layout)
+    layout = DetectorLayout(
+        settings.bird_classes,
+        settings.animal_classes,
+        settings.person_classes,
+        settings.box_order,
+        decoding=settings.decoding,
+        iou_threshold=settings.iou_threshold,
+    )
+    yolo = settings.decoding != "postprocess"
+    mean = settings.input_mean if settings.input_mean is not None else (0.0 if yolo else 127.5)
+    std = settings.input_std if settings.input_std is not None else (255.0 if yolo else 127.5)
+    model = TFLiteModel(settings.path, threads=config.model.threads, delegate=config.model.delegate)
+    return Detector(model, layout, mean=mean, std=std)
 
 
 def finder_settings(config: Config) -> FinderSettings:

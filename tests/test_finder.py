@@ -234,3 +234,62 @@ def test_frame_inputs_made_in_a_decode_thread_give_the_same_identifications(tmp_
     stale = [replace(item, species=item.species[:100, :100], species_spec=small) for item in inputs]
     again = build_identifier(config)
     assert [i.decision for i in again.identify([d.photo for d in decoded], keys, stale)] == [i.decision for i in expected]
+
+
+# --- a YOLO export as the detector (MegaDetector v5 is a YOLOv5) ------------------------------
+
+
+def _yolo_export(path, rows: list[list[float]], objectness_from_input: tuple[int, int], transpose: bool) -> None:
+    """A real .tflite whose one output is `rows` of candidate boxes; one entry is the input's mean.
+
+    The entry tied to the input shows that the detector feeds YOLO's 0-1 pixels by default.
+    """
+    import tensorflow as tf
+
+    constant = np.array(rows, np.float32)
+    mask = np.zeros_like(constant)
+    mask[objectness_from_input] = 1.0
+    constant[objectness_from_input] = 0.0
+
+    class Export(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 64, 64, 3], tf.float32)])
+        def __call__(self, pixels):
+            out = tf.constant(constant) + tf.constant(mask) * tf.reduce_mean(pixels)
+            return tf.transpose(out)[None] if transpose else out[None]
+
+    module = Export()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.__call__.get_concrete_function()], module)
+    path.write_bytes(converter.convert())
+
+
+@pytest.mark.parametrize("decoding", ["yolov5", "yolov8"])
+def test_a_yolo_export_is_decoded_scored_and_suppressed(tmp_path, decoding):
+    from birdtrap import config as config_module
+    from birdtrap.errors import ModelError
+    from birdtrap.loading import load_detector
+
+    # centre x, centre y, width, height, [objectness,] animal, person, vehicle (0-1 of the input)
+    animal, twin, person, faint = [0.30, 0.40, 0.20, 0.20], [0.31, 0.41, 0.20, 0.20], [0.70, 0.60, 0.10, 0.30], [0.5, 0.5, 0.1, 0.1]
+    if decoding == "yolov5":
+        rows = [animal + [0.0, 0.9, 0.05, 0.05], twin + [0.8, 0.9, 0.05, 0.05], person + [0.9, 0.1, 0.8, 0.1], faint + [0.2, 0.5, 0.1, 0.1]]
+        expected_animal = 0.9 * 0.9  # objectness (the input's mean, 0.9) x class score
+    else:
+        rows = [animal + [0.0, 0.05, 0.05], twin + [0.72, 0.05, 0.05], person + [0.1, 0.72, 0.1], faint + [0.1, 0.1, 0.1]]
+        expected_animal = 0.9
+    model = tmp_path / "yolo.tflite"
+    _yolo_export(model, rows, (0, 4), transpose=decoding == "yolov8")
+    megadetector = {"bird_classes": [], "animal_classes": [0], "person_classes": [1], "decoding": decoding}
+    config = config_module.load(write_config(tmp_path, detector={"path": str(model), **megadetector}))
+    detector = load_detector(config)
+    image = np.full((480, 640, 3), round(0.9 * 255), np.uint8)
+    [found] = detector.detect([image], min_score=0.3)
+    assert [d.kind for d in found] == ["animal", "person"]  # the twin is suppressed, the faint box dropped
+    assert found[0].score == pytest.approx(expected_animal, abs=0.01)
+    assert found[0].box == pytest.approx((0.20, 0.30, 0.40, 0.50), abs=1e-3)
+    assert found[1].box == pytest.approx((0.65, 0.45, 0.75, 0.75), abs=1e-3)
+
+    # The shipped COCO SSD is no YOLO export: refused with what its outputs are.
+    coco_ssd = str(MODELS / "coco_ssd_mobilenet_v1" / "model.tflite")
+    ssd = config_module.load(write_config(tmp_path, detector={"path": coco_ssd, **megadetector}))
+    with pytest.raises(ModelError, match="needs one output of candidate boxes"):
+        load_detector(ssd)
