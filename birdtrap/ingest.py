@@ -16,10 +16,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from birdtrap import events, notify, store
@@ -31,6 +32,7 @@ from birdtrap.pipeline import FrameInputs, Identification, Identifier
 from birdtrap.preprocess import Photo, PreprocessSettings, decode, read_photo_bytes
 
 log = logging.getLogger(__name__)
+NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
 @dataclass(frozen=True, eq=False)
@@ -254,9 +256,14 @@ class Ingestor:
                 decoded.append((candidate, future.result()))
             except PhotoError as e:
                 failed.append((candidate, str(e)))
+        prepared.futures = []
+        del futures  # the futures held the decodes too
         identifications = self.identifier.identify(
             [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded], [d.inputs for _, d in decoded]
         )
+        # Identified: the pixels go now, so the next batch's decodes reuse their memory while
+        # this batch is written (the peak holds one batch of frames less).
+        decoded = [(candidate, replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)) for candidate, item in decoded]
         moves: list[tuple[str, Path]] = []
         gap = timedelta(seconds=self.config.events.gap_seconds)
         with self.sessions.begin() as session:
