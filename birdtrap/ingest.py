@@ -186,10 +186,7 @@ class Ingestor:
         with self.sessions.begin() as session:
             self._register(session, prepared)
         self._log_unreadable(prepared)
-        settings, frame_inputs = self.identifier.preprocess, self.identifier.frame_inputs
-        prepared.futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings, frame_inputs) for c in prepared.work]
-        for candidate in prepared.work:
-            candidate.data = b""  # the decode task holds the bytes until it is done; no longer here
+        prepared.futures = self._start_decoding(prepared.work)
         return prepared
 
     def read_ahead(self, batch: list[str]) -> Prepared:
@@ -200,11 +197,15 @@ class Ingestor:
         of it is on record, so a crash leaves its files to be found again, never half-counted.
         """
         candidates, unreadable = self.read_candidates(batch)
+        return Prepared(batch, Counter(), candidates, self._start_decoding(candidates), unreadable, registered=False)
+
+    def _start_decoding(self, candidates: list[Candidate]) -> list[Future]:
+        """Decode (and make the frame inputs of) each candidate in the pool, in order."""
         settings, frame_inputs = self.identifier.preprocess, self.identifier.frame_inputs
         futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings, frame_inputs) for c in candidates]
         for candidate in candidates:
-            candidate.data = b""
-        return Prepared(batch, Counter(), candidates, futures, unreadable, registered=False)
+            candidate.data = b""  # the decode task holds the bytes until it is done; no longer here
+        return futures
 
     def _register(self, session: Session, prepared: Prepared) -> None:
         """Register a batch's photos as pending (duplicates as such, unreadable files as failed)."""
