@@ -112,13 +112,15 @@ def _round(value: float | None) -> float | None:
     return round(value, 4) if value is not None else None
 
 
-def covers(session: Session, event_ids: list[int]) -> dict[int, store.ImageRecord]:
-    """event id -> its surest bird photo, else its first photo (one query for a whole page)."""
-    chosen: dict[int, store.ImageRecord] = {}
-    for event_id, photos in store.event_photos(session, event_ids).items():
-        birds = [p for p in photos if p.kind == store.KIND_BIRD]
-        chosen[event_id] = max(birds, key=lambda p: p.confidence or 0.0) if birds else photos[0]
-    return chosen
+def covers(session: Session, event_ids: list[int]) -> dict[int, store.ImageRecord | None]:
+    """event id -> the photo that stands for it (one query for a whole page)."""
+    return {event_id: cover_of(photos) for event_id, photos in store.event_photos(session, event_ids).items()}
+
+
+def cover_of(photos: list[store.ImageRecord]) -> store.ImageRecord | None:
+    """An event's surest bird photo, else its first photo."""
+    birds = [p for p in photos if p.kind == store.KIND_BIRD]
+    return max(birds, key=lambda p: p.confidence or 0.0) if birds else (photos[0] if photos else None)
 
 
 def sightings_page(session: Session, filters: Filters, limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
@@ -144,8 +146,7 @@ def event_detail(session: Session, event_id: int) -> dict[str, Any] | None:
     history = store.review_history(session, event_id)
     shown: Any = store.Reviewed(event, history[0]) if history else event
     photos = store.event_photos(session, [event_id]).get(event_id, [])
-    cover = covers(session, [event_id]).get(event_id)
-    detail = event_dict(shown, cover)
+    detail = event_dict(shown, cover_of(photos))
     detail["machine"] = {
         "kind": event.kind,
         "label": event.label,
