@@ -12,7 +12,7 @@ import csv
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,44 +96,51 @@ def predict_keras(
     """The float Keras model on `examples`, through the training pipeline (no augmentation)."""
     from training.data import model_input
 
-    paths, rows, truth = [], [], []
-    for start in range(0, len(examples), batch):
-        chunk, inputs = [], []
-        for example in examples[start : start + batch]:
-            try:
-                inputs.append(model_input(example.path, spec, settings))
-            except PhotoError as e:
-                log.warning("not scored: %s", e)
-                continue
-            chunk.append(example)
-        if not chunk:
-            continue
-        rows.append(np.asarray(network(np.stack(inputs).astype(np.float32), training=False)))
-        paths += [str(e.path) for e in chunk]
-        truth += [e.label for e in chunk]
-    probabilities = np.concatenate(rows) if rows else np.zeros((0, len(labels)), np.float32)
-    return Predictions(tuple(paths), probabilities, np.array(truth, dtype=int))
+    return _predict(
+        examples,
+        batch,
+        len(labels),
+        lambda example: model_input(example.path, spec, settings),
+        lambda inputs: np.asarray(network(np.stack(inputs).astype(np.float32), training=False)),
+    )
 
 
 def predict_bundle(classifier: Classifier, examples: Sequence[Example], batch: int = 8) -> Predictions:
     """A bundle on `examples`, exactly as the daemon runs it (its spec, the card's preprocessing)."""
     settings = classifier.card_preprocessing or PreprocessSettings()
+    return _predict(
+        examples,
+        batch,
+        len(classifier.labels),
+        lambda example: to_model_input(load(example.path, settings).bgr, classifier.spec, settings),
+        lambda inputs: np.stack([p.probabilities for p in classifier.predict_batch(inputs)]),
+    )
+
+
+def _predict(
+    examples: Sequence[Example],
+    batch: int,
+    label_count: int,
+    model_input: Callable[[Example], np.ndarray],
+    run: Callable[[list[np.ndarray]], np.ndarray],
+) -> Predictions:
+    """`run` over `examples` in batches; a photo that cannot be read is logged and left out."""
     paths, rows, truth = [], [], []
     for start in range(0, len(examples), batch):
         chunk, inputs = [], []
         for example in examples[start : start + batch]:
             try:
-                inputs.append(to_model_input(load(example.path, settings).bgr, classifier.spec, settings))
+                inputs.append(model_input(example))
             except PhotoError as e:
                 log.warning("not scored: %s", e)
                 continue
             chunk.append(example)
         if not chunk:
             continue
-        rows.append(np.stack([p.probabilities for p in classifier.predict_batch(inputs)]))
+        rows.append(run(inputs))
         paths += [str(e.path) for e in chunk]
         truth += [e.label for e in chunk]
-    probabilities = np.concatenate(rows) if rows else np.zeros((0, len(classifier.labels)), np.float32)
+    probabilities = np.concatenate(rows) if rows else np.zeros((0, label_count), np.float32)
     return Predictions(tuple(paths), probabilities, np.array(truth, dtype=int))
 
 
