@@ -56,6 +56,16 @@ Until = Annotated[datetime | None, Query(description="Only before this capture t
 Species = Annotated[str | None, Query(max_length=200, description="Scientific or common name, case-insensitive; a prefix is enough")]
 Camera = Annotated[str | None, Query(max_length=100, description="Only this camera id")]
 MinConfidence = Annotated[float | None, Query(ge=0, le=1, description="Only decisions at least this sure (reviewed rows always pass)")]
+
+
+def _filters(
+    since: Since = None, until: Until = None, species: Species = None, camera: Camera = None, min_confidence: MinConfidence = None
+) -> queries.Filters:
+    return queries.Filters(since, until, species, camera, min_confidence)
+
+
+# The query parameters shared by sightings and events (the CLI's filters).
+Filtering = Annotated[queries.Filters, Depends(_filters)]
 Limit = Annotated[int, Query(ge=1, le=500, description="Rows per page")]
 # SQLite integers are 64-bit: a larger id is a bad parameter, not a database error.
 EventId = Annotated[int, Path(ge=1, le=2**63 - 1, description="An event's id")]
@@ -124,18 +134,7 @@ def changes(context: Context) -> dict[str, str]:
 
 
 @router.get("/sightings", response_model=schemas.SightingPage, summary="Bird photos, newest first (as `birdtrap sightings`)")
-def sightings(
-    request: Request,
-    context: Context,
-    since: Since = None,
-    until: Until = None,
-    species: Species = None,
-    camera: Camera = None,
-    min_confidence: MinConfidence = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
-) -> dict[str, Any]:
-    filters = queries.Filters(since, until, species, camera, min_confidence)
+def sightings(request: Request, context: Context, filters: Filtering, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
     items, more = context.read(lambda s: queries.sightings_page(s, filters, limit, offset))
     return {"items": items, "limit": limit, "offset": offset, "next": _next_url(request, limit, offset, more)}
 
@@ -144,16 +143,11 @@ def sightings(
 def list_events(
     request: Request,
     context: Context,
-    since: Since = None,
-    until: Until = None,
-    species: Species = None,
-    camera: Camera = None,
-    min_confidence: MinConfidence = None,
+    filters: Filtering,
     limit: Limit = 50,
     offset: Offset = 0,
     all: Annotated[bool, Query(description="Also events without a bird (empty, animal, person)")] = False,  # noqa: A002
 ) -> dict[str, Any]:
-    filters = queries.Filters(since, until, species, camera, min_confidence)
     items, more = context.read(lambda s: queries.events_page(s, filters, limit, offset, birds_only=not all))
     return {"items": items, "limit": limit, "offset": offset, "next": _next_url(request, limit, offset, more)}
 
