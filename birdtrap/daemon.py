@@ -214,6 +214,7 @@ class Daemon:
             log.error("refused the new model: %s; keeping %s", e, self.ingestor.identifier.species.bundle.model_path)
             self.notifier.status(f"new model refused: {e}")
             return
+        self.requeue_in_flight()
         self.ingestor.use(candidate)
         bundle = candidate.species.bundle
         log.info("now using model %s (sha256 %s)", bundle.model_path, bundle.model_sha256[:12])
@@ -356,6 +357,21 @@ class Daemon:
             self.totals.update(self.ingestor.finish(prepared))
         except SQLAlchemyError as e:
             log.error("could not finish the last batch (%s); its photos stay pending for the next start", _short(e))
+
+    def requeue_in_flight(self) -> None:
+        """Before a model switch: the batch in flight goes back to the head of the queue.
+
+        It was decoded into the running models' inputs, perhaps without its pixels (see
+        Identifier.searches_regions), so the new models read it again. Its photos stay registered
+        as pending; files already settled as unreadable or duplicate are not read twice.
+        """
+        if self.in_flight is None:
+            return
+        prepared, self.in_flight = self.in_flight, None
+        again = [candidate.path for candidate in prepared.work]
+        for path in set(prepared.paths) - set(again):
+            self.queued.discard(path)
+        self.queue.extendleft(reversed(again))
 
     # --- progress ------------------------------------------------------------------------
 

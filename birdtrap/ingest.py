@@ -1,9 +1,10 @@
 """One batch of photo files, from bytes on disk to committed rows: the core the daemon and the
 archive workers share.
 
-A photo is registered (pending) before its pixels are touched and marked done in the same
+A photo is registered (pending) before its results are written, and marked done in the same
 transaction as its results and its event, so a crash at any point loses nothing and counts
-nothing twice. The caller owns the loop, the retries and the progress; this module owns a batch.
+nothing twice: a file read or decoded but not yet registered is simply found again. The caller
+owns the loop, the retries and the progress; this module owns a batch.
 """
 
 from __future__ import annotations
@@ -42,12 +43,9 @@ class Decoded:
     inputs: FrameInputs | None = None
 
 
-def decode_photo(
-    data: bytes, name: str, mtime: float, settings: PreprocessSettings, prepare: Callable[[Photo], FrameInputs] | None = None
-) -> Decoded:
-    """Decode a photo and read its metadata; with `prepare` (Identifier.frame_inputs) also make its model inputs."""
-    photo = decode(data, name, settings)
-    return Decoded(photo, read_metadata(data, mtime), prepare(photo) if prepare is not None else None)
+def decode_photo(data: bytes, name: str, mtime: float, settings: PreprocessSettings) -> Decoded:
+    """Decode a photo and read its metadata."""
+    return Decoded(decode(data, name, settings), read_metadata(data, mtime))
 
 
 def burst_key(camera: str, metadata: PhotoMetadata) -> BurstKey:
@@ -99,26 +97,68 @@ def to_result(identification: Identification, decoded: Decoded, archived: str | 
     )
 
 
-@dataclass
-class Candidate:
-    path: str
-    data: bytes
+@dataclass(frozen=True)
+class FileIdentity:
+    """What registration needs of a file: its content hash, size and modification time."""
+
     sha256: str
     size: int
     mtime: float
+
+
+@dataclass
+class Candidate:
+    """A file being read and decoded in the pool; `identity` resolves as soon as it is read."""
+
+    path: str
+    identity: Future[FileIdentity]
+    decoded: Future[Decoded] | None
+    file: FileIdentity | None = None
     image_id: int = 0
 
 
 @dataclass
 class Prepared:
-    """A batch read and being decoded, registered or not yet (see Ingestor.prepare, read_ahead)."""
+    """A batch being read and decoded, registered or not yet (see Ingestor.prepare, read_ahead)."""
 
     paths: list[str]
     totals: Counter[str]
     work: list[Candidate]
-    futures: list[Future]
     unreadable: list[tuple[str, str]] = field(default_factory=list)
-    registered: bool = True
+    registered: bool = False
+
+
+def read_and_decode(
+    path: str,
+    identity: Future[FileIdentity],
+    settings: PreprocessSettings,
+    prepare: Callable[[Photo], FrameInputs] | None,
+    keep_pixels: bool,
+) -> Decoded:
+    """The decode task: read the file, publish its identity, decode it, make its model inputs.
+
+    Reading and hashing here, not in the caller, keeps them off the thread that runs the models
+    (on a Pi without SHA instructions hashing a 12 MP file takes as long as an invoke) and holds
+    a file's bytes only while its decode runs. `keep_pixels=False` keeps only the inputs: a
+    decoded 12 MP frame is ~2 MB, its inputs ~0.2 MB, and the daemon holds two batches of them.
+    """
+    try:
+        data = read_photo_bytes(Path(path))
+        mtime = os.stat(path).st_mtime
+        identity.set_result(FileIdentity(hashlib.sha256(data).hexdigest(), len(data), mtime))
+    except BaseException as e:
+        if isinstance(e, OSError):
+            e = PhotoError(f"{path} cannot be read ({e.strerror}).")
+        if not identity.done():
+            identity.set_exception(e)
+        raise e from None
+    decoded = decode_photo(data, path, mtime, settings)
+    del data  # the bytes go before the inputs are made: less memory at the decode threads' peak
+    if prepare is None:
+        return decoded
+    inputs = prepare(decoded.photo)
+    photo = decoded.photo if keep_pixels else replace(decoded.photo, bgr=NO_PIXELS)
+    return replace(decoded, photo=photo, inputs=inputs)
 
 
 class Ingestor:
@@ -147,21 +187,35 @@ class Ingestor:
             self.model_id = store.record_model(session, bundle.model_sha256, bundle.name, bundle.version, str(bundle.model_path))
         self.identifier = identifier
 
-    def read_candidates(self, batch: list[str]) -> tuple[list[Candidate], list[tuple[str, str]]]:
-        candidates, unreadable = [], []
+    def prepare(self, batch: list[str]) -> Prepared:
+        """Start reading and decoding a batch, and register it as soon as its files are read."""
+        prepared = self.read_ahead(batch)
+        self._await_identities(prepared)
+        with self.sessions.begin() as session:
+            self._register(session, prepared)
+        self._log_unreadable(prepared)
+        return prepared
+
+    def read_ahead(self, batch: list[str]) -> Prepared:
+        """Start reading and decoding a batch in the pool; it is registered with the batch before it.
+
+        `finish(current, following=this)` registers it in the transaction that stores the current
+        batch's results: one commit (one fsync) a batch instead of two. Until that commit nothing
+        of it is on record, so a crash leaves its files to be found again, never half-counted.
+        """
+        identifier = self.identifier
+        settings, frame_inputs, keep = identifier.preprocess, identifier.frame_inputs, identifier.searches_regions
+        prepared = Prepared(batch, Counter(), [])
         for path in batch:
             try:
                 self.check_inside(path)
-                data = read_photo_bytes(Path(path))
-                info = os.stat(path)
             except PhotoError as e:
-                unreadable.append((path, str(e)))
+                prepared.unreadable.append((path, str(e)))
                 continue
-            except OSError as e:
-                unreadable.append((path, f"{path} cannot be read ({e.strerror})."))
-                continue
-            candidates.append(Candidate(path, data, hashlib.sha256(data).hexdigest(), len(data), info.st_mtime))
-        return candidates, unreadable
+            identity: Future[FileIdentity] = Future()
+            decoded = self.decode_pool.submit(read_and_decode, path, identity, settings, frame_inputs, keep)
+            prepared.work.append(Candidate(path, identity, decoded))
+        return prepared
 
     def check_inside(self, path: str) -> None:
         """Refuse a symlink (or anything) that resolves outside the watch folder."""
@@ -179,33 +233,18 @@ class Ingestor:
         """
         return self.finish(self.prepare(batch))
 
-    def prepare(self, batch: list[str]) -> Prepared:
-        """Read and register a batch, then start decoding it in the pool; `finish` completes it."""
-        candidates, unreadable = self.read_candidates(batch)
-        prepared = Prepared(batch, Counter(), candidates, [], unreadable, registered=False)
-        with self.sessions.begin() as session:
-            self._register(session, prepared)
-        self._log_unreadable(prepared)
-        prepared.futures = self._start_decoding(prepared.work)
-        return prepared
-
-    def read_ahead(self, batch: list[str]) -> Prepared:
-        """Read a batch and start decoding it at once; it is registered with the batch before it.
-
-        `finish(current, following=this)` registers it in the transaction that stores the current
-        batch's results: one commit (one fsync) a batch instead of two. Until that commit nothing
-        of it is on record, so a crash leaves its files to be found again, never half-counted.
-        """
-        candidates, unreadable = self.read_candidates(batch)
-        return Prepared(batch, Counter(), candidates, self._start_decoding(candidates), unreadable, registered=False)
-
-    def _start_decoding(self, candidates: list[Candidate]) -> list[Future]:
-        """Decode (and make the frame inputs of) each candidate in the pool, in order."""
-        settings, frame_inputs = self.identifier.preprocess, self.identifier.frame_inputs
-        futures = [self.decode_pool.submit(decode_photo, c.data, c.path, c.mtime, settings, frame_inputs) for c in candidates]
-        for candidate in candidates:
-            candidate.data = b""  # the decode task holds the bytes until it is done; no longer here
-        return futures
+    @staticmethod
+    def _await_identities(prepared: Prepared) -> None:
+        """Wait until each file is read (not decoded); files that cannot be read become unreadable."""
+        readable = []
+        for candidate in prepared.work:
+            try:
+                candidate.file = candidate.identity.result()
+            except PhotoError as e:
+                prepared.unreadable.append((candidate.path, str(e)))
+                continue
+            readable.append(candidate)
+        prepared.work = readable
 
     def _register(self, session: Session, prepared: Prepared) -> None:
         """Register a batch's photos as pending (duplicates as such, unreadable files as failed)."""
@@ -215,20 +254,21 @@ class Ingestor:
             size, mtime = _lstat(path)
             store.record_failure(session, path, reason, camera.id, size_bytes=size, file_mtime=mtime)
         work: list[Candidate] = []
-        futures: list[Future] = []
-        for index, candidate in enumerate(prepared.work):
+        for candidate in prepared.work:
+            file = candidate.file
+            assert file is not None, "_await_identities comes first"
             registration = store.register_photo(
-                session, candidate.path, candidate.sha256, candidate.size, candidate.mtime, camera.id, camera.deployment_id
+                session, candidate.path, file.sha256, file.size, file.mtime, camera.id, camera.deployment_id
             )
             if registration.outcome in ("new", "pending"):
                 candidate.image_id = registration.image_id
                 work.append(candidate)
-                if prepared.futures:
-                    futures.append(prepared.futures[index])
-            elif registration.outcome == "duplicate":
-                prepared.totals["duplicate"] += 1
-                log.info("%s is a copy of a photo already recorded; stored as a duplicate", candidate.path)
-        prepared.work, prepared.futures, prepared.registered = work, futures, True
+            else:
+                candidate.decoded = None  # its decode is not needed (a duplicate, or recorded already)
+                if registration.outcome == "duplicate":
+                    prepared.totals["duplicate"] += 1
+                    log.info("%s is a copy of a photo already recorded; stored as a duplicate", candidate.path)
+        prepared.work, prepared.registered = work, True
 
     @staticmethod
     def _log_unreadable(prepared: Prepared) -> None:
@@ -242,9 +282,10 @@ class Ingestor:
         `following` (from `read_ahead`) is registered in the same transaction.
         """
         assert prepared.registered, "finish() takes a batch from prepare(), or one registered by the finish() before it"
-        totals, work, futures = prepared.totals, prepared.work, prepared.futures
+        totals, work = prepared.totals, prepared.work
         if not work:
             if following is not None:
+                self._await_identities(following)
                 with self.sessions.begin() as session:
                     self._register(session, following)
                 self._log_unreadable(following)
@@ -252,13 +293,13 @@ class Ingestor:
         camera = self.config.camera
         decoded: list[tuple[Candidate, Decoded]] = []
         failed: list[tuple[Candidate, str]] = []
-        for candidate, future in zip(work, futures, strict=False):
+        for candidate in work:
+            assert candidate.decoded is not None
             try:
-                decoded.append((candidate, future.result()))
+                decoded.append((candidate, candidate.decoded.result()))
             except PhotoError as e:
                 failed.append((candidate, str(e)))
-        prepared.futures = []
-        del futures  # the futures held the decodes too
+            candidate.decoded = None  # the future held the decode too
         identifications = self.identifier.identify(
             [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded], [d.inputs for _, d in decoded]
         )
@@ -267,6 +308,8 @@ class Ingestor:
         decoded = [(candidate, replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)) for candidate, item in decoded]
         moves: list[tuple[str, Path]] = []
         gap = timedelta(seconds=self.config.events.gap_seconds)
+        if following is not None:
+            self._await_identities(following)  # read by now: the pool did it while this batch was identified
         with self.sessions.begin() as session:
             for (candidate, item), identification in zip(decoded, identifications, strict=True):
                 destination = self.archive_destination(candidate.path, identification.decision.kind)
@@ -275,9 +318,9 @@ class Ingestor:
                 if destination is not None:
                     moves.append((candidate.path, destination))
             for candidate, reason in failed:
-                store.record_failure(
-                    session, candidate.path, reason, camera.id, candidate.image_id, candidate.sha256, candidate.size, candidate.mtime
-                )
+                file = candidate.file
+                assert file is not None
+                store.record_failure(session, candidate.path, reason, camera.id, candidate.image_id, file.sha256, file.size, file.mtime)
             times = [item.metadata.captured.value for _, item in decoded]
             touched = events.regroup(session, camera.id, times, gap, self.identifier.decide_combined, len(self.identifier.species.labels))
             totals["notifications"] += notify.enqueue(session, touched, self.config.notify)

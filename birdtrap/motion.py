@@ -80,7 +80,8 @@ def thumbnail_for_motion(bgr: np.ndarray) -> np.ndarray:
     height, width = bgr.shape[:2]
     size = (THUMB_WIDTH, max(1, round(height * THUMB_WIDTH / width)))
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
-    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    # Exposure changes between frames of a burst: compare brightness-normalised frames.
-    small *= 128.0 / max(1.0, float(np.median(small)))
+    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    # Exposure changes between frames of a burst: compare brightness-normalised frames. (The
+    # median of the uint8 pixels: numpy's float median imports numpy.ma for its NaN check.)
+    small = small.astype(np.float32) * (128.0 / max(1.0, float(np.median(small))))
     return cv2.GaussianBlur(np.clip(small, 0, 255).astype(np.uint8), (3, 3), 0)

@@ -137,6 +137,15 @@ class Identifier:
         thumbnail = thumbnail_for_motion(photo.bgr) if self.bursts is not None and "motion" in self.finder.methods else None
         return FrameInputs(species, self.species.spec, gate, gate_spec, thumbnail)
 
+    @property
+    def searches_regions(self) -> bool:
+        """Whether `identify` may crop the frame (region search), so needs its pixels past `frame_inputs`.
+
+        Without a gate nothing is searched: a caller holding many decoded frames (the daemon's
+        batches in flight) can keep only their `frame_inputs` and let the pixels go.
+        """
+        return self.gate is not None and self.finder.search != "never"
+
     def _usable(self, inputs: FrameInputs | None) -> TypeGuard[FrameInputs]:
         # Inputs made before a model reload may be for another input size.
         return (
@@ -155,7 +164,7 @@ class Identifier:
         if not photos:
             return []
         given = inputs or [None] * len(photos)
-        frames = [item if self._usable(item) else self.frame_inputs(photo) for photo, item in zip(photos, given, strict=True)]
+        frames = [self._inputs_for(photo, item) for photo, item in zip(photos, given, strict=True)]
         wholes = self.species.predict_batch([frame.species for frame in frames])
         if self.gate is not None:
             gates = self.gate.bird_probability(np.stack([frame.gate for frame in frames]))
@@ -167,6 +176,15 @@ class Identifier:
             key = burst_keys[index] if burst_keys else None
             results.append(self._identify_one(work, key, frame.thumbnail))
         return results
+
+    def _inputs_for(self, photo: Photo, given: FrameInputs | None) -> FrameInputs:
+        if self._usable(given):
+            return given
+        if photo.bgr.size == 0:
+            # Only inputs were kept (see searches_regions) and they were made for other models:
+            # a caller must finish frames prepared for one Identifier with that Identifier.
+            raise ValueError("frame inputs made for another model were given without the frame's pixels to make new ones")
+        return self.frame_inputs(photo)
 
     def _identify_one(self, work: _Work, burst_key: object, thumbnail: np.ndarray | None) -> Identification:
         motion_regions = self._motion_regions(work.photo, burst_key, thumbnail)

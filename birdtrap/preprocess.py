@@ -198,20 +198,23 @@ def crop_info_bars(bgr: np.ndarray, max_fraction: float = 0.05) -> tuple[np.ndar
     """
     height = bgr.shape[0]
     limit = max(1, int(height * max_fraction))
-    gray = bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-    black = (gray <= 3).mean(axis=1) >= 0.5
 
-    def run_length(rows: np.ndarray) -> int:
+    def black_rows(rows: np.ndarray) -> np.ndarray:
+        # Only the rows a bar may fill are looked at: no full-frame grey copy on every photo.
+        gray = rows if rows.ndim == 2 else cv2.cvtColor(rows, cv2.COLOR_BGR2GRAY)
+        return (gray <= 3).mean(axis=1) >= 0.5
+
+    def run_length(is_black_row: np.ndarray) -> int:
         count = 0
-        for is_black in rows[:limit]:
+        for is_black in is_black_row:
             if not is_black:
                 break
             count += 1
         # Too thin to be a bar (a dark line of the scene): leave it.
         return count if count >= max(2, height // 100) else 0
 
-    top = run_length(black)
-    bottom = run_length(black[::-1])
+    top = run_length(black_rows(bgr[:limit]))
+    bottom = run_length(black_rows(bgr[height - limit :])[::-1])
     if top == 0 and bottom == 0:
         return bgr, (0, 0)
     return bgr[top : height - bottom], (top, bottom)

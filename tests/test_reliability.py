@@ -409,3 +409,56 @@ def test_the_batch_read_ahead_is_registered_only_with_the_results_before_it(tmp_
         done_second = ingestor.finish(following)
     assert (done_first["done"], done_second["done"]) == (2, 2)
     assert sorted(r[1] for r in rows(tmp_path)) == ["done"] * 4
+
+
+def test_a_model_switch_with_a_batch_in_flight_reads_that_batch_again_and_counts_each_photo_once(tmp_path):
+    # With no bird gate nothing is searched, so the batch decoded ahead keeps only its model
+    # inputs, not its pixels. A model switch must not name those inputs with the new models.
+    from birdtrap import config as config_module
+    from birdtrap.daemon import Daemon
+
+    config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}, batch={"size": 2}))
+    daemon = Daemon(config)
+    try:
+        names = ["bird.bmp", "cat.bmp", "sunflower.bmp", "dragonfly.bmp", "grace_hopper.bmp"]
+        paths = [str(copy_photo(name, tmp_path / "inbox")) for name in names]
+        for path in paths:
+            daemon.enqueue(path)
+        daemon.process_next_batch()
+        in_flight = daemon.in_flight
+        assert in_flight is not None and [c.path for c in in_flight.work] == paths[2:4]
+        decoded = [c.decoded.result() for c in in_flight.work if c.decoded is not None]
+        assert [d.photo.bgr.size for d in decoded] == [0, 0]
+        assert all(d.inputs is not None and d.inputs.species.shape == (224, 224, 3) for d in decoded)
+
+        old = daemon.ingestor.identifier
+        daemon.reload_models()
+        assert daemon.ingestor.identifier is not old and daemon.in_flight is None
+        assert list(daemon.queue) == paths[2:]
+        while daemon.queue or daemon.in_flight is not None:
+            daemon.process_next_batch()
+    finally:
+        daemon.decode_pool.shutdown()
+    assert sorted((Path(r[0]).name, r[1]) for r in rows(tmp_path)) == sorted((name, "done") for name in names)
+    assert rows(tmp_path, "select path, label from images where path like '%bird.bmp'")[0][1].startswith("Poecile atricapillus")
+
+
+def test_frame_inputs_without_pixels_are_not_named_by_other_models(tmp_path):
+    from dataclasses import replace
+
+    from birdtrap import config as config_module
+    from birdtrap.ingest import NO_PIXELS
+    from birdtrap.loading import build_identifier
+    from birdtrap.preprocess import load
+
+    config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}))
+    identifier = build_identifier(config)
+    assert not identifier.searches_regions  # nothing to crop without a gate
+    frame = load(photo("bird.bmp"), identifier.preprocess)
+    inputs = identifier.frame_inputs(frame)
+    bare = replace(frame, bgr=NO_PIXELS)
+    [named] = identifier.identify([bare], inputs=[inputs])
+    assert named.decision.label.startswith("Poecile atricapillus")
+    other = replace(inputs, species_spec=replace(inputs.species_spec, width=192, height=192))
+    with pytest.raises(ValueError, match="without the frame's pixels"):
+        identifier.identify([bare], inputs=[other])
