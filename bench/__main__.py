@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: no models under {args.shared}; pass --shared PATH (the folder with images/ and models/)", file=sys.stderr)
         return 2
     # Imported here so --help works without OpenCV or the runtime.
-    from bench import endtoend, photos, stages
+    from bench import endtoend, install, photos, stages
     from bench.report import Results, machine, table, write_json
     from birdtrap.config import load
     from birdtrap.loading import build_identifier
@@ -106,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             say(f"stage costs and decoders, {size}")
             stages.stage_costs(results, size, bench_photos, workdir / "stages", identifier, args.repeats)
             stages.decoders(results, size, bench_photos, args.repeats, identifier.preprocess.decode_min_side)
-        bound = stages.Bound(backlog[: min(len(backlog), 2 * args.batch_size)], identifier, args.batch_size)
+        bound = stages.Bound(backlog[: min(len(backlog), 2 * args.batch_size)], identifier)
         say("database writes")
         stages.db_writes(results, workdir, identifier, rendered["12mp"][0], args.batch_size, max(4, 2 * args.repeats))
         say("models")
         stages.model_invokes(results, args.shared, max(5, 5 * args.repeats))
+        install.install_size(results)
 
         import_repeats = 2 if args.quick else 3
         import_s = endtoend.import_time(import_repeats)

@@ -3,6 +3,8 @@
 The stage figures are shares of the bound (reduced decode + invoke of the same size): anything
 that is a large fraction of it is worth removing. The decoders are compared against OpenCV's
 full decode, each checked against OpenCV's reduced output so a fast but wrong decoder shows.
+The daemon decodes and resizes with Pillow (`preprocess.decode_pixels`); OpenCV's rows are there
+to compare against.
 """
 
 from __future__ import annotations
@@ -37,8 +39,18 @@ REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_RED
 
 
 def reduced_decode(data: bytes, factor: int) -> np.ndarray:
-    """OpenCV's DCT-domain reduced decode, the daemon's decoder (`preprocess.decode`)."""
+    """The daemon's DCT-domain reduced decode (`preprocess.decode_pixels`: Pillow's draft mode)."""
+    return preprocess.decode_pixels(data, factor)
+
+
+def opencv_reduced(data: bytes, factor: int) -> np.ndarray:
+    """OpenCV's DCT-domain reduced decode, for comparison (the daemon's until OpenCV left its import)."""
     return cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED[factor])
+
+
+def pillow_resize(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The shrink `to_model_input` does: a box filter in Pillow on the RGB view of the decode."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).resize(size, Image.Resampling.BOX))
 
 
 def _decoders(results: Results) -> dict[str, tuple[str, Callable[[bytes, int], np.ndarray], bool] | None]:
@@ -56,9 +68,9 @@ def _decoders(results: Results) -> dict[str, tuple[str, Callable[[bytes, int], n
 
     found: dict = {
         "opencv_full": ("OpenCV imdecode, full", opencv_full, False),
-        "opencv_reduced": ("OpenCV IMREAD_REDUCED_COLOR_n", reduced_decode, False),
+        "opencv_reduced": ("OpenCV IMREAD_REDUCED_COLOR_n", opencv_reduced, False),
         "pillow_full": ("Pillow, full", lambda d, _f: pillow(d, 1), True),
-        "pillow_draft": ("Pillow draft mode", pillow, True),
+        "pillow_draft": ("Pillow draft mode (the daemon's)", pillow, True),
     }
     try:
         from turbojpeg import TurboJPEG
@@ -92,7 +104,7 @@ def decoders(results: Results, size: str, photos: list[BenchPhoto], repeats: int
     """Every available JPEG decoder, full and reduced, on the same photos of one size."""
     datas = [unique(p, f"decoders {size} {i}") for i, p in enumerate(photos)]
     factor = reduction_for(photos[0].width, photos[0].height, min_side)
-    reference = [reduced_decode(d, factor) for d in datas]
+    reference = [opencv_reduced(d, factor) for d in datas]
     base = f"decode.{size}.opencv_full"
     for name, entry in _decoders(results).items():
         key = f"decode.{size}.{name}"
@@ -137,16 +149,16 @@ def stage_costs(results: Results, size: str, photos: list[BenchPhoto], folder: P
     factor = reduction_for(photos[0].width, photos[0].height, settings.decode_min_side)
     reduced = [reduced_decode(d, factor) for d in datas]
     cropped = [crop_info_bars(r, settings.max_bar_fraction)[0] for r in reduced]
-    working = [cv2.resize(c, (2 * spec.width, 2 * spec.height), interpolation=cv2.INTER_AREA) for c in cropped]
-    small = [cv2.resize(c, (spec.width, spec.height), interpolation=cv2.INTER_AREA) for c in cropped]
-    rgb = [cv2.cvtColor(s, cv2.COLOR_BGR2RGB) for s in small]
+    working = [cv2.resize(np.ascontiguousarray(c), (2 * spec.width, 2 * spec.height), interpolation=cv2.INTER_AREA) for c in cropped]
+    rgb = [pillow_resize(c, (spec.width, spec.height)) for c in cropped]
     # Private helpers, timed on their own: the public to_model_input hides which part costs what.
     table = preprocess._pixel_table(spec)
     inputs = [table[x] for x in rgb]
+    point_table = table.view(np.uint8).tolist() * 3 if table.dtype in (np.uint8, np.int8) else None
 
     def lut(x: np.ndarray) -> np.ndarray:
-        # cv2.LUT takes 8-bit images and tables of any depth it supports; other dtypes need numpy.
-        return cv2.LUT(x, table.reshape(1, 256)) if table.dtype in (np.uint8, np.int8, np.float32) else table[x]
+        # What to_model_input does: Pillow's per-band table for 8-bit inputs, numpy for float ones.
+        return np.asarray(Image.fromarray(x).point(point_table)) if point_table else table[x]
 
     decoded = [decode(d, str(p), settings) for d, p in zip(datas, paths, strict=True)]
     probabilities = [identifier.species.predict_batch([x])[0].probabilities for x in inputs]
@@ -183,13 +195,20 @@ def stage_costs(results: Results, size: str, photos: list[BenchPhoto], folder: P
         ("crop", "crop info bars", lambda r: crop_info_bars(r, settings.max_bar_fraction), reduced, "on the reduced decode"),
         (
             "resize",
-            f"resize to {spec.width}x{spec.height} (INTER_AREA)",
-            lambda c: cv2.resize(c, (spec.width, spec.height), interpolation=cv2.INTER_AREA),
+            f"resize to {spec.width}x{spec.height} (Pillow BOX)",
+            lambda c: pillow_resize(c, (spec.width, spec.height)),
             cropped,
-            "",
+            "the daemon's; includes BGR -> RGB and the copy into Pillow",
         ),
-        ("color", "BGR -> RGB", lambda s: cv2.cvtColor(s, cv2.COLOR_BGR2RGB), small, ""),
-        ("dtype", f"dtype conversion, cv2.LUT -> {spec.dtype}", lut, rgb, ""),
+        (
+            "resize_opencv",
+            f"resize to {spec.width}x{spec.height} (OpenCV INTER_AREA)",
+            lambda c: cv2.resize(np.ascontiguousarray(c), (spec.width, spec.height), interpolation=cv2.INTER_AREA),
+            cropped,
+            "for comparison",
+        ),
+        ("color", "BGR -> RGB (OpenCV)", lambda s: cv2.cvtColor(s, cv2.COLOR_RGB2BGR), rgb, "for comparison: Pillow's path needs none"),
+        ("dtype", f"dtype conversion, Pillow point -> {spec.dtype}", lut, rgb, "the daemon's"),
         ("dtype_numpy", "dtype conversion, numpy table indexing", lambda x: table[x], rgb, "for comparison"),
         (
             "denoise",
@@ -225,7 +244,7 @@ class Bound:
     run, so on a shared machine the bound and the daemon are taken under the same load.
     """
 
-    def __init__(self, paths: list[Path], identifier: Identifier, batch_size: int) -> None:
+    def __init__(self, paths: list[Path], identifier: Identifier) -> None:
         settings = identifier.preprocess
         spec = identifier.species.spec
         self.model = identifier.species.model
@@ -233,9 +252,7 @@ class Bound:
         header = read_header(self.datas[0], str(paths[0]), settings.max_pixels)
         self.factor = reduction_for(header[1], header[2], settings.decode_min_side)
         self.inputs = np.stack([to_model_input(crop_info_bars(reduced_decode(d, self.factor))[0], spec, settings) for d in self.datas])
-        count = len(self.datas)
-        self.chunks = [self.inputs[i : i + batch_size] for i in range(0, count - count % batch_size or count, batch_size)]
-        self.samples: dict[str, list[float]] = {"decode": [], "decode_cpu": [], "invoke": [], "invoke_cpu": [], "batched": []}
+        self.samples: dict[str, list[float]] = {"decode": [], "decode_cpu": [], "invoke": [], "invoke_cpu": []}
 
     def _decode_all(self) -> None:
         for data in self.datas:
@@ -245,24 +262,15 @@ class Bound:
         for row in self.inputs:
             self.model.invoke(row[None])
 
-    def _invoke_batches(self) -> None:
-        for chunk in self.chunks:
-            self.model.invoke(chunk)
-
     def measure(self, repeats: int) -> None:
         """Add `repeats` timed rounds of each loop (after one untimed round each)."""
-        count, batched = len(self.datas), sum(len(c) for c in self.chunks)
-        for fn, name, per in (
-            (self._decode_all, "decode", count),
-            (self._invoke_each, "invoke", count),
-            (self._invoke_batches, "batched", batched),
-        ):
+        count = len(self.datas)
+        for fn, name, per in ((self._decode_all, "decode", count), (self._invoke_each, "invoke", count)):
             fn()
             for _ in range(repeats):
                 wall, cpu = loop_once(fn, per)
                 self.samples[name].append(wall)
-                if name + "_cpu" in self.samples:
-                    self.samples[name + "_cpu"].append(cpu)
+                self.samples[name + "_cpu"].append(cpu)
 
     def add_figures(self, results: Results) -> None:
         median = {name: 1000 * statistics.median(values) for name, values in self.samples.items()}
@@ -285,15 +293,6 @@ class Bound:
             "bound.per_photo",
             n,
             note=f"{model.runtime.name}, {model.delegate}",
-        )
-        results.add(
-            "bound.invoke_batched",
-            f"bare invoke() loop, batch {len(self.chunks[0])}",
-            median["batched"],
-            "ms",
-            "bound.invoke",
-            n,
-            note="per photo; the daemon's batch size",
         )
         results.add(
             "bound.per_photo",

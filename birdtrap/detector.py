@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from birdtrap.errors import ModelError
-from birdtrap.preprocess import InputSpec, PreprocessSettings, to_model_input
+from birdtrap.preprocess import InputSpec, PreprocessSettings, opencv, to_model_input
 from birdtrap.regions import Box
 from birdtrap.tflite import TFLiteModel
 
@@ -120,7 +119,7 @@ class Detector:
         for class_id in np.unique(classes):
             mine = np.flatnonzero(classes == class_id)
             rectangles = [[float(x0[i]), float(y0[i]), float(x1[i] - x0[i]), float(y1[i] - y0[i])] for i in mine]
-            kept = cv2.dnn.NMSBoxes(rectangles, [float(scores[i]) for i in mine], min_score, self.layout.iou_threshold)
+            kept = opencv().dnn.NMSBoxes(rectangles, [float(scores[i]) for i in mine], min_score, self.layout.iou_threshold)
             for k in np.array(kept).reshape(-1):
                 i = mine[int(k)]
                 if x1[i] > x0[i] and y1[i] > y0[i]:

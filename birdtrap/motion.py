@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import cv2
 import numpy as np
+from PIL import Image
 
+from birdtrap.preprocess import area_taps, resample
 from birdtrap.regions import Region
 
 THUMB_WIDTH = 192
@@ -55,17 +56,17 @@ class BurstMemory:
     def regions(self, thumb: np.ndarray, others: list[np.ndarray]) -> list[Region]:
         """Boxes (0-1) around where `thumb` differs from the median of itself and `others`."""
         background = np.median(np.stack([*others, thumb]), axis=0).astype(np.float32)
-        difference = cv2.absdiff(thumb.astype(np.float32), background)
+        difference = np.abs(thumb.astype(np.float32) - background)
         # Noise varies with light (night IR is noisy): threshold well above this frame's typical difference.
         threshold = max(12.0, float(np.percentile(difference, 90)) * 2.5)
         mask = (difference > threshold).astype(np.uint8)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
-        mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
-        count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        # Specks of noise go (an opening by 2x2), what is left grows into blobs (a 5x5 dilation).
+        mask = _window(_window(mask, range(-1, 1), np.minimum, 1), range(-1, 1), np.maximum, 0)
+        mask = _window(mask, range(-2, 3), np.maximum, 0)
+        stats = _component_boxes(mask)
         height, width = mask.shape
         found = []
-        for label in range(1, count):
-            x, y, w, h, pixels = stats[label]
+        for x, y, w, h, pixels in stats:
             share = pixels / (width * height)
             if share < self.min_area or share > 0.5:
                 continue
@@ -75,13 +76,69 @@ class BurstMemory:
         return found[: self.max_regions]
 
 
+def _window(mask: np.ndarray, offsets: range, reduce: np.ufunc, outside: int) -> np.ndarray:
+    """Min or max over a square window of `offsets` (OpenCV's erode/dilate with a ones kernel)."""
+    height, width = mask.shape
+    pad = max(abs(offsets.start), abs(offsets.stop - 1))
+    padded = np.pad(mask, pad, constant_values=outside)
+    out = mask.copy()
+    for dy in offsets:
+        for dx in offsets:
+            reduce(out, padded[pad + dy : pad + dy + height, pad + dx : pad + dx + width], out=out)
+    return out
+
+
+def _component_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int, int]]:
+    """(x, y, width, height, pixels) of each 8-connected blob, in raster order of its first pixel.
+
+    Each pixel takes the smallest pixel index among its neighbours until nothing changes, with
+    pointer jumping to cut the rounds; on a motion thumbnail (192 px wide) that is a few ms,
+    and it keeps OpenCV out of the daemon (see `birdtrap.preprocess.opencv`).
+    """
+    height, width = mask.shape
+    outside = height * width
+    inside = mask > 0
+    labels = np.where(inside, np.arange(outside).reshape(height, width), outside)
+    while True:
+        padded = np.pad(labels, 1, constant_values=outside)
+        smallest = labels.copy()
+        for dy in range(3):
+            for dx in range(3):
+                np.minimum(smallest, padded[dy : dy + height, dx : dx + width], out=smallest)
+        flat = np.append(smallest.ravel(), outside)
+        smallest = np.where(inside, flat[smallest], outside)  # a label is a pixel: take that pixel's label
+        if np.array_equal(smallest, labels):
+            break
+        labels = smallest
+    ids, inverse, pixels = np.unique(labels[inside], return_inverse=True, return_counts=True)
+    ys, xs = np.nonzero(inside)
+    boxes = []
+    for index in range(len(ids)):
+        mine = inverse == index
+        x0, x1, y0, y1 = xs[mine].min(), xs[mine].max(), ys[mine].min(), ys[mine].max()
+        boxes.append((int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1), int(pixels[index])))
+    return boxes
+
+
 def thumbnail_for_motion(bgr: np.ndarray) -> np.ndarray:
-    """The small, grey, brightness-normalised frame that bursts are compared on."""
+    """The small, grey, brightness-normalised frame that bursts are compared on.
+
+    Made for every frame in the decode threads, so it uses Pillow and numpy, not OpenCV (see
+    `birdtrap.preprocess.opencv`): ITU-R 601 grey, an area shrink, a 3x3 Gaussian, as before.
+    """
     height, width = bgr.shape[:2]
     size = (THUMB_WIDTH, max(1, round(height * THUMB_WIDTH / width)))
-    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
-    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    gray = np.asarray(Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).convert("L")) if bgr.ndim == 3 else bgr
+    small = resample(gray[..., None], area_taps(height, size[1]), area_taps(width, size[0]))[..., 0]
     # Exposure changes between frames of a burst: compare brightness-normalised frames. (The
     # median of the uint8 pixels: numpy's float median imports numpy.ma for its NaN check.)
     small = small.astype(np.float32) * (128.0 / max(1.0, float(np.median(small))))
-    return cv2.GaussianBlur(np.clip(small, 0, 255).astype(np.uint8), (3, 3), 0)
+    return _blur_3x3(np.clip(small, 0, 255).astype(np.uint8))
+
+
+def _blur_3x3(gray: np.ndarray) -> np.ndarray:
+    """OpenCV's 3x3 Gaussian ([1, 2, 1] / 4 each way, mirrored edges) on a uint8 image."""
+    padded = np.pad(gray.astype(np.float32), 1, mode="reflect")
+    columns = padded[:-2] + 2 * padded[1:-1] + padded[2:]
+    both = columns[:, :-2] + 2 * columns[:, 1:-1] + columns[:, 2:]
+    return np.clip(np.rint(both / 16), 0, 255).astype(np.uint8)

@@ -94,16 +94,30 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
 
 
 class TFLiteModel:
-    """One interpreter, its input details, and a batch path where the model allows one."""
+    """One interpreter and its input details; it runs one image per invoke.
+
+    Batches are run image by image. On XNNPACK a batch of 4 saved ~4% of invoke time, but each
+    new batch size re-plans the tensor arena (the finder's stages vary in size), batch 4 held
+    5 MB more while the daemon drained, and that drain was no faster (bench, issue 10). The Edge
+    TPU runs batch 1 only.
+    """
 
     def __init__(self, model_path: Path, threads: int = 2, delegate: str = "auto") -> None:
         self.path = Path(model_path)
         self.interpreter, self.runtime, self.delegate = open_interpreter(self.path, threads, delegate)
         self.input_detail = self.interpreter.get_input_details()[0]
+        if int(self.input_detail["shape"][0]) != 1:
+            self._batch_of_one()
         self.output_details = self.interpreter.get_output_details()
-        self._batch = int(self.input_detail["shape"][0])
-        self._can_batch: bool | None = None
         self.invokes = 0
+
+    def _batch_of_one(self) -> None:
+        try:
+            self.interpreter.resize_tensor_input(self.input_detail["index"], [1, *self.input_shape])
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"{self.path} has a fixed batch of {self.input_detail['shape'][0]} and cannot run one image ({e}).") from None
+        self.input_detail = self.interpreter.get_input_details()[0]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -119,34 +133,11 @@ class TFLiteModel:
         scale, zero_point = self.input_detail.get("quantization", (0.0, 0))
         return float(scale), int(zero_point)
 
-    def _resize(self, batch: int) -> bool:
-        if batch == self._batch:
-            return True
-        try:
-            self.interpreter.resize_tensor_input(self.input_detail["index"], [batch, *self.input_shape])
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError):
-            self.interpreter.resize_tensor_input(self.input_detail["index"], [1, *self.input_shape])
-            self.interpreter.allocate_tensors()
-            self._batch = 1
-            return False
-        self.input_detail = self.interpreter.get_input_details()[0]
-        self.output_details = self.interpreter.get_output_details()
-        self._batch = batch
-        return True
-
     def invoke(self, inputs: np.ndarray) -> list[np.ndarray]:
         """Run a batch (N, H, W, C); returns each output dequantized, with the batch axis first."""
         if inputs.ndim == 3:
             inputs = inputs[None]
-        count = len(inputs)
-        if self._can_batch is not False and count > 1:
-            self._can_batch = self._resize(count)
-        if self._can_batch and count > 1:
-            return self._run(inputs)
-        if self._batch != 1:
-            self._resize(1)
-        rows = [self._run(inputs[i : i + 1]) for i in range(count)]
+        rows = [self._run(inputs[i : i + 1]) for i in range(len(inputs))]
         return [np.concatenate([row[k] for row in rows]) for k in range(len(rows[0]))]
 
     def _run(self, inputs: np.ndarray) -> list[np.ndarray]:

@@ -42,7 +42,6 @@ DECODERS = ("opencv_full", "opencv_reduced", "pillow_full", "pillow_draft")
 OTHERS = (
     "bound.decode",
     "bound.invoke",
-    "bound.invoke_batched",
     "bound.per_photo",
     "bound.cpu_per_photo",
     "db.per_photo_commit",
@@ -51,6 +50,7 @@ OTHERS = (
     "models.inat_birds",
     "models.imagenet_mobilenet_v2",
     "models.coco_ssd_mobilenet_v1",
+    "install.edge_mb",
     "daemon.import_s",
     "daemon.ready_s",
     "daemon.per_photo",

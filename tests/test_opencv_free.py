@@ -1,0 +1,76 @@
+"""The daemon's per-photo path runs without OpenCV, and gives what OpenCV gave.
+
+OpenCV maps ~35 MB into any process that imports it (bench: the daemon's peak RSS); the decode,
+resize, motion thumbnail and motion blobs are Pillow and numpy, and OpenCV is loaded only by the
+optional denoise and auto-contrast steps. These tests hold both halves: OpenCV stays out, and
+the replacements match it (OpenCV itself is installed for the tests).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from birdtrap.motion import _component_boxes, _window
+from birdtrap.preprocess import _linear_taps, area_taps, decode_pixels, resample
+
+from conftest import HERON, ROOT, photo
+
+
+def test_the_daemon_imports_and_runs_a_burst_without_loading_opencv():
+    script = f"""
+import sys
+import birdtrap.cli, birdtrap.daemon
+from birdtrap.motion import BurstMemory, BurstKey, thumbnail_for_motion
+from birdtrap.preprocess import InputSpec, PreprocessSettings, load, to_model_input
+from datetime import datetime, timedelta
+memory, start = BurstMemory(), datetime(2024, 5, 1, 3, 0)
+regions = []
+for i, path in enumerate({[str(p) for p in HERON[:3]]!r}):
+    photo = load(path, PreprocessSettings())
+    to_model_input(photo.bgr, InputSpec(224, 224, scale=0.0078125, zero_point=128))
+    regions = memory.observe(BurstKey("cam", start + timedelta(seconds=i)), thumbnail_for_motion(photo.bgr))()
+print(len(regions), "cv2" in sys.modules)
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == [run.stdout.split()[0], "False"], run.stdout
+
+
+def test_pillows_reduced_decode_gives_opencvs_pixels():
+    data = photo("2021-05-28_SYFR0041_deer.JPG").read_bytes()  # 4032 x 3024
+    for factor, flag in ((1, cv2.IMREAD_COLOR), (4, cv2.IMREAD_REDUCED_COLOR_4), (8, cv2.IMREAD_REDUCED_COLOR_8)):
+        ours = decode_pixels(data, factor)
+        theirs = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        assert ours.shape == theirs.shape
+        assert np.abs(ours.astype(np.int16) - theirs).max() <= 1
+
+
+def test_motion_morphology_and_blobs_match_opencv_on_random_masks():
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        mask = (rng.random((72, 96)) > rng.uniform(0.93, 0.995)).astype(np.uint8)
+        theirs = cv2.dilate(cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)), np.ones((5, 5), np.uint8))
+        ours = _window(_window(mask, range(-1, 1), np.minimum, 1), range(-1, 1), np.maximum, 0)
+        ours = _window(ours, range(-2, 3), np.maximum, 0)
+        assert np.array_equal(ours, theirs)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(theirs)
+        # The same blobs; OpenCV's block-based labelling may number them in another order.
+        assert sorted(_component_boxes(ours)) == sorted(tuple(int(v) for v in row) for row in stats[1:])
+
+
+def test_resizing_matches_opencvs_area_and_bilinear_within_one_level():
+    rng = np.random.default_rng(3)
+    for shape, size in (((756, 1008, 3), (224, 224)), ((300, 150, 3), (224, 224)), ((40, 30, 3), (224, 224)), ((756, 1008, 1), (192, 138))):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        shrinking = shape[1] >= size[0] and shape[0] >= size[1]
+        theirs = cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR).reshape(size[1], size[0], -1)
+        taps = area_taps if shrinking else _linear_taps
+        ours = resample(image, taps(shape[0], size[1]), taps(shape[1], size[0]))
+        assert ours.shape == theirs.shape
+        # OpenCV rounds its fixed-point weights differently: one grey level at most, rarely.
+        difference = np.abs(ours.astype(np.int16) - theirs)
+        assert difference.max() <= 1 and difference.mean() < 0.2
