@@ -48,9 +48,10 @@ def opencv_reduced(data: bytes, factor: int) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED[factor])
 
 
-def pillow_resize(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The shrink `to_model_input` does: a box filter in Pillow on the RGB view of the decode."""
-    return np.asarray(Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).resize(size, Image.Resampling.BOX))
+def daemon_resize(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The shrink `to_model_input` does: OpenCV's area taps in numpy, on the RGB view of the decode."""
+    rgb = bgr[..., ::-1]
+    return preprocess.resample(rgb, preprocess.area_taps(rgb.shape[0], size[1]), preprocess.area_taps(rgb.shape[1], size[0]))
 
 
 def _decoders(results: Results) -> dict[str, tuple[str, Callable[[bytes, int], np.ndarray], bool] | None]:
@@ -150,7 +151,7 @@ def stage_costs(results: Results, size: str, photos: list[BenchPhoto], folder: P
     reduced = [reduced_decode(d, factor) for d in datas]
     cropped = [crop_info_bars(r, settings.max_bar_fraction)[0] for r in reduced]
     working = [cv2.resize(np.ascontiguousarray(c), (2 * spec.width, 2 * spec.height), interpolation=cv2.INTER_AREA) for c in cropped]
-    rgb = [pillow_resize(c, (spec.width, spec.height)) for c in cropped]
+    rgb = [daemon_resize(c, (spec.width, spec.height)) for c in cropped]
     # Private helpers, timed on their own: the public to_model_input hides which part costs what.
     table = preprocess._pixel_table(spec)
     inputs = [table[x] for x in rgb]
@@ -195,10 +196,10 @@ def stage_costs(results: Results, size: str, photos: list[BenchPhoto], folder: P
         ("crop", "crop info bars", lambda r: crop_info_bars(r, settings.max_bar_fraction), reduced, "on the reduced decode"),
         (
             "resize",
-            f"resize to {spec.width}x{spec.height} (Pillow BOX)",
-            lambda c: pillow_resize(c, (spec.width, spec.height)),
+            f"resize to {spec.width}x{spec.height} (numpy area taps)",
+            lambda c: daemon_resize(c, (spec.width, spec.height)),
             cropped,
-            "the daemon's; includes BGR -> RGB and the copy into Pillow",
+            "the daemon's (preprocess.resample): OpenCV's INTER_AREA numbers without OpenCV",
         ),
         (
             "resize_opencv",

@@ -344,7 +344,7 @@ def resample(image: np.ndarray, rows: tuple[np.ndarray, np.ndarray], columns: tu
 
     With area taps these are the numbers of OpenCV's INTER_AREA (test_opencv_free), without
     OpenCV. Pillow's BOX filter is not that: it takes whole pixels in or out, and that shifted
-    borderline birds of the shared camera-trap set. About twice OpenCV's time (bench:
+    borderline birds of the shared camera-trap set. Two to three times OpenCV's time (bench:
     stage.*.resize), paid to keep OpenCV out of the daemon.
     """
     row_index, row_weight = rows
