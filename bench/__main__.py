@@ -12,12 +12,12 @@ and deleted afterwards (--keep keeps them).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.report import add_output_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,9 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="the shared photos and models [../shared]")
     parser.add_argument("--workdir", type=Path, help="where to generate photos [a new temporary folder]")
     parser.add_argument("--keep", action="store_true", help="keep the generated photos and databases")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "latest.json", help="JSON output [bench/out/latest.json]")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
-    parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    add_output_options(parser, "latest")
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
@@ -76,21 +74,18 @@ def say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run every measurement in order; returns the exit status."""
     args = parse_args(argv)
-    from bench.measure import machine_busy_seconds, own_cpu_seconds
-
     if not (args.shared / "models" / "inat_birds" / "model.tflite").exists():
         print(f"bench: no models under {args.shared}; pass --shared PATH (the folder with images/ and models/)", file=sys.stderr)
         return 2
     # Imported here so --help works without OpenCV or the runtime.
     from bench import endtoend, install, photos, stages
-    from bench.report import Results, machine, table, write_json
+    from bench.report import OtherLoad, Results, publish
     from birdtrap.config import load
     from birdtrap.loading import build_identifier
 
     results = Results()
     results.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
-    began = time.monotonic()
-    busy_before, own_before = machine_busy_seconds(), own_cpu_seconds()
+    other_load = OtherLoad()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="birdtrap-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -148,26 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     results.finish()
-    # Other processes competing for the cores inflate timings, the daemon's most: say how much there was.
-    others = (machine_busy_seconds() - busy_before) - (own_cpu_seconds() - own_before)
-    other_percent = round(100 * max(0.0, others) / (time.monotonic() - began), 1)
-    results.settings["other_processes_cpu_percent"] = other_percent
-    if other_percent > 10:
-        results.notes.append(f"other processes kept {other_percent:.0f}% of a core busy during the run: timings are inflated")
-    results.settings["seconds"] = round(time.monotonic() - began, 1)
-    info = machine()
-    write_json(args.out, results, info)
-    if args.json:
-        print(json.dumps(results.as_json(info), indent=2))
-    else:
-        print(
-            f"machine: {info['cpu']}, {info['usable_cores']} cores, {info['machine']}, Python {info['python']}, "
-            f"birdtrap {info['birdtrap_revision']}, other processes {results.settings['other_processes_cpu_percent']}% of a core"
-        )
-        print(table(results, markdown=args.markdown))
-        for note in results.notes:
-            print(f"note: {note}")
-        print(f"({results.settings['seconds']} s; JSON in {args.out})")
+    other_load.record(results)
+    publish(results, args)
     return 0
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -54,6 +53,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.report import add_output_options
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = 6  # real photos the backlog is made from, as `python -m bench` uses by default
@@ -78,9 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="the shared photos and models [../shared]")
     parser.add_argument("--workdir", type=Path, help="where the temporary folder with the photos goes [the system's temp folder]")
     parser.add_argument("--keep", action="store_true", help="keep the generated photos, databases and daemon logs")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "backlog.json", help="JSON output [bench/out/backlog.json]")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
-    parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    add_output_options(parser, "backlog")
     args = parser.parse_args(argv)
     try:
         args.backlogs = sorted({int(item) for item in args.backlogs.split(",") if item.strip()})
@@ -395,36 +394,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A plain kill (a test's timeout, systemd) still runs the finally blocks that delete the photos.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from bench.measure import machine_busy_seconds, own_cpu_seconds
-    from bench.report import machine, table, write_json
+    from bench.report import OtherLoad, publish
 
-    began = time.monotonic()
-    busy_before, own_before = machine_busy_seconds(), own_cpu_seconds()
+    other_load = OtherLoad()
     results, traces = run(args)
-    elapsed = time.monotonic() - began
-    # Other processes competing for the two cores inflate the daemon's timings: say how much there was.
-    others = (machine_busy_seconds() - busy_before) - (own_cpu_seconds() - own_before)
-    other_percent = round(100 * max(0.0, others) / elapsed, 1)
-    results.settings["other_processes_cpu_percent"] = other_percent
-    if other_percent > 10:
-        results.notes.append(f"other processes kept {other_percent:.0f}% of a core busy during the run: timings are inflated")
-    results.settings["seconds"] = round(elapsed, 1)
-    machine_info = machine()
-    report = results.as_json(machine_info)
-    report["rss_samples"] = traces
-    write_json(args.out, results, machine_info)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")  # the report's JSON plus every RSS sample
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
-            f"machine: {machine_info['cpu']}, {machine_info['usable_cores']} cores, Python {machine_info['python']}, "
-            f"birdtrap {machine_info['birdtrap_revision']}, other processes {other_percent}% of a core"
-        )
-        print(table(results, markdown=args.markdown))
-        for note in results.notes:
-            print(f"note: {note}")
-        print(f"({results.settings['seconds']} s, at most {results.settings['disk_mb_max']:,} MB on disk; JSON in {args.out})")
+    other_load.record(results)
+    # The JSON carries every RSS sample too.
+    publish(results, args, {"rss_samples": traces}, detail=f", at most {results.settings['disk_mb_max']:,} MB on disk")
     return 0
 
 

@@ -29,7 +29,6 @@ folder with the databases is deleted afterwards unless --keep.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import shutil
@@ -45,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.report import add_output_options
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -80,9 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--labels", type=Path, default=LABELS, help="species names, one a line [../shared/models/inat_birds/labels.txt]")
     parser.add_argument("--workdir", type=Path, help="where to build the databases [a new temporary folder]")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "dbsize.json", help="JSON output [bench/out/dbsize.json]")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
-    parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    add_output_options(parser, "dbsize")
     args = parser.parse_args(argv)
     try:
         args.rows = sorted({int(item) for item in args.rows.split(",") if item.strip()})
@@ -609,21 +608,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.labels.exists():
         print(f"bench.dbsize: no labels at {args.labels}; pass --labels PATH (one 'Genus species (Common Name)' a line)", file=sys.stderr)
         return 2
-    from bench.report import machine, table, write_json
+    from bench.report import OtherLoad, publish
 
+    other_load = OtherLoad()
     results, plans = run(args)
-    machine_info = machine()
-    report = results.as_json(machine_info)
-    report["query_plans"] = plans
-    write_json(args.out, results, machine_info)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")  # the same JSON, plus the full query plans by figure key
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(table(results, markdown=args.markdown))
-        for note in results.notes:
-            print(f"\nnote: {note}")
-    say(f"wrote {args.out}")
+    other_load.record(results)
+    publish(results, args, {"query_plans": plans})  # the JSON carries the full query plans by figure key
     return 0
 
 

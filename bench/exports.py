@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, get_args
 
+from bench.report import add_output_options
 from training.config import DEFAULT_IMAGE_SIZE, Backbone, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,9 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", type=Path, help="where to put the photo links, the run and the bundles [a new temporary folder]")
     parser.add_argument("--keep", action="store_true", help="keep the run folder and the bundles")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "exports.json", help="JSON output [bench/out/exports.json]")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
-    parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    add_output_options(parser, "exports")
     args = parser.parse_args(argv)
     if args.image_size is None:
         args.image_size = DEFAULT_IMAGE_SIZE[args.backbone]
@@ -237,16 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("tensorflow", "absl", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
     # Imported here so --help answers without TensorFlow.
-    from bench.measure import machine_busy_seconds, own_cpu_seconds
-    from bench.report import Results, machine, table, write_json
+    from bench.report import OtherLoad, Results, publish
     from birdtrap.bundle import MODEL_FILE
     from birdtrap.tflite import TFLiteModel
     from training import config as config_module
 
     results = Results()
     results.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
-    began = time.monotonic()
-    busy_before, own_before = machine_busy_seconds(), own_cpu_seconds()
+    other_load = OtherLoad()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="birdtrap-bench-exports-"))
     # A --workdir that already existed may hold other things: then only what this run made is deleted.
     ours = [workdir / "photos", workdir / "run", workdir / "bundles"]
@@ -279,28 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             for folder in made:
                 shutil.rmtree(folder, ignore_errors=True)
     results.finish()
-    # Other processes competing for the cores inflate timings: say how much there was.
-    others = (machine_busy_seconds() - busy_before) - (own_cpu_seconds() - own_before)
-    other_percent = round(100 * max(0.0, others) / (time.monotonic() - began), 1)
-    results.settings["other_processes_cpu_percent"] = other_percent
-    if other_percent > 10:
-        results.notes.append(f"other processes kept {other_percent:.0f}% of a core busy during the run: timings are inflated")
+    other_load.record(results)
     results.notes.append("one training step from random weights (--weights none): sizes and invoke times are the model's, accuracy is not")
-    results.settings["seconds"] = round(time.monotonic() - began, 1)
-    info = machine()
-    write_json(args.out, results, info)
-    if args.json:
-        print(json.dumps(results.as_json(info), indent=2))
-    else:
-        print(
-            f"machine: {info['cpu']}, {info['usable_cores']} cores, {info['machine']}, Python {info['python']}, "
-            f"birdtrap {info['birdtrap_revision']}, other processes {other_percent}% of a core"
-        )
-        print(table(results, markdown=args.markdown))
-        for note in results.notes:
-            print(f"note: {note}")
-        parts = f"training {seconds['train_s']} s, export and scoring {seconds['export_s']} s"
-        print(f"({results.settings['seconds']} s: {parts}; JSON in {args.out})")
+    publish(results, args, detail=f": training {seconds['train_s']} s, export and scoring {seconds['export_s']} s")
     return 0
 
 

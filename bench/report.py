@@ -7,15 +7,21 @@ second earlier on the same CPU is what carries over to other machines.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+
+from bench.measure import machine_busy_seconds, own_cpu_seconds
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -191,6 +197,60 @@ def machine() -> dict:
     }
 
 
-def write_json(path: Path, results: Results, machine_info: dict) -> None:
+def add_output_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """--out, --markdown and --json, the same for every bench: the JSON goes to bench/out/<name>.json."""
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / f"{name}.json", help=f"JSON output [bench/out/{name}.json]")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
+    parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+
+
+class OtherLoad:
+    """CPU that other processes used while a bench ran, started at construction.
+
+    Work competing for the cores inflates every timing (the daemon's most), so each run records
+    how much there was and says so when it is more than a tenth of a core.
+    """
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self._busy, self._own = machine_busy_seconds(), own_cpu_seconds()
+
+    def record(self, results: Results) -> float:
+        """Put `other_processes_cpu_percent` and `seconds` in the run's settings; returns the percent."""
+        elapsed = time.monotonic() - self.began
+        others = (machine_busy_seconds() - self._busy) - (own_cpu_seconds() - self._own)
+        percent = round(100 * max(0.0, others) / elapsed, 1)
+        results.settings["other_processes_cpu_percent"] = percent
+        if percent > 10:
+            results.notes.append(f"other processes kept {percent:.0f}% of a core busy during the run: timings are inflated")
+        results.settings["seconds"] = round(elapsed, 1)
+        return percent
+
+
+def write_json(path: Path, results: Results, machine_info: dict, extra: dict | None = None) -> dict:
+    """The run as JSON (figures, machine, settings, notes, and any `extra` sections); returns it."""
+    report = results.as_json(machine_info) | (extra or {})
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results.as_json(machine_info), indent=2) + "\n")
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def publish(results: Results, args: argparse.Namespace, extra: dict | None = None, detail: str = "") -> None:
+    """Write the JSON to --out, then print it (--json) or the machine, the table and its notes.
+
+    `detail` goes into the closing line after the run's seconds.
+    """
+    info = machine()
+    report = write_json(args.out, results, info, extra)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    load = results.settings.get("other_processes_cpu_percent")
+    print(
+        f"machine: {info['cpu']}, {info['usable_cores']} cores, {info['machine']}, Python {info['python']}, "
+        f"birdtrap {info['birdtrap_revision']}" + ("" if load is None else f", other processes {load}% of a core")
+    )
+    print(table(results, markdown=args.markdown))
+    for note in results.notes:
+        print(f"note: {note}")
+    print(f"({results.settings.get('seconds', '?')} s{detail}; JSON in {args.out})")
