@@ -3,14 +3,13 @@
 The stage figures are shares of the bound (reduced decode + invoke of the same size): anything
 that is a large fraction of it is worth removing. The decoders are compared against OpenCV's
 full decode, each checked against OpenCV's reduced output so a fast but wrong decoder shows.
-The daemon decodes and resizes with Pillow (`preprocess.decode_pixels`); OpenCV's rows are there
-to compare against.
+The daemon decodes with Pillow (`preprocess.decode_pixels`) and resizes with numpy
+(`preprocess.resample`); OpenCV's rows are there to compare against.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import statistics
@@ -60,18 +59,11 @@ def _decoders(results: Results) -> dict[str, tuple[str, Callable[[bytes, int], n
     def opencv_full(data: bytes, _factor: int) -> np.ndarray:
         return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
-    def pillow(data: bytes, factor: int) -> np.ndarray:
-        with Image.open(io.BytesIO(data)) as image:
-            if factor > 1:
-                # draft() picks the JPEG DCT scale, like IMREAD_REDUCED_*; it must precede load().
-                image.draft("RGB", (image.width // factor, image.height // factor))
-            return np.asarray(image.convert("RGB"))
-
     found: dict = {
         "opencv_full": ("OpenCV imdecode, full", opencv_full, False),
         "opencv_reduced": ("OpenCV IMREAD_REDUCED_COLOR_n", opencv_reduced, False),
-        "pillow_full": ("Pillow, full", lambda d, _f: pillow(d, 1), True),
-        "pillow_draft": ("Pillow draft mode (the daemon's)", pillow, True),
+        "pillow_full": ("Pillow, full", lambda d, _f: preprocess.decode_pixels(d, 1), False),
+        "pillow_draft": ("Pillow draft mode (the daemon's)", preprocess.decode_pixels, False),
     }
     try:
         from turbojpeg import TurboJPEG

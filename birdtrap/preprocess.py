@@ -40,9 +40,9 @@ _LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
 
 
 def opencv() -> ModuleType:
-    """OpenCV, imported on first use: only the optional steps (denoise, CLAHE, motion) need it.
+    """OpenCV, imported on first use: only denoise, auto-contrast and YOLO NMS need it.
 
-    The decode and resize the daemon runs on every photo are Pillow's. Importing OpenCV alone
+    The decode (Pillow) and the resize and motion steps (numpy) the daemon runs on every photo do not. Importing OpenCV alone
     maps ~35 MB of its library into the process (bench: daemon peak RSS), too much for a Pi Zero
     2 that needs none of it with the default settings. OpenCV's own decoder limit is set before
     the import, so a decompression bomb that reaches it is refused there too.
@@ -299,7 +299,7 @@ def to_model_input(bgr: np.ndarray, spec: InputSpec, settings: PreprocessSetting
     rgb = image[..., ::-1]  # reversing the decoder's BGR view gives back its contiguous RGB rows
     # OpenCV's choice, kept: area averaging to shrink, bilinear when either side must grow.
     shrinking = rgb.shape[1] >= spec.width and rgb.shape[0] >= spec.height
-    taps = area_taps if shrinking else _linear_taps
+    taps = area_taps if shrinking else linear_taps
     rgb = Image.fromarray(resample(rgb, taps(rgb.shape[0], spec.height), taps(rgb.shape[1], spec.width)))
     table = _TABLES.get(spec)
     if table is None:
@@ -327,7 +327,7 @@ def area_taps(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=64)
-def _linear_taps(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+def linear_taps(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     """Bilinear taps with pixel centres aligned and the edge pixel repeated (OpenCV's INTER_LINEAR)."""
     position = (np.arange(out) + 0.5) * (size / out) - 0.5
     start = np.floor(position).astype(np.intp)
@@ -340,7 +340,7 @@ def _linear_taps(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resample(image: np.ndarray, rows: tuple[np.ndarray, np.ndarray], columns: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Resize a uint8 (H, W, C) image with separable taps (`area_taps`, `_linear_taps`).
+    """Resize a uint8 (H, W, C) image with separable taps (`area_taps`, `linear_taps`).
 
     With area taps these are the numbers of OpenCV's INTER_AREA (test_opencv_free), without
     OpenCV. Pillow's BOX filter is not that: it takes whole pixels in or out, and that shifted
