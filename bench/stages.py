@@ -50,7 +50,7 @@ def opencv_reduced(data: bytes, factor: int) -> np.ndarray:
 def daemon_resize(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The shrink `to_model_input` does: OpenCV's area taps in numpy, on the RGB view of the decode."""
     rgb = bgr[..., ::-1]
-    return preprocess.resample(rgb, preprocess.area_taps(rgb.shape[0], size[1]), preprocess.area_taps(rgb.shape[1], size[0]))
+    return preprocess.resample(rgb, *size)
 
 
 def _decoders(results: Results) -> dict[str, tuple[str, Callable[[bytes, int], np.ndarray], bool] | None]:
@@ -188,7 +188,7 @@ def stage_costs(results: Results, size: str, photos: list[BenchPhoto], folder: P
         ("crop", "crop info bars", lambda r: crop_info_bars(r, settings.max_bar_fraction), reduced, "on the reduced decode"),
         (
             "resize",
-            f"resize to {spec.width}x{spec.height} (numpy area taps)",
+            f"resize to {spec.width}x{spec.height} (numpy, area)",
             lambda c: daemon_resize(c, (spec.width, spec.height)),
             cropped,
             "the daemon's (preprocess.resample): OpenCV's INTER_AREA numbers without OpenCV",

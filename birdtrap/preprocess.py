@@ -190,11 +190,12 @@ def decode_pixels(data: bytes, factor: int = 1) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             if factor > 1:
                 image.draft("RGB", (max(1, image.width // factor), max(1, image.height // factor)))
-            orientation = image.getexif().get(0x0112)
-            rgb = image.convert("RGB")
-    for method in _ORIENTATION.get(orientation, ()):
-        rgb = rgb.transpose(method)
-    return np.asarray(rgb)[..., ::-1]
+            image.load()
+            # Pillow's convert() copies even an RGB image: skip it when the decoder gave RGB.
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            for method in _ORIENTATION.get(image.getexif().get(0x0112), ()):
+                rgb = rgb.transpose(method)
+            return np.asarray(rgb)[..., ::-1]
 
 
 def read_photo_bytes(path: Path) -> bytes:
@@ -299,8 +300,7 @@ def to_model_input(bgr: np.ndarray, spec: InputSpec, settings: PreprocessSetting
     rgb = image[..., ::-1]  # reversing the decoder's BGR view gives back its contiguous RGB rows
     # OpenCV's choice, kept: area averaging to shrink, bilinear when either side must grow.
     shrinking = rgb.shape[1] >= spec.width and rgb.shape[0] >= spec.height
-    taps = area_taps if shrinking else linear_taps
-    rgb = Image.fromarray(resample(rgb, taps(rgb.shape[0], spec.height), taps(rgb.shape[1], spec.width)))
+    rgb = Image.fromarray(resample(rgb, spec.width, spec.height, "area" if shrinking else "linear"))
     table = _TABLES.get(spec)
     if table is None:
         table = _TABLES[spec] = _pixel_table(spec)
@@ -339,28 +339,49 @@ def linear_taps(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     return index, np.stack([1 - fraction, fraction], axis=1).astype(np.float32)
 
 
-def resample(image: np.ndarray, rows: tuple[np.ndarray, np.ndarray], columns: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Resize a uint8 (H, W, C) image with separable taps (`area_taps`, `linear_taps`).
+_TAPS = {"area": area_taps, "linear": linear_taps}
+_BAND_ROWS = 4  # output pixels per band: small bands skip the most zeros (bench: 4 beat 8 and 16)
 
-    With area taps these are the numbers of OpenCV's INTER_AREA (test_opencv_free), without
-    OpenCV. Pillow's BOX filter is not that: it takes whole pixels in or out, and that shifted
-    borderline birds of the shared camera-trap set. Two to three times OpenCV's time (bench:
-    stage.*.resize), paid to keep OpenCV out of the daemon.
+
+@functools.lru_cache(maxsize=64)
+def _bands(kind: str, size: int, out: int, channels: int = 0) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+    """The taps as dense weight blocks, each a few output pixels and the source span they read.
+
+    With `channels` the block is for the right side of a product over interleaved pixels
+    (a kron with the identity), so the second pass needs no transpose of the image.
     """
-    row_index, row_weight = rows
-    column_index, column_weight = columns
-    # Float weights, not OpenCV's fixed point: a grey level of rounding flips borderline frames.
-    tall = np.zeros((row_index.shape[0], image.shape[1], image.shape[2]), np.float32)
-    term = np.empty_like(tall)
-    for tap in range(row_index.shape[1]):
-        tall += np.multiply(image[row_index[:, tap]], row_weight[:, tap, None, None], out=term)
-    # Columns on the transposed, already short image, so these gathers are whole rows too.
-    wide = np.ascontiguousarray(tall.transpose(1, 0, 2))
-    out = np.zeros((column_index.shape[0], row_index.shape[0], image.shape[2]), np.float32)
-    term = np.empty_like(out)
-    for tap in range(column_index.shape[1]):
-        out += np.multiply(wide[column_index[:, tap]], column_weight[:, tap, None, None], out=term)
-    return np.clip(np.rint(out.transpose(1, 0, 2)), 0, 255).astype(np.uint8)
+    index, weight = _TAPS[kind](size, out)
+    dense = np.zeros((out, size), np.float32)
+    np.add.at(dense, (np.repeat(np.arange(out), index.shape[1]), index.ravel()), weight.ravel())
+    bands = []
+    for first in range(0, out, _BAND_ROWS):
+        last = min(out, first + _BAND_ROWS)
+        used = np.flatnonzero(dense[first:last].any(axis=0))
+        start, stop = int(used[0]), int(used[-1]) + 1
+        block = dense[first:last, start:stop]
+        if channels:
+            block = np.kron(block.T, np.eye(channels, dtype=np.float32))
+        bands.append((first, last, start, stop, np.ascontiguousarray(block)))
+    return tuple(bands)
+
+
+def resample(image: np.ndarray, width: int, height: int, kind: str = "area") -> np.ndarray:
+    """Resize a uint8 (H, W, C) image with OpenCV's INTER_AREA ("area") or INTER_LINEAR ("linear").
+
+    The same numbers as OpenCV (test_opencv_free), without OpenCV: separable, each pass a few
+    small matrix products over bands of the banded weight matrix, in float (OpenCV's fixed-point
+    rounding flipped a borderline owl frame). Pillow's BOX filter is not this: it takes whole
+    pixels in or out, and that shifted borderline birds of the shared camera-trap set.
+    """
+    rows, columns, channels = image.shape
+    flat = image.reshape(rows, columns * channels)
+    tall = np.empty((height, columns * channels), np.float32)
+    for first, last, start, stop, block in _bands(kind, rows, height):
+        np.matmul(block, flat[start:stop], out=tall[first:last])
+    out = np.empty((height, width * channels), np.float32)
+    for first, last, start, stop, block in _bands(kind, columns, width, channels):
+        np.matmul(tall[:, start * channels : stop * channels], block, out=out[:, first * channels : last * channels])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(height, width, channels)
 
 
 def _enhance(bgr: np.ndarray, spec: InputSpec, settings: PreprocessSettings) -> np.ndarray:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from birdtrap.motion import _component_boxes, _window
-from birdtrap.preprocess import area_taps, decode_pixels, linear_taps, resample
+from birdtrap.preprocess import decode_pixels, resample
 
 from conftest import HERON, ROOT, photo
 
@@ -68,8 +68,7 @@ def test_resizing_matches_opencvs_area_and_bilinear_within_one_level():
         image = rng.integers(0, 256, shape, dtype=np.uint8)
         shrinking = shape[1] >= size[0] and shape[0] >= size[1]
         theirs = cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR).reshape(size[1], size[0], -1)
-        taps = area_taps if shrinking else linear_taps
-        ours = resample(image, taps(shape[0], size[1]), taps(shape[1], size[0]))
+        ours = resample(image, size[0], size[1], "area" if shrinking else "linear")
         assert ours.shape == theirs.shape
         # OpenCV rounds its fixed-point weights differently: one grey level at most, rarely.
         difference = np.abs(ours.astype(np.int16) - theirs)
