@@ -130,15 +130,18 @@ def main(argv: list[str] | None = None) -> int:
             )
         bound.add_figures(results)
         endtoend.daemon_figures(results, runs, endtoend.empty_store_bytes(workdir), import_s, import_repeats)
+        say(f"naive pipeline on {args.naive_photos} photo(s)")
+        endtoend.naive(
+            results, backlog[:: photos.BURST][: args.naive_photos], identifier, workdir, daemon_folder / "birdtrap.db", args.naive_tile_mp
+        )
+        distinct = backlog[:: photos.BURST][: len(sources)]
+        endtoend.full_decode_agreement(results, distinct, identifier)
+        # Last: this run replaces the one-invoke drain's database that naive compares with.
         say(f"daemon with the shipped finder: {args.photos} photos")
         finder_config = endtoend.write_config(daemon_folder, args.shared.resolve(), args.batch_size, finder=True)
         extra_env = dict(item.split("=", 1) for item in args.daemon_env)
         finder_run = endtoend.run_daemon(finder_config, args.photos, args.batch_size, 0, 1, extra_env)
         endtoend.finder_figures(results, finder_run)
-        say(f"naive pipeline on {args.naive_photos} photo(s)")
-        endtoend.naive(
-            results, backlog[:: photos.BURST][: args.naive_photos], identifier, workdir, daemon_folder / "birdtrap.db", args.naive_tile_mp
-        )
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -444,6 +444,38 @@ def daemon_figures(results: Results, runs: list[DaemonRun], empty_db: int, impor
 # --- naive -------------------------------------------------------------------------------
 
 
+def _daemon_top1(database: Path) -> dict[str, tuple[int, str, str | None]]:
+    """path -> (top-1 label index, kind, label) as the daemon stored them."""
+    with sqlite3.connect(database) as connection:
+        query = "select i.path, p.label_index, i.kind, i.label from images i join predictions p on p.image_id = i.id where p.rank = 1"
+        return {row[0]: row[1:] for row in connection.execute(query)}
+
+
+def full_decode_agreement(results: Results, paths: list[Path], identifier: Identifier) -> None:
+    """Does the daemon's shortcut change the answer? Top-1 from a full-size decode against the reduced one.
+
+    The naive pipeline's own agreement mixes two things: the daemon's reduced decode and the
+    naive non-local means (which changes the pixels the model sees, and is slow enough that it
+    runs on two photos). Here both sides are the daemon's steps, in process, on each distinct
+    photo of the backlog; only the decode differs.
+    """
+    full = replace(identifier.preprocess, reduced_decode=False)
+    agree = 0
+    for path in paths:
+        data = read_photo_bytes(path)
+        ours, every_pixel = (identifier.identify([decode(data, str(path), s)])[0] for s in (identifier.preprocess, full))
+        agree += int(ours.prediction.best.label.index == every_pixel.prediction.best.label.index)
+    results.add(
+        "naive.full_decode_top1_agreement",
+        "full-size decode top-1 = reduced decode top-1",
+        agree / len(paths),
+        "fraction",
+        None,
+        len(paths),
+        note=f"{agree} of {len(paths)} photos; the daemon's steps otherwise, no denoise",
+    )
+
+
 def naive(
     results: Results,
     paths: list[Path],
@@ -464,9 +496,7 @@ def naive(
     with sessions.begin() as session:
         model_id = store.record_model(session, bundle.model_sha256, bundle.name, bundle.version, str(bundle.model_path))
     totals, parts, agree, same_decision = [], {"decode": [], "denoise": [], "infer": [], "commit": []}, 0, 0
-    with sqlite3.connect(daemon_database) as connection:
-        query = "select i.path, p.label_index, i.kind, i.label from images i join predictions p on p.image_id = i.id where p.rank = 1"
-        daemon_rows = {row[0]: row[1:] for row in connection.execute(query)}
+    daemon_rows = _daemon_top1(daemon_database)
     for path in paths:
         began = time.perf_counter()
         data = read_photo_bytes(path)

@@ -73,6 +73,7 @@ OTHERS = (
     "naive.denoise",
     "naive.commit",
     "naive.top1_agreement",
+    "naive.full_decode_top1_agreement",
 )
 EXPECTED = [f"stage.{size}.{stage}" for size in SIZES for stage in STAGES]
 EXPECTED += [f"decode.{size}.{decoder}" for size in SIZES for decoder in DECODERS]
