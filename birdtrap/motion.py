@@ -14,11 +14,10 @@ from datetime import datetime
 
 import numpy as np
 
-from birdtrap.preprocess import resample
+from birdtrap.preprocess import LUMA_RGB, resample
 from birdtrap.regions import Region
 
 THUMB_WIDTH = 192
-_LUMA_RGB = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as OpenCV's grey
 
 
 @dataclass(frozen=True)
@@ -123,15 +122,15 @@ def _component_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int, int]]:
 def thumbnail_for_motion(bgr: np.ndarray) -> np.ndarray:
     """The small, grey, brightness-normalised frame that bursts are compared on.
 
-    Made for every frame in the decode threads, so it uses Pillow and numpy, not OpenCV (see
-    `birdtrap.preprocess.opencv`): ITU-R 601 grey, an area shrink, a 3x3 Gaussian, as before.
+    Made for every frame in the decode threads, so it is numpy, not OpenCV (see
+    `birdtrap.preprocess.opencv`): an area shrink, ITU-R 601 grey, a 3x3 Gaussian.
     """
     height, width = bgr.shape[:2]
     size = (THUMB_WIDTH, max(1, round(height * THUMB_WIDTH / width)))
     if bgr.ndim == 3:
         # Shrink first, then grey: the grey of 26,000 pixels, not of the whole decode.
         small_rgb = resample(np.ascontiguousarray(bgr[..., ::-1]), size[0], size[1])
-        small = np.rint(small_rgb @ _LUMA_RGB).astype(np.uint8)
+        small = np.rint(small_rgb @ LUMA_RGB).astype(np.uint8)
     else:
         small = resample(bgr[..., None], size[0], size[1])[..., 0]
     # Exposure changes between frames of a burst: compare brightness-normalised frames. (The

@@ -35,8 +35,8 @@ _ORIENTATION = {
     7: (Image.Transpose.TRANSVERSE,),
     8: (Image.Transpose.ROTATE_90,),
 }
-# ITU-R BT.601 luma, as OpenCV's BGR -> grey: weights in BGR order.
-_LUMA_BGR = np.array([0.114, 0.587, 0.299], np.float32)
+# ITU-R BT.601 luma, the weights of OpenCV's grey, in RGB order.
+LUMA_RGB = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def opencv() -> ModuleType:
@@ -241,7 +241,7 @@ def crop_info_bars(bgr: np.ndarray, max_fraction: float = 0.05) -> tuple[np.ndar
     def black_rows(rows: np.ndarray) -> np.ndarray:
         # Only the rows a bar may fill are looked at: no full-frame grey copy on every photo.
         # Grey as OpenCV rounds it: <= 3 after rounding is < 3.5 before.
-        gray = rows if rows.ndim == 2 else rows @ _LUMA_BGR
+        gray = rows if rows.ndim == 2 else rows @ LUMA_RGB[::-1]
         return (gray < 3.5).mean(axis=1) >= 0.5
 
     def run_length(is_black_row: np.ndarray) -> int:
