@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"stage costs and decoders, {size}")
             stages.stage_costs(results, size, bench_photos, workdir / "stages", identifier, args.repeats)
             stages.decoders(results, size, bench_photos, args.repeats, identifier.preprocess.decode_min_side)
-        bound = stages.Bound(backlog[: min(len(backlog), 2 * args.batch_size)], identifier)
+        bound = stages.Bound(photos.bound_sample(backlog, len(sources), 2 * args.batch_size), identifier)
         say("database writes")
         stages.db_writes(results, workdir, identifier, rendered["12mp"][0], args.batch_size, max(4, 2 * args.repeats))
         say("models")

@@ -154,3 +154,15 @@ def write_backlog(folder: Path, photos: list[BenchPhoto], count: int) -> list[Pa
         os.utime(path, (old + index, old + index))
         paths.append(path)
     return paths
+
+
+def bound_sample(backlog: list[Path], sources: int, at_least: int) -> list[Path]:
+    """The first frame of each burst, for whole rounds of the sources: each source weighs as in the backlog.
+
+    The sources do not decode alike (a 12 MP owl frame takes 1.6x a heron frame's time), so a
+    bound over the first few backlog files, two sources' bursts, would not be the bound of the
+    backlog the daemon drains.
+    """
+    firsts = backlog[::BURST]
+    rounds = max(1, -(-at_least // sources))
+    return firsts[: rounds * sources]

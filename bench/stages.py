@@ -276,7 +276,7 @@ class Bound:
             "ms",
             "decode.12mp.opencv_full",
             n,
-            note=f"{len(self.datas)} backlog photos",
+            note=f"{len(self.datas)} backlog photos, each source as often as in the backlog",
         )
         results.add(
             "bound.invoke",

@@ -115,3 +115,15 @@ def test_the_ceiling_counts_what_an_oracle_over_regions_could_name(tmp_path):
     [row] = result["photos"]
     assert row["regions"] > 50 and 0 < row["named_right_gate_passed"] <= row["named_right"] <= row["regions"]
     assert result["reachable"] == result["reachable_gate_passed"] == 1
+
+
+def test_the_bound_weighs_each_source_as_the_backlog_does(tmp_path):
+    from bench.photos import BURST, bound_sample
+
+    sources = 6
+    backlog = [tmp_path / f"backlog-{index:05d}.jpg" for index in range(1000)]
+    sample = bound_sample(backlog, sources, at_least=8)
+    # write_backlog gives photo i the source (i // BURST) % sources.
+    drawn = [(backlog.index(path) // BURST) % sources for path in sample]
+    assert sorted(drawn) == sorted(list(range(sources)) * 2)
+    assert bound_sample(backlog[:8], sources, at_least=8) == [backlog[0], backlog[5]]
