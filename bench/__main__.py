@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="repeats of every in-process timing [3; quick 2]")
     parser.add_argument("--naive-photos", type=int, help="photos the naive pipeline processes [2; quick 1]")
     parser.add_argument(
+        "--accuracy-photos", type=int, help="labelled photos scored with the reduced and the full decode [all of labels.csv; quick 4]"
+    )
+    parser.add_argument(
+        "--accuracy-naive", action="store_true", help="score them with the naive pipeline's NLM pixels too (about 4 s a photo)"
+    )
+    parser.add_argument(
         "--naive-tile-mp", type=float, help="denoise a tile of this many MP and scale (naive is slow) [whole photo; quick 0.25]"
     )
     parser.add_argument(
@@ -55,9 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "repeats": 2 if quick else 3,
         "naive_photos": 1 if quick else 2,
         "naive_tile_mp": 0.25 if quick else None,
+        "accuracy_photos": 4 if quick else None,
     }
     for name, value in defaults.items():
-        if getattr(args, name) is None:
+        if getattr(args, name) is None and value is not None:
             setattr(args, name, value)
     if args.photos < 1 or args.sources < 1 or args.repeats < 1 or args.daemon_runs < 1:
         parser.error("--photos, --sources, --repeats and --daemon-runs must be at least 1")
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: no models under {args.shared}; pass --shared PATH (the folder with images/ and models/)", file=sys.stderr)
         return 2
     # Imported here so --help works without OpenCV or the runtime.
-    from bench import endtoend, install, photos, stages
+    from bench import accuracy, endtoend, install, photos, stages
     from bench.report import OtherLoad, Results, publish
     from birdtrap.config import load
     from birdtrap.loading import build_identifier
@@ -136,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         distinct = backlog[:: photos.BURST][: len(sources)]
         endtoend.full_decode_agreement(results, distinct, identifier)
+        finder_config = endtoend.write_config(daemon_folder, args.shared.resolve(), args.batch_size, finder=True)
+        say("accuracy: the labelled photos with the reduced decode and with the full one")
+        accuracy.reduced_against_full(
+            results, load(finder_config), args.shared / "data" / "labels.csv", args.shared, args.accuracy_photos, args.accuracy_naive
+        )
         # Last: this run replaces the one-invoke drain's database that naive compares with.
         say(f"daemon with the shipped finder: {args.photos} photos")
-        finder_config = endtoend.write_config(daemon_folder, args.shared.resolve(), args.batch_size, finder=True)
         extra_env = dict(item.split("=", 1) for item in args.daemon_env)
         finder_run = endtoend.run_daemon(finder_config, args.photos, args.batch_size, 0, 1, extra_env)
         endtoend.finder_figures(results, finder_run)

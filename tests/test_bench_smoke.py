@@ -74,6 +74,12 @@ OTHERS = (
     "naive.commit",
     "naive.top1_agreement",
     "naive.full_decode_top1_agreement",
+    "accuracy.reduced.named_right",
+    "accuracy.reduced.false_birds",
+    "accuracy.full.named_right",
+    "accuracy.full.false_birds",
+    "accuracy.decision_agreement",
+    "accuracy.bird_agreement",
 )
 EXPECTED = [f"stage.{size}.{stage}" for size in SIZES for stage in STAGES]
 EXPECTED += [f"decode.{size}.{decoder}" for size in SIZES for decoder in DECODERS]

@@ -1,0 +1,127 @@
+"""Does the daemon's speed cost answers? The labelled real photos, with the reduced decode and without.
+
+The reduced decode is the one shortcut of the fast pipeline that changes the pixels the models see
+(the resize is OpenCV's INTER_AREA to within a grey level; no step drops a photo). The backlog's
+photos are real photos upscaled to 12 MP, so a reduced decode of them loses only what the
+upscaling invented. Here the photos of ../shared/data/labels.csv are decoded at their own size,
+where a reduced decode throws away real detail, and scored by the shipped pipeline (gate,
+detector, region search) as `birdtrap evaluate` scores them: once with the daemon's reduced
+decode and once with every pixel.
+
+A top-1 compared on its own is a poor test: on a frame with no bird, or a bird the model barely
+knows, the top-1 of a 965-way softmax at 7% is noise that any pixel change reorders. What a user
+sees is the decision (a named bird, an empty frame, an animal, a person), so the figures are the
+decisions: named right, false birds, and how many decisions are the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench.report import Results
+from birdtrap import evaluate as evaluation
+from birdtrap.config import Config
+from birdtrap.decision import BIRD
+from birdtrap.loading import build_identifier
+from birdtrap.pipeline import Identification, Identifier
+from birdtrap.preprocess import Photo, opencv
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One pipeline's outcomes on the labelled photos and their summary."""
+
+    outcomes: list[evaluation.PhotoOutcome]
+    summary: evaluation.Summary
+
+
+class NonLocalMeans:
+    """The naive pipeline's pixels: every frame through full-resolution non-local means, then `identifier`.
+
+    Stands in for an Identifier where `birdtrap evaluate` takes one (it reads `preprocess` and
+    calls `identify`), so the naive pixels are scored by the same counting.
+    """
+
+    def __init__(self, identifier: Identifier) -> None:
+        self.identifier = identifier
+        self.preprocess = identifier.preprocess
+
+    def identify(self, photos: list[Photo], burst_keys: list[object] | None = None) -> list[Identification]:
+        cv2 = opencv()
+        return self.identifier.identify([replace(p, bgr=cv2.fastNlMeansDenoisingColored(p.bgr)) for p in photos], burst_keys)
+
+
+def score(config: Config, photos: list[evaluation.LabelledPhoto], reduced: bool, denoise: bool = False) -> Scored:
+    """Every labelled photo through a fresh Identifier (its own burst memory), as `birdtrap evaluate` runs it."""
+    preprocess = config.preprocess.model_copy(update={"reduced_decode": reduced})
+    identifier = build_identifier(config.model_copy(update={"preprocess": preprocess}))
+    outcomes = evaluation.evaluate(photos, NonLocalMeans(identifier) if denoise else identifier)
+    return Scored(outcomes, evaluation.summarise(outcomes))
+
+
+def _decision(outcome: evaluation.PhotoOutcome) -> tuple[str, str | None]:
+    """What a user sees: the kind, and the name where a bird is named (an empty frame is empty, whatever its label)."""
+    return outcome.decided, outcome.label if outcome.decided == BIRD else None
+
+
+def reduced_against_full(
+    results: Results, config: Config, labels: Path, root: Path, limit: int | None = None, naive: bool = False
+) -> None:
+    """Figures for the reduced decode against a full-size decode (and the naive pixels) on the labelled photos."""
+    photos = evaluation.read_labels(labels, root)
+    if limit is not None:  # a spread over the file (birds and no-birds), not its first rows
+        photos = photos[:: max(1, len(photos) // limit)][:limit]
+    arms = {"reduced": score(config, photos, reduced=True), "full": score(config, photos, reduced=False)}
+    if naive:
+        arms["naive"] = score(config, photos, reduced=False, denoise=True)
+    how = {"reduced": "reduced decode", "full": "full decode", "naive": "full decode + NLM (naive)"}
+    for key, scored in arms.items():
+        summary = scored.summary
+        birds = summary.bird_photos
+        results.add(
+            f"accuracy.{key}.named_right",
+            f"bird photos named right, {how[key]}",
+            summary.named_right / birds if birds else None,
+            "fraction",
+            None if key == "full" else "accuracy.full.named_right",
+            birds,
+            note=f"{summary.named_right} of {birds}; species or genus as `birdtrap evaluate` counts",
+        )
+        results.add(
+            f"accuracy.{key}.false_birds",
+            f"no-bird photos called birds, {how[key]}",
+            summary.false_birds,
+            "photos",
+            None,
+            summary.no_bird_photos,
+            note=f"of {summary.no_bird_photos}",
+        )
+    reduced = arms["reduced"].outcomes
+    for key, other in arms.items():
+        if key == "reduced":
+            continue
+        suffix = "" if key == "full" else f".{key}"
+        pairs = list(zip(reduced, other.outcomes, strict=True))
+        named = [(a, b) for a, b in pairs if BIRD in (a.decided, b.decided)]
+        for figure, label, subset, what in (
+            ("decision_agreement", f"reduced decode decision = {how[key]} decision", pairs, "labelled photos at their own size"),
+            ("bird_agreement", f"same decision where either names a bird, reduced vs {how[key]}", named, "where either names a bird"),
+        ):
+            same = sum(_decision(a) == _decision(b) for a, b in subset)
+            results.add(
+                f"accuracy.{figure}{suffix}",
+                label,
+                same / len(subset) if subset else None,
+                "fraction",
+                None,
+                len(subset),
+                note=f"{same} of {len(subset)} {what}; the kind, and the name of a bird",
+            )
+        changed = [
+            f"{Path(a.path).name}: {' '.join(filter(None, _decision(a)))} -> {' '.join(filter(None, _decision(b)))}"
+            for a, b in pairs
+            if _decision(a) != _decision(b)
+        ]
+        if changed:
+            results.notes.append(f"decisions the {how[key]} changes (reduced -> {key}): " + "; ".join(changed))
