@@ -12,14 +12,23 @@ A top-1 compared on its own is a poor test: on a frame with no bird, or a bird t
 knows, the top-1 of a 965-way softmax at 7% is noise that any pixel change reorders. What a user
 sees is the decision (a named bird, an empty frame, an animal, a person), so the figures are the
 decisions: named right, false birds, and how many decisions are the same.
+
+    python -m bench.accuracy            # about 30 s: reduced against full decode, the shipped finder
+    python -m bench.accuracy --naive    # about 3 minutes more: the naive pipeline's NLM pixels too
+
+`python -m bench` runs the same comparison (`--accuracy-naive` for the naive arm).
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.report import Results
+from bench.report import ROOT, Results, add_output_options
 from birdtrap import evaluate as evaluation
 from birdtrap.config import Config
 from birdtrap.decision import BIRD
@@ -125,3 +134,47 @@ def reduced_against_full(
         ]
         if changed:
             results.notes.append(f"decisions the {how[key]} changes (reduced -> {key}): " + "; ".join(changed))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--naive", action="store_true", help="score the naive pipeline's pixels too (NLM: about 4 s a photo)")
+    parser.add_argument("--photos", type=int, help="score this many labelled photos, spread over the file [all]")
+    parser.add_argument("--config", type=Path, help="a birdtrap config to score [the bench's: shipped defaults, shared models, finder on]")
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="the shared photos and models [../shared]")
+    parser.add_argument("--labels", type=Path, help="the labels CSV, paths relative to --shared [SHARED/data/labels.csv]")
+    add_output_options(parser, "accuracy")
+    args = parser.parse_args(argv)
+    if args.photos is not None and args.photos < 1:
+        parser.error("--photos must be at least 1")
+    args.labels = args.labels or args.shared / "data" / "labels.csv"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score both decodes (and the naive pixels) and report; returns the exit status."""
+    args = parse_args(argv)
+    if not args.labels.exists():
+        print(f"bench.accuracy: no labels file {args.labels}; pass --shared PATH or --labels FILE", file=sys.stderr)
+        return 2
+    from bench import endtoend
+    from bench.report import publish
+    from birdtrap.config import load
+
+    results = Results()
+    results.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
+    config_path = args.config
+    if config_path is None:
+        config_path = endtoend.write_config(Path(tempfile.mkdtemp(prefix="birdtrap-bench-accuracy-")), args.shared.resolve(), finder=True)
+    began = time.perf_counter()
+    reduced_against_full(results, load(config_path), args.labels, args.shared, args.photos, args.naive)
+    results.settings["seconds"] = round(time.perf_counter() - began, 1)
+    results.finish()
+    publish(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -133,3 +133,21 @@ def test_the_bound_weighs_each_source_as_the_backlog_does(tmp_path):
     drawn = [(backlog.index(path) // BURST) % sources for path in sample]
     assert sorted(drawn) == sorted(list(range(sources)) * 2)
     assert bound_sample(backlog[:8], sources, at_least=8) == [backlog[0], backlog[5]]
+
+
+def test_the_accuracy_bench_scores_both_decodes_on_labelled_photos(tmp_path):
+    out = tmp_path / "accuracy.json"
+    command = [sys.executable, "-m", "bench.accuracy", "--photos", "4", "--out", str(out), "--shared", str(SHARED), "--json"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())["figures"]
+    for key in ("accuracy.reduced.named_right", "accuracy.full.named_right", "accuracy.decision_agreement"):
+        assert is_number(figures[key]["value"]) and 0 <= figures[key]["value"] <= 1, key
+    assert figures["accuracy.decision_agreement"]["repeats"] == 4
+    assert "accuracy.naive.named_right" not in figures  # only with --naive
+
+
+def test_the_accuracy_bench_says_what_is_missing(tmp_path):
+    command = [sys.executable, "-m", "bench.accuracy", "--shared", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no labels file" in result.stderr
