@@ -30,48 +30,69 @@ from pathlib import Path
 
 from bench.report import ROOT, Results, add_output_options
 from birdtrap import evaluate as evaluation
+from birdtrap.classifier import Score
 from birdtrap.config import Config
 from birdtrap.decision import BIRD
 from birdtrap.loading import build_identifier
 from birdtrap.pipeline import Identification, Identifier
-from birdtrap.preprocess import Photo, opencv
+from birdtrap.preprocess import Photo, opencv, to_model_input
 
 
 @dataclass(frozen=True)
 class Scored:
-    """One pipeline's outcomes on the labelled photos and their summary."""
+    """One pipeline's outcomes on the labelled photos, their summary, and each photo's whole-frame top-1."""
 
     outcomes: list[evaluation.PhotoOutcome]
     summary: evaluation.Summary
+    top1: list[Score]
 
 
-class NonLocalMeans:
-    """The naive pipeline's pixels: every frame through full-resolution non-local means, then `identifier`.
+class Recording:
+    """An Identifier that also keeps each frame's whole-frame top-1, optionally on the naive pipeline's pixels.
 
     Stands in for an Identifier where `birdtrap evaluate` takes one (it reads `preprocess` and
-    calls `identify`), so the naive pixels are scored by the same counting.
+    calls `identify`), so every arm is scored by the same counting. The top-1 is the species
+    model's on the whole frame, what the one-invoke drain stores, whatever region the finder
+    ends on. With `denoise` every frame first goes through full-resolution non-local means.
     """
 
-    def __init__(self, identifier: Identifier) -> None:
+    def __init__(self, identifier: Identifier, denoise: bool = False) -> None:
         self.identifier = identifier
         self.preprocess = identifier.preprocess
+        self.denoise = denoise
+        self.top1: list[Score] = []
 
     def identify(self, photos: list[Photo], burst_keys: list[object] | None = None) -> list[Identification]:
-        cv2 = opencv()
-        return self.identifier.identify([replace(p, bgr=cv2.fastNlMeansDenoisingColored(p.bgr)) for p in photos], burst_keys)
+        if self.denoise:
+            cv2 = opencv()
+            photos = [replace(p, bgr=cv2.fastNlMeansDenoisingColored(p.bgr)) for p in photos]
+        species = self.identifier.species
+        inputs = [to_model_input(p.bgr, species.spec, self.preprocess) for p in photos]
+        self.top1.extend(prediction.best for prediction in species.predict_batch(inputs))
+        return self.identifier.identify(photos, burst_keys)
 
 
 def score(config: Config, photos: list[evaluation.LabelledPhoto], reduced: bool, denoise: bool = False) -> Scored:
     """Every labelled photo through a fresh Identifier (its own burst memory), as `birdtrap evaluate` runs it."""
     preprocess = config.preprocess.model_copy(update={"reduced_decode": reduced})
-    identifier = build_identifier(config.model_copy(update={"preprocess": preprocess}))
-    outcomes = evaluation.evaluate(photos, NonLocalMeans(identifier) if denoise else identifier)
-    return Scored(outcomes, evaluation.summarise(outcomes))
+    recording = Recording(build_identifier(config.model_copy(update={"preprocess": preprocess})), denoise)
+    outcomes = evaluation.evaluate(photos, recording)
+    if len(recording.top1) != len(outcomes):
+        raise SystemExit("bench.accuracy: a labelled photo could not be read; run `birdtrap evaluate --verbose` to see which")
+    return Scored(outcomes, evaluation.summarise(outcomes), recording.top1)
 
 
 def _decision(outcome: evaluation.PhotoOutcome) -> tuple[str, str | None]:
     """What a user sees: the kind, and the name where a bird is named (an empty frame is empty, whatever its label)."""
     return outcome.decided, outcome.label if outcome.decided == BIRD else None
+
+
+def _same_decisions(pairs: list[tuple[evaluation.PhotoOutcome, evaluation.PhotoOutcome]]) -> int:
+    return sum(_decision(a) == _decision(b) for a, b in pairs)
+
+
+def _same_top1(pairs: list[tuple[Score, Score]]) -> int:
+    return sum(a.label.index == b.label.index for a, b in pairs)
 
 
 def reduced_against_full(
@@ -113,19 +134,32 @@ def reduced_against_full(
         suffix = "" if key == "full" else f".{key}"
         pairs = list(zip(reduced, other.outcomes, strict=True))
         named = [(a, b) for a, b in pairs if BIRD in (a.decided, b.decided)]
-        for figure, label, subset, what in (
-            ("decision_agreement", f"reduced decode decision = {how[key]} decision", pairs, "labelled photos at their own size"),
-            ("bird_agreement", f"same decision where either names a bird, reduced vs {how[key]}", named, "where either names a bird"),
+        tops = list(zip(arms["reduced"].top1, other.top1, strict=True))
+        threshold = config.decision.threshold
+        sure = [(a, b) for a, b in tops if max(a.probability, b.probability) >= threshold]
+        kept = "; the kind, and the name of a bird"
+        for figure, label, subset, same, what in (
+            ("decision_agreement", f"reduced decode decision = {how[key]} decision", pairs, _same_decisions, "photos" + kept),
+            ("bird_agreement", f"same decision where either names a bird, vs {how[key]}", named, _same_decisions, "with a bird" + kept),
+            ("top1_agreement", f"whole-frame top-1, reduced = {how[key]}", tops, _same_top1, "labelled photos"),
+            (
+                "sure_top1_agreement",
+                f"whole-frame top-1, reduced = {how[key]}, sure ones",
+                sure,
+                _same_top1,
+                f"where either top-1 reaches the decision threshold ({threshold:g})",
+            ),
         ):
-            same = sum(_decision(a) == _decision(b) for a, b in subset)
+            count = same(subset)
             results.add(
                 f"accuracy.{figure}{suffix}",
                 label,
-                same / len(subset) if subset else None,
+                count / len(subset) if subset else None,
                 "fraction",
                 None,
                 len(subset),
-                note=f"{same} of {len(subset)} {what}; the kind, and the name of a bird",
+                required=bool(subset),  # a handful of photos may hold no bird, or no sure top-1
+                note=f"{count} of {len(subset)} {what}",
             )
         changed = [
             f"{Path(a.path).name}: {' '.join(filter(None, _decision(a)))} -> {' '.join(filter(None, _decision(b)))}"

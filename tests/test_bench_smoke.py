@@ -80,6 +80,8 @@ OTHERS = (
     "accuracy.full.false_birds",
     "accuracy.decision_agreement",
     "accuracy.bird_agreement",
+    "accuracy.top1_agreement",
+    "accuracy.sure_top1_agreement",
 )
 EXPECTED = [f"stage.{size}.{stage}" for size in SIZES for stage in STAGES]
 EXPECTED += [f"decode.{size}.{decoder}" for size in SIZES for decoder in DECODERS]
@@ -141,7 +143,7 @@ def test_the_accuracy_bench_scores_both_decodes_on_labelled_photos(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())["figures"]
-    for key in ("accuracy.reduced.named_right", "accuracy.full.named_right", "accuracy.decision_agreement"):
+    for key in ("accuracy.reduced.named_right", "accuracy.full.named_right", "accuracy.decision_agreement", "accuracy.top1_agreement"):
         assert is_number(figures[key]["value"]) and 0 <= figures[key]["value"] <= 1, key
     assert figures["accuracy.decision_agreement"]["repeats"] == 4
     assert "accuracy.naive.named_right" not in figures  # only with --naive
