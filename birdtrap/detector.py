@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from birdtrap.errors import ModelError
-from birdtrap.preprocess import InputSpec, PreprocessSettings, opencv, to_model_input
-from birdtrap.regions import Box
+from birdtrap.preprocess import InputSpec, PreprocessSettings, to_model_input
+from birdtrap.regions import Box, non_max_suppression
 from birdtrap.tflite import TFLiteModel
 
 BIRD, ANIMAL, PERSON, OTHER = "bird", "animal", "person", "other"
@@ -116,12 +116,11 @@ class Detector:
         x1 = np.clip(centre_size[:, 0] + centre_size[:, 2] / 2, 0.0, 1.0)
         y1 = np.clip(centre_size[:, 1] + centre_size[:, 3] / 2, 0.0, 1.0)
         found = []
+        corners = np.stack([x0, y0, x1, y1], axis=1)
         for class_id in np.unique(classes):
             mine = np.flatnonzero(classes == class_id)
-            rectangles = [[float(x0[i]), float(y0[i]), float(x1[i] - x0[i]), float(y1[i] - y0[i])] for i in mine]
-            kept = opencv().dnn.NMSBoxes(rectangles, [float(scores[i]) for i in mine], min_score, self.layout.iou_threshold)
-            for k in np.array(kept).reshape(-1):
-                i = mine[int(k)]
+            for k in non_max_suppression(corners[mine], scores[mine], min_score, self.layout.iou_threshold):
+                i = mine[k]
                 if x1[i] > x0[i] and y1[i] > y0[i]:
                     box = (float(x0[i]), float(y0[i]), float(x1[i]), float(y1[i]))
                     found.append(Detection(box, self._kinds.get(int(class_id), OTHER), int(class_id), float(scores[i])))

@@ -16,7 +16,7 @@ from birdtrap.errors import ModelError
 from birdtrap.gate import BirdGate
 from birdtrap.motion import BurstMemory
 from birdtrap.pipeline import FinderSettings, Identifier
-from birdtrap.preprocess import PreprocessSettings
+from birdtrap.preprocess import PreprocessSettings, opencv
 from birdtrap.tflite import TFLiteModel
 
 
@@ -87,8 +87,16 @@ def finder_settings(config: Config) -> FinderSettings:
 
 
 def preprocess_settings(config: Config, species: Classifier) -> PreprocessSettings:
-    # A trained bundle's card says how its training photos were prepared; the field must match.
-    return species.card_preprocessing or config.preprocess.settings()
+    """The bundle card's preprocessing if it has one (the field must match training), else the config's.
+
+    A step that needs OpenCV is checked here, at start-up or model reload, so a missing extra
+    stops the daemon with a message before any photo is taken, never fails photos one by one.
+    """
+    settings = species.card_preprocessing or config.preprocess.settings()
+    if settings.denoise or settings.auto_contrast:
+        source = f"the model card of {species.bundle.model_path.parent}" if species.card_preprocessing else "the config"
+        opencv(f"preprocess.denoise / preprocess.auto_contrast (turned on by {source})")
+    return settings
 
 
 def build_identifier(config: Config, species: Classifier | None = None) -> Identifier:

@@ -19,7 +19,7 @@ from types import ModuleType
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from birdtrap.errors import PhotoError
+from birdtrap.errors import ConfigError, PhotoError
 
 # Pillow only parses headers here; the pixel limit is ours (PreprocessSettings.max_pixels).
 Image.MAX_IMAGE_PIXELS = None
@@ -39,17 +39,22 @@ _ORIENTATION = {
 LUMA_RGB = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def opencv() -> ModuleType:
-    """OpenCV, imported on first use: only denoise, auto-contrast and YOLO NMS need it.
+def opencv(needed_by: str = "preprocess.denoise and preprocess.auto_contrast") -> ModuleType:
+    """OpenCV, imported on first use: only the optional denoise and auto-contrast steps need it.
 
-    The decode (Pillow) and the resize and motion steps (numpy) the daemon runs on every photo do not. Importing OpenCV alone
-    maps ~35 MB of its library into the process (bench: daemon peak RSS), too much for a Pi Zero
-    2 that needs none of it with the default settings. OpenCV's own decoder limit is set before
-    the import, so a decompression bomb that reaches it is refused there too.
+    The decode (Pillow) and the resize, motion and NMS steps (numpy) the daemon runs on every photo do not. Importing OpenCV alone
+    maps ~35 MB into the process (bench: daemon peak RSS) and the wheel is half the edge install,
+    too much for a Pi Zero 2 that needs none of it with the default settings: it is the `opencv`
+    extra. OpenCV's own decoder limit is set before the import, so a decompression bomb that
+    reaches it is refused there too.
     """
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**28))
-    import cv2
-
+    try:
+        import cv2
+    except ImportError:
+        raise ConfigError(
+            f"{needed_by} needs OpenCV, which this install lacks: pip install 'birdtrap[opencv]', or turn the step off."
+        ) from None
     return cv2
 
 

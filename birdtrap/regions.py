@@ -77,6 +77,31 @@ def suppress(regions: list[Region], threshold: float = 0.5) -> list[Region]:
     return kept
 
 
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, min_score: float, iou_threshold: float) -> list[int]:
+    """Indices of the boxes (N x 4, x0 y0 x1 y1) kept by greedy NMS, best score first.
+
+    OpenCV's `dnn.NMSBoxes` rules, so a YOLO detector decodes as before without OpenCV in the
+    install: scores must exceed `min_score`, ties keep file order, and a box goes when its IoU
+    with a kept one is above `iou_threshold` (two empty boxes count as overlapping).
+    """
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] > min_score]
+    x0, y0, x1, y1 = (boxes[:, k].astype(np.float64) for k in range(4))
+    areas = (x1 - x0) * (y1 - y0)
+    kept: list[int] = []
+    for i in order:
+        if kept:
+            others = np.array(kept)
+            width = np.clip(np.minimum(x1[i], x1[others]) - np.maximum(x0[i], x0[others]), 0, None)
+            height = np.clip(np.minimum(y1[i], y1[others]) - np.maximum(y0[i], y0[others]), 0, None)
+            inter = width * height
+            union = areas[i] + areas[others] - inter
+            overlap = np.where(areas[i] + areas[others] > 1e-12, inter / np.where(union > 0, union, 1), 1.0)
+            if (overlap > iou_threshold).any():
+                continue
+        kept.append(i)
+    return kept
+
+
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
     """The pixels of `box` (0-1 coordinates); never empty, always inside the image."""
     height, width = image.shape[:2]

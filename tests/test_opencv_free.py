@@ -1,23 +1,30 @@
 """The daemon's per-photo path runs without OpenCV, and gives what OpenCV gave.
 
 OpenCV maps ~35 MB into any process that imports it (bench: the daemon's peak RSS); the decode,
-resize, motion thumbnail and motion blobs are Pillow and numpy, and OpenCV is loaded only by the
-optional denoise and auto-contrast steps. These tests hold both halves: OpenCV stays out, and
-the replacements match it (OpenCV itself is installed for the tests).
+resize, motion thumbnail, motion blobs and YOLO NMS are Pillow and numpy, and OpenCV (the `opencv`
+extra) is loaded only by the optional denoise and auto-contrast steps. These tests hold both
+halves: OpenCV stays out, and the replacements match it (OpenCV itself is installed for the
+tests); and a config that needs the missing extra stops the daemon at start with a message.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import cv2
 import numpy as np
+import pytest
 
+from birdtrap.config import load as load_config
+from birdtrap.errors import ConfigError
+from birdtrap.loading import build_identifier
 from birdtrap.motion import _component_boxes, _window
 from birdtrap.preprocess import decode_pixels, resample
+from birdtrap.regions import non_max_suppression
 
-from conftest import HERON, ROOT, photo
+from conftest import HERON, ROOT, photo, rows, write_config
 
 
 def test_the_daemon_imports_and_runs_a_burst_without_loading_opencv():
@@ -73,3 +80,41 @@ def test_resizing_matches_opencvs_area_and_bilinear_within_one_level():
         # OpenCV rounds its fixed-point weights differently: one grey level at most, rarely.
         difference = np.abs(ours.astype(np.int16) - theirs)
         assert difference.max() <= 1 and difference.mean() < 0.2
+
+
+def test_yolo_nms_without_opencv_keeps_what_opencvs_nmsboxes_keeps():
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        count = int(rng.integers(1, 30))
+        centres, sizes = rng.random((count, 2)), rng.random((count, 2)) * rng.choice([0.05, 0.3, 1.0])
+        corners = np.clip(np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1), 0, 1).astype(np.float32)
+        scores = np.round(rng.random(count), 2).astype(np.float32)  # rounded: ties must break alike
+        min_score, iou = float(rng.choice([0.0, 0.25, 0.5])), float(rng.choice([0.3, 0.45, 0.7]))
+        rectangles = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)] for x0, y0, x1, y1 in corners]
+        theirs = [int(k) for k in np.array(cv2.dnn.NMSBoxes(rectangles, scores.tolist(), min_score, iou)).reshape(-1)]
+        assert non_max_suppression(corners, scores, min_score, iou) == theirs
+
+
+def _without_opencv(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # what `import cv2` meets in an edge install
+    return load_config(write_config(tmp_path, preprocess={"denoise": True}))
+
+
+def test_denoise_without_opencv_is_refused_when_the_models_load_naming_the_extra(tmp_path, monkeypatch):
+    config = _without_opencv(tmp_path, monkeypatch)
+    with pytest.raises(ConfigError, match=r"preprocess.denoise .*turned on by the config.*birdtrap\[opencv\]"):
+        build_identifier(config)
+
+
+def test_the_daemon_without_opencv_stops_at_start_and_leaves_the_photos_untouched(tmp_path):
+    config = write_config(tmp_path, preprocess={"auto_contrast": True})
+    shutil.copy(HERON[0], tmp_path / "inbox")
+    script = (
+        "import runpy, sys; sys.modules['cv2'] = None; "
+        "sys.argv = ['birdtrap', 'run', '--config', sys.argv[1]]; runpy.run_module('birdtrap', run_name='__main__')"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(config)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "pip install 'birdtrap[opencv]'" in run.stdout + run.stderr
+    assert (tmp_path / "inbox" / HERON[0].name).exists()
+    assert [row for row in rows(tmp_path) if row[1] != "pending"] == []

@@ -9,19 +9,21 @@ scaling) and shrunk once; later requests read the small cached file.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import tempfile
 import threading
 from pathlib import Path
 
-import cv2
+import numpy as np
+from PIL import Image
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from birdtrap.config import Config
 from birdtrap.errors import PhotoError
-from birdtrap.preprocess import PreprocessSettings, decode, read_photo_bytes
+from birdtrap.preprocess import PreprocessSettings, decode, read_photo_bytes, resample
 from birdtrap.web.problems import Problem
 from birdtrap.web.settings import ServeSettings
 
@@ -119,15 +121,14 @@ class Thumbnails:
             photo = decode(read_photo_bytes(source), str(source), settings)
         except PhotoError as e:
             raise Problem(422, "unreadable-image", str(e)) from None
-        image = photo.bgr
-        height, width = image.shape[:2]
+        rgb = photo.bgr[..., ::-1]  # the decoder's BGR view of Pillow's RGB rows
+        height, width = rgb.shape[:2]
         scale = size / max(height, width)
         if scale < 1:
-            image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            raise Problem(422, "unreadable-image", f"{source} could not be encoded as a thumbnail.")
-        return encoded.tobytes()
+            rgb = resample(rgb, max(1, round(width * scale)), max(1, round(height * scale)))
+        encoded = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(rgb)).save(encoded, "JPEG", quality=JPEG_QUALITY)
+        return encoded.getvalue()
 
     def _maybe_prune(self) -> None:
         with self._lock:
