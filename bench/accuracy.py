@@ -9,11 +9,12 @@ detector, region search) as `birdtrap evaluate` scores them: once with the daemo
 decode and once with every pixel.
 
 A top-1 compared on its own is a poor test: on a frame with no bird, or a bird the model barely
-knows, the top-1 of a 965-way softmax at 7% is noise that any pixel change reorders. What a user
-sees is the decision (a named bird, an empty frame, an animal, a person), so the figures are the
-decisions: named right, false birds, and how many decisions are the same.
+knows, the top-1 of a 965-way softmax at 7% is noise that any pixel change reorders. So the
+whole-frame top-1 is compared twice, on every photo and on those where either side reaches the
+decision threshold. What a user sees is the decision (a named bird, an empty frame, an animal, a
+person), so the other figures are the decisions: named right, false birds, and how many are the same.
 
-    python -m bench.accuracy            # about 30 s: reduced against full decode, the shipped finder
+    python -m bench.accuracy            # about 15 s: reduced against full decode, the shipped finder
     python -m bench.accuracy --naive    # about 3 minutes more: the naive pipeline's NLM pixels too
 
 `python -m bench` runs the same comparison (`--accuracy-naive` for the naive arm).
