@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Imported here so --help works without OpenCV or the runtime.
     from bench import accuracy, endtoend, install, photos, stages
-    from bench.report import OtherLoad, Results, publish
+    from bench.report import OtherLoad, Results, publish, run_settings
     from birdtrap.config import load
     from birdtrap.loading import build_identifier
 
     results = Results()
-    results.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
+    results.settings = run_settings(args)
     other_load = OtherLoad()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="birdtrap-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from birdtrap.config import Config
 from birdtrap.decision import BIRD
 from birdtrap.loading import build_identifier
 from birdtrap.pipeline import Identification, Identifier
-from birdtrap.preprocess import Photo, opencv, to_model_input
+from birdtrap.preprocess import Photo, opencv
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,10 @@ class Recording:
         if self.denoise:
             cv2 = opencv()
             photos = [replace(p, bgr=cv2.fastNlMeansDenoisingColored(p.bgr)) for p in photos]
-        species = self.identifier.species
-        inputs = [to_model_input(p.bgr, species.spec, self.preprocess) for p in photos]
-        self.top1.extend(prediction.best for prediction in species.predict_batch(inputs))
-        return self.identifier.identify(photos, burst_keys)
+        # The frame inputs are made once and handed on: identify() would make the same ones.
+        frames = [self.identifier.frame_inputs(p) for p in photos]
+        self.top1.extend(prediction.best for prediction in self.identifier.species.predict_batch([f.species for f in frames]))
+        return self.identifier.identify(photos, burst_keys, frames)
 
 
 def score(config: Config, photos: list[evaluation.LabelledPhoto], reduced: bool, denoise: bool = False) -> Scored:
@@ -195,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.accuracy: no labels file {args.labels}; pass --shared PATH or --labels FILE", file=sys.stderr)
         return 2
     from bench import endtoend
-    from bench.report import publish
+    from bench.report import publish, run_settings
     from birdtrap.config import load
 
     results = Results()
-    results.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
+    results.settings = run_settings(args)
     config_path = args.config
     if config_path is None:
         config_path = endtoend.write_config(Path(tempfile.mkdtemp(prefix="birdtrap-bench-accuracy-")), args.shared.resolve(), finder=True)

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.report import add_output_options
+from bench.report import add_output_options, run_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = 6  # real photos the backlog is made from, as `python -m bench` uses by default
@@ -334,7 +334,7 @@ def run(args: argparse.Namespace) -> tuple[Any, dict]:
     from bench.report import Results
 
     results = Results()
-    results.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
+    results.settings = run_settings(args)
     results.settings["sources"] = SOURCES
     traces: dict[str, list[dict]] = {}
     if args.workdir:

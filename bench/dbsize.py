@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import add_output_options
+from bench.report import add_output_options, run_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -537,7 +537,7 @@ def run(args: argparse.Namespace) -> tuple[Any, dict]:
     from bench.report import Results
 
     results = Results()
-    results.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
+    results.settings = run_settings(args)
     limit, limit_source = cli_limit()
     results.settings["limit"] = limit
     results.notes.append(f"--limit {limit} ({limit_source}); times are medians of {args.repeats} runs after a warm-up, page cache warm")

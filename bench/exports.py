@@ -236,13 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("tensorflow", "absl", "h5py", "matplotlib"):
         logging.getLogger(name).setLevel(logging.ERROR)
     # Imported here so --help answers without TensorFlow.
-    from bench.report import OtherLoad, Results, publish
+    from bench.report import OtherLoad, Results, publish, run_settings
     from birdtrap.bundle import MODEL_FILE
     from birdtrap.tflite import TFLiteModel
     from training import config as config_module
 
     results = Results()
-    results.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
+    results.settings = run_settings(args)
     other_load = OtherLoad()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="birdtrap-bench-exports-"))
     # A --workdir that already existed may hold other things: then only what this run made is deleted.

@@ -204,6 +204,11 @@ def add_output_options(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
 
 
+def run_settings(args: argparse.Namespace) -> dict:
+    """The options a run was given, for its JSON: paths as text, the output switches left out."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("markdown", "json")}
+
+
 class OtherLoad:
     """CPU that other processes used while a bench ran, started at construction.
 

@@ -95,13 +95,9 @@ def test_yolo_nms_without_opencv_keeps_what_opencvs_nmsboxes_keeps():
         assert non_max_suppression(corners, scores, min_score, iou) == theirs
 
 
-def _without_opencv(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "cv2", None)  # what `import cv2` meets in an edge install
-    return load_config(write_config(tmp_path, preprocess={"denoise": True}))
-
-
 def test_denoise_without_opencv_is_refused_when_the_models_load_naming_the_extra(tmp_path, monkeypatch):
-    config = _without_opencv(tmp_path, monkeypatch)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # what `import cv2` meets in an edge install
+    config = load_config(write_config(tmp_path, preprocess={"denoise": True}))
     with pytest.raises(ConfigError, match=r"preprocess.denoise .*turned on by the config.*birdtrap\[opencv\]"):
         build_identifier(config)
 
