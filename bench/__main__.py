@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench import accuracy, endtoend, install, photos, stages
     from bench.report import OtherLoad, Results, publish, run_settings
     from birdtrap.config import load
-    from birdtrap.loading import build_identifier
+    from birdtrap.daemon.wiring import build_identifier
 
     results = Results()
     results.settings = run_settings(args)

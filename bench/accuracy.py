@@ -31,12 +31,12 @@ from pathlib import Path
 
 from bench.report import ROOT, Results, add_output_options
 from birdtrap import evaluate as evaluation
-from birdtrap.classifier import Score
 from birdtrap.config import Config
-from birdtrap.decision import BIRD
-from birdtrap.loading import build_identifier
-from birdtrap.pipeline import Identification, Identifier
-from birdtrap.preprocess import Photo, opencv
+from birdtrap.daemon.wiring import build_identifier
+from birdtrap.identify.classifier import Score
+from birdtrap.identify.decision import BIRD
+from birdtrap.identify.identifier import Identification, Identifier
+from birdtrap.identify.preprocess import Photo, opencv
 
 
 @dataclass(frozen=True)

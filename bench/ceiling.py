@@ -37,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from birdtrap.config import load
-    from birdtrap.decision import decide
+    from birdtrap.daemon.wiring import build_identifier
     from birdtrap.errors import BirdtrapError
     from birdtrap.evaluate import read_labels, score
-    from birdtrap.ingest import burst_key, decode_photo
-    from birdtrap.loading import build_identifier
-    from birdtrap.pipeline import _Work
-    from birdtrap.regions import crop, grow_to_square, tiles
+    from birdtrap.identify.decision import decide
+    from birdtrap.identify.identifier import _Work
+    from birdtrap.identify.photos import burst_key, decode_photo
+    from birdtrap.identify.regions import crop, grow_to_square, tiles
 
     try:
         identifier = build_identifier(load(args.config))

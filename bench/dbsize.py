@@ -135,7 +135,7 @@ class Built:
 def pick_species(labels_path: Path, count: int, seed: int) -> tuple[list[Species], str]:
     """`count` binomials from the model's labels in a fixed random order (index 0 the commonest), and
     the genus of another label that none of them matches as a --species prefix (a search that finds nothing)."""
-    from birdtrap.bundle import read_labels
+    from birdtrap.identify.bundle import read_labels
 
     labels = [lab for lab in read_labels(labels_path) if lab.common and len(lab.scientific.split()) == 2]
     chosen = np.random.default_rng(seed).choice(len(labels), size=min(count, len(labels)), replace=False)

@@ -28,10 +28,11 @@ import yaml
 from bench.measure import context_switches, cpu_seconds, io_counters, status_kb
 from bench.report import Results
 from birdtrap import store
-from birdtrap.exif import read_metadata
-from birdtrap.ingest import Decoded, to_result
-from birdtrap.pipeline import Identifier
-from birdtrap.preprocess import PreprocessSettings, decode, read_photo_bytes
+from birdtrap.daemon.ingest import to_result
+from birdtrap.identify.exif import read_metadata
+from birdtrap.identify.identifier import Identifier
+from birdtrap.identify.photos import Decoded
+from birdtrap.identify.preprocess import PreprocessSettings, decode, read_photo_bytes
 
 DRAIN_TIMEOUT_PER_PHOTO = 2.0
 
@@ -272,11 +273,11 @@ def run_daemon(
 
 
 def import_time(repeats: int) -> float:
-    """Median seconds for a bare `python -c 'import birdtrap.daemon'`: start-up before any work."""
+    """Median seconds for a bare `python -c 'import birdtrap.daemon.loop'`: start-up before any work."""
     times = []
     for _ in range(repeats):
         start = time.monotonic()
-        subprocess.run([sys.executable, "-c", "import birdtrap.daemon"], check=True)
+        subprocess.run([sys.executable, "-c", "import birdtrap.daemon.loop"], check=True)
         times.append(time.monotonic() - start)
     return statistics.median(times)
 
@@ -291,7 +292,8 @@ def daemon_figures(results: Results, runs: list[DaemonRun], empty_db: int, impor
 
     per_photo = median([r.drain_s / r.photos for r in runs])
     results.add(
-        "daemon.import_s", "python -c 'import birdtrap.daemon'", import_s, "s", None, import_repeats, note="interpreter + imports, no model"
+        "daemon.import_s", "python -c 'import birdtrap.daemon.loop'", import_s, "s", None, import_repeats,
+        note="interpreter + imports, no model",
     )
     results.add(
         "daemon.ready_s",

@@ -8,7 +8,7 @@ Builds a labelled photo folder of links to the real photos in ../shared/images (
 `background`), trains the training default architecture for one step from random weights
 (`--weights none`: ImageNet weights cannot be downloaded offline, and accuracy is not the point),
 exports it with `training.export.export_run` (the code behind `python -m training export`), then
-times every bundle in this process with the daemon's runtime (`birdtrap.tflite.TFLiteModel`, 2
+times every bundle in this process with the daemon's runtime (`birdtrap.identify.tflite.TFLiteModel`, 2
 threads, batch 1). Prints file size, median invoke time and top-1 agreement per format, each
 against the float32 export of the same run, with the seed's claim beside the int8 rows, and writes
 the same as JSON naming the machine (default bench/out/exports.json). The run folder and bundles
@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     # Imported here so --help answers without TensorFlow.
     from bench.report import OtherLoad, Results, publish, run_settings
-    from birdtrap.bundle import MODEL_FILE
-    from birdtrap.tflite import TFLiteModel
+    from birdtrap.identify.bundle import MODEL_FILE
+    from birdtrap.identify.tflite import TFLiteModel
     from training import config as config_module
 
     results = Results()

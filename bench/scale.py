@@ -190,7 +190,7 @@ def _sqlite_size(database: Path) -> int:
 
 def bench_archive(work: Path, shared: Path, photos: list[Path], workers: int, threads: int) -> dict[str, Any]:
     from birdtrap import config as config_module
-    from birdtrap.archive import run_archive
+    from birdtrap.scale.archive import run_archive
 
     folder = work / f"archive-{workers}"
     (folder / "inbox").mkdir(parents=True)
@@ -344,7 +344,7 @@ def bench_sync(work: Path, device_database: Path, photos: int, config_path: Path
     from sqlalchemy import create_engine, text
 
     from birdtrap import config as config_module
-    from birdtrap.sync import make_thumbnail, push
+    from birdtrap.scale.sync import make_thumbnail, push
 
     device = grow_device(device_database, work / "device.db", photos)
     config = config_module.load(config_path).model_copy(deep=True)

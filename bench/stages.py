@@ -25,14 +25,16 @@ from sqlalchemy.orm import Session
 from bench.measure import loop_once, time_each
 from bench.photos import BenchPhoto, unique
 from bench.report import Results
-from birdtrap import preprocess, store
-from birdtrap.decision import decide
+from birdtrap import store
+from birdtrap.daemon.ingest import to_result
 from birdtrap.errors import BirdtrapError
-from birdtrap.exif import read_metadata
-from birdtrap.ingest import Decoded, to_result
-from birdtrap.pipeline import Identifier
-from birdtrap.preprocess import crop_info_bars, decode, read_header, read_photo_bytes, reduction_for, to_model_input
-from birdtrap.tflite import TFLiteModel
+from birdtrap.identify import preprocess
+from birdtrap.identify.decision import decide
+from birdtrap.identify.exif import read_metadata
+from birdtrap.identify.identifier import Identifier
+from birdtrap.identify.photos import Decoded
+from birdtrap.identify.preprocess import crop_info_bars, decode, read_header, read_photo_bytes, reduction_for, to_model_input
+from birdtrap.identify.tflite import TFLiteModel
 
 REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 

@@ -150,7 +150,7 @@ def free_port() -> int:
 
 def start_server(folder: Path, config: Path, port: int) -> subprocess.Popen:
     # Through the `serve` command itself, whether or not cli.py registers it yet.
-    code = "from birdtrap.cli_web import serve; serve()"
+    code = "from birdtrap.cli.web import serve; serve()"
     command = [sys.executable, "-c", code, "--config", str(config), "--port", str(port), "--token", TOKEN]
     server = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

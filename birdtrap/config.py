@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from birdtrap.errors import ConfigError
-from birdtrap.preprocess import PreprocessSettings
+from birdtrap.identify.preprocess import PreprocessSettings
 
 ENV_CONFIG = "BIRDTRAP_CONFIG"
 ENV_MIRROR = "BIRDTRAP_MODEL_MIRROR"

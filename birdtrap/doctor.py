@@ -132,7 +132,7 @@ _RUNTIME_DISTRIBUTIONS = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": 
 
 
 def check_runtime() -> Check:
-    from birdtrap.tflite import find_runtime
+    from birdtrap.identify.tflite import find_runtime
 
     runtime = find_runtime()
     try:
@@ -144,7 +144,7 @@ def check_runtime() -> Check:
 
 def edgetpu_problem() -> str | None:
     """Why the Coral Edge TPU delegate cannot be loaded here, or None when it can."""
-    from birdtrap.tflite import EDGETPU_LIBRARY, find_runtime
+    from birdtrap.identify.tflite import EDGETPU_LIBRARY, find_runtime
 
     try:
         # Probe the library first, as tflite.open_interpreter does: a Delegate built without it
@@ -218,8 +218,8 @@ def _provenance(bundle) -> tuple[str, str]:
 
 
 def check_species_model(config: Config, delegate: str) -> Check:
-    from birdtrap.bundle import load_bundle
-    from birdtrap.classifier import Classifier
+    from birdtrap.identify.bundle import load_bundle
+    from birdtrap.identify.classifier import Classifier
 
     bundle = load_bundle(config.model.path, config.model.labels)
     # A real Classifier: it refuses labels that do not fit the output tensor, as the daemon does.
@@ -245,7 +245,7 @@ def _with_delegate(config: Config, delegate: str) -> Config:
 
 
 def check_gate(config: Config, delegate: str) -> Check:
-    from birdtrap.loading import load_gate
+    from birdtrap.daemon.wiring import load_gate
 
     if config.gate.path is None:
         return Check("gate", OK, "off (gate.path is null): every region the species model names is trusted")
@@ -266,7 +266,7 @@ def check_gate(config: Config, delegate: str) -> Check:
 
 
 def check_detector(config: Config, delegate: str) -> Check:
-    from birdtrap.loading import load_detector
+    from birdtrap.daemon.wiring import load_detector
 
     if config.detector.path is None:
         return Check("detector", OK, "off (detector.path is null)")

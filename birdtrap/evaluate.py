@@ -13,8 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from birdtrap.decision import BIRD, EMPTY
 from birdtrap.errors import BirdtrapError, ConfigError
+from birdtrap.identify.decision import BIRD, EMPTY
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def score(photo: LabelledPhoto, decided: str, scientific: str | None, rank: str 
 
 def evaluate(photos: list[LabelledPhoto], identifier, progress=None) -> list[PhotoOutcome]:
     """Run `identifier` (the daemon's) over every photo, in file order, as the daemon would."""
-    from birdtrap.ingest import classify_files
+    from birdtrap.identify.photos import classify_files
 
     outcomes = []
     started = time.perf_counter()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from birdtrap.bundle import sha256_file
 from birdtrap.errors import FetchError
+from birdtrap.identify.bundle import sha256_file
 
 log = logging.getLogger(__name__)
 

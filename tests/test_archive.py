@@ -21,10 +21,10 @@ import pytest
 from click.testing import CliRunner
 
 from birdtrap import config as config_module
-from birdtrap.archive import run_archive
 from birdtrap.cli import cli
-from birdtrap.cli_scale import archive
-from birdtrap.events import split_bursts
+from birdtrap.cli.scale import archive
+from birdtrap.daemon.events import split_bursts
+from birdtrap.scale.archive import run_archive
 
 from conftest import IMAGES, rows, write_config
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from birdtrap.classifier import Classifier
 from birdtrap.errors import ModelError
-from birdtrap.preprocess import load, to_model_input
-from birdtrap.tflite import TFLiteModel
+from birdtrap.identify.classifier import Classifier
+from birdtrap.identify.preprocess import load, to_model_input
+from birdtrap.identify.tflite import TFLiteModel
 
 from conftest import HERON, INAT, MODELS, photo
 

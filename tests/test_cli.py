@@ -82,7 +82,7 @@ def test_a_broken_model_file_is_refused_by_path(tmp_path):
 def test_a_model_that_fails_to_invoke_says_so(tmp_path):
     broken = MODELS / "broken" / "model_invoking_error.tflite"
     from birdtrap.errors import ModelError
-    from birdtrap.tflite import TFLiteModel
+    from birdtrap.identify.tflite import TFLiteModel
 
     try:
         model = TFLiteModel(broken, delegate="cpu")

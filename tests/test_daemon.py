@@ -222,7 +222,7 @@ def test_run_serve_answers_the_api_from_the_daemons_process(tmp_path, daemon_fac
 def test_a_backlog_comes_out_of_the_settle_tracker_oldest_first(tmp_path):
     # Camera-trap frames of a burst must reach the identifier together and in order (motion
     # compares a frame with its burst), whatever order the folder listing gives.
-    from birdtrap.watcher import SettleTracker
+    from birdtrap.daemon.watcher import SettleTracker
 
     tracker = SettleTracker(settle_seconds=0.5)
     names = ["c.jpg", "a.jpg", "e.jpg", "b.jpg", "d.jpg"]

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from birdtrap import doctor, store
-from birdtrap.cli_health import doctor as doctor_command
+from birdtrap.cli.health import doctor as doctor_command
 
 from conftest import INAT, ROOT, write_config
 

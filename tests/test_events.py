@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from birdtrap import events, store
+from birdtrap import store
 from birdtrap.cli import cli
-from birdtrap.decision import BIRD, Decision
+from birdtrap.daemon import events
+from birdtrap.identify.decision import BIRD, Decision
 
 from conftest import HERON, copy_photo, rows, wait_for, write_config
 

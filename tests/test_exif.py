@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from birdtrap.exif import parse_exif_datetime, read_metadata
+from birdtrap.identify.exif import parse_exif_datetime, read_metadata
 
 from conftest import HERON, photo
 

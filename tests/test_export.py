@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from birdtrap.cli_export import export
+from birdtrap.cli.export import export
 
 from conftest import HERON, SHARED, DaemonProcess, copy_photo, rows, wait_for, write_config
 

@@ -10,8 +10,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner
 
-from birdtrap.bundle import sha256_file
 from birdtrap.cli import cli
+from birdtrap.identify.bundle import sha256_file
 
 from conftest import INAT, MODELS, photo, write_config
 

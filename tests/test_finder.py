@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from birdtrap.classifier import Classifier
 from birdtrap.cli import cli
-from birdtrap.decision import DecisionRules, decide, read_checklist
-from birdtrap.gate import BirdGate, bird_class_names, bird_label_indices
-from birdtrap.ingest import decode_photo
-from birdtrap.motion import BurstKey, BurstMemory, thumbnail_for_motion
-from birdtrap.preprocess import PreprocessSettings, load, to_model_input
-from birdtrap.regions import crop, grow_to_square, iou, tiles
+from birdtrap.identify.classifier import Classifier
+from birdtrap.identify.decision import DecisionRules, decide, read_checklist
+from birdtrap.identify.gate import BirdGate, bird_class_names, bird_label_indices
+from birdtrap.identify.motion import BurstKey, BurstMemory, thumbnail_for_motion
+from birdtrap.identify.photos import decode_photo
+from birdtrap.identify.preprocess import PreprocessSettings, load, to_model_input
+from birdtrap.identify.regions import crop, grow_to_square, iou, tiles
 
 from conftest import HERON, INAT, MODELS, SHARED, photo, write_config
 
@@ -196,8 +196,8 @@ def test_the_genus_roll_up_names_the_genus_when_only_its_species_together_are_su
 
 def test_search_always_keeps_a_close_up_that_no_region_beats(tmp_path):
     from birdtrap import config as config_module
-    from birdtrap.ingest import classify_files
-    from birdtrap.loading import build_identifier
+    from birdtrap.daemon.wiring import build_identifier
+    from birdtrap.identify.photos import classify_files
 
     config = config_module.load(write_config(tmp_path, finder={"search": "always"}))
     [(_, identification)] = list(classify_files([photo("bird.bmp")], build_identifier(config)))
@@ -212,7 +212,7 @@ def test_frame_inputs_made_in_a_decode_thread_give_the_same_identifications(tmp_
     from dataclasses import replace
 
     from birdtrap import config as config_module
-    from birdtrap.loading import build_identifier
+    from birdtrap.daemon.wiring import build_identifier
 
     config = config_module.load(write_config(tmp_path))
     paths = HERON[:4] + [photo("bird.bmp")]
@@ -265,8 +265,8 @@ def _yolo_export(path, rows: list[list[float]], objectness_from_input: tuple[int
 @pytest.mark.parametrize("decoding", ["yolov5", "yolov8"])
 def test_a_yolo_export_is_decoded_scored_and_suppressed(tmp_path, decoding):
     from birdtrap import config as config_module
+    from birdtrap.daemon.wiring import load_detector
     from birdtrap.errors import ModelError
-    from birdtrap.loading import load_detector
 
     # centre x, centre y, width, height, [objectness,] animal, person, vehicle (0-1 of the input)
     animal, twin, person, faint = [0.30, 0.40, 0.20, 0.20], [0.31, 0.41, 0.20, 0.20], [0.70, 0.60, 0.10, 0.30], [0.5, 0.5, 0.1, 0.1]

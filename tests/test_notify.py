@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from birdtrap import notify, store
+from birdtrap import store
 from birdtrap.config import NotifySettings
+from birdtrap.daemon import notify
 
 from conftest import HERON, copy_photo, rows, wait_for, write_config
 

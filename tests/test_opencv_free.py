@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from birdtrap.config import load as load_config
+from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import ConfigError
-from birdtrap.loading import build_identifier
-from birdtrap.motion import _component_boxes, _window
-from birdtrap.preprocess import decode_pixels, resample
-from birdtrap.regions import non_max_suppression
+from birdtrap.identify.motion import _component_boxes, _window
+from birdtrap.identify.preprocess import decode_pixels, resample
+from birdtrap.identify.regions import non_max_suppression
 
 from conftest import HERON, ROOT, photo, rows, write_config
 
@@ -30,9 +30,9 @@ from conftest import HERON, ROOT, photo, rows, write_config
 def test_the_daemon_imports_and_runs_a_burst_without_loading_opencv():
     script = f"""
 import sys
-import birdtrap.cli, birdtrap.daemon
-from birdtrap.motion import BurstMemory, BurstKey, thumbnail_for_motion
-from birdtrap.preprocess import InputSpec, PreprocessSettings, load, to_model_input
+import birdtrap.cli, birdtrap.daemon.loop
+from birdtrap.identify.motion import BurstMemory, BurstKey, thumbnail_for_motion
+from birdtrap.identify.preprocess import InputSpec, PreprocessSettings, load, to_model_input
 from datetime import datetime, timedelta
 memory, start = BurstMemory(), datetime(2024, 5, 1, 3, 0)
 regions = []

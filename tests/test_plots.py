@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from birdtrap import plots, store
-from birdtrap.cli_health import plot
+from birdtrap import store
+from birdtrap.cli.health import plot
 from birdtrap.errors import BirdtrapError
+from birdtrap.export import plots
 
 from conftest import HERON, DaemonProcess, copy_photo, photo, rows, wait_for, write_config
 

@@ -33,12 +33,12 @@ from test_export import problems, read_csv
 from birdtrap import config as config_module
 from birdtrap import store
 from birdtrap.cli import cli
-from birdtrap.cli_export import export
-from birdtrap.cli_scale import export_network, sync
+from birdtrap.cli.export import export
+from birdtrap.cli.scale import export_network, sync
+from birdtrap.daemon.ingest import Ingestor
+from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import ExportError
-from birdtrap.ingest import Ingestor
-from birdtrap.loading import build_identifier
-from birdtrap.sync import SyncError, push
+from birdtrap.scale.sync import SyncError, push
 
 from conftest import HERON, DaemonProcess, copy_photo, photo, rows, wait_for, write_config
 
@@ -258,7 +258,7 @@ def test_a_photo_with_an_overlong_exif_make_is_stored_on_postgresql(pg_url, tmp_
     picture.save(target, exif=exif)
     sessions = store.open_store(pg_url)
     ingestor = Ingestor(config, identifier, sessions, tmp_path / "inbox", ThreadPoolExecutor(1), after_actions=False)
-    outcome = ingestor.handle([str(target)])  # birdtrap.exif bounds EXIF strings to the column
+    outcome = ingestor.handle([str(target)])  # birdtrap.identify.exif bounds EXIF strings to the column
     assert outcome["done"] == 1
 
 
@@ -545,8 +545,8 @@ def test_the_camtrap_dp_export_of_the_network_is_valid_with_every_deployment(dev
 
 
 def test_the_network_export_names_a_deployment_without_coordinates_and_the_fix(devices, pg_url, tmp_path):
-    from birdtrap.camtrapdp import Contributor, PackageInfo
-    from birdtrap.network import write_network_package
+    from birdtrap.export.camtrapdp import Contributor, PackageInfo
+    from birdtrap.export.network import write_network_package
 
     # The pond device, its config without the camera's place.
     database = {"url": f"sqlite:///{devices['pond-cam'].parent / 'birdtrap.db'}"}
@@ -567,7 +567,7 @@ def test_the_network_export_names_a_deployment_without_coordinates_and_the_fix(d
 def test_archive_mode_writes_to_postgresql_from_two_workers(pg_url, tmp_path):
     from test_archive import archive_config, make_archive
 
-    from birdtrap.archive import run_archive
+    from birdtrap.scale.archive import run_archive
 
     photos = make_archive(tmp_path / "cards", 24, seed=1)
     config = config_module.load(archive_config(tmp_path, database={"url": pg_url}))

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from birdtrap.errors import PhotoError
-from birdtrap.preprocess import (
+from birdtrap.identify.preprocess import (
     InputSpec,
     PreprocessSettings,
     crop_info_bars,

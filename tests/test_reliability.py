@@ -304,9 +304,9 @@ def test_a_dead_observer_is_restarted_and_watchdog_pings_stop_while_it_cannot_be
     import socket as sockets
 
     from birdtrap import config as config_module
-    from birdtrap.daemon import Daemon
-    from birdtrap.systemd import Notifier
-    from birdtrap.watcher import FolderWatcher
+    from birdtrap.daemon.loop import Daemon
+    from birdtrap.daemon.systemd import Notifier
+    from birdtrap.daemon.watcher import FolderWatcher
 
     address = str(tmp_path / "notify.sock")
     listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_DGRAM)
@@ -356,8 +356,8 @@ def test_a_file_deleted_between_its_event_and_its_processing_is_recorded_as_fail
 
     from birdtrap import config as config_module
     from birdtrap import store
-    from birdtrap.ingest import Ingestor
-    from birdtrap.loading import build_identifier
+    from birdtrap.daemon.ingest import Ingestor
+    from birdtrap.daemon.wiring import build_identifier
 
     config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}))
     sessions = store.open_store(config.database.url)
@@ -378,8 +378,8 @@ def test_the_batch_read_ahead_is_registered_only_with_the_results_before_it(tmp_
 
     from birdtrap import config as config_module
     from birdtrap import store
-    from birdtrap.ingest import Ingestor
-    from birdtrap.loading import build_identifier
+    from birdtrap.daemon.ingest import Ingestor
+    from birdtrap.daemon.wiring import build_identifier
 
     config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}))
     sessions = store.open_store(config.database.url, busy_timeout_seconds=0.2)
@@ -415,7 +415,7 @@ def test_a_model_switch_with_a_batch_in_flight_reads_that_batch_again_and_counts
     # With no bird gate nothing is searched, so the batch decoded ahead keeps only its model
     # inputs, not its pixels. A model switch must not name those inputs with the new models.
     from birdtrap import config as config_module
-    from birdtrap.daemon import Daemon
+    from birdtrap.daemon.loop import Daemon
 
     config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}, batch={"size": 2}))
     daemon = Daemon(config)
@@ -447,9 +447,9 @@ def test_frame_inputs_without_pixels_are_not_named_by_other_models(tmp_path):
     from dataclasses import replace
 
     from birdtrap import config as config_module
-    from birdtrap.ingest import NO_PIXELS
-    from birdtrap.loading import build_identifier
-    from birdtrap.preprocess import load
+    from birdtrap.daemon.ingest import NO_PIXELS
+    from birdtrap.daemon.wiring import build_identifier
+    from birdtrap.identify.preprocess import load
 
     config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}))
     identifier = build_identifier(config)

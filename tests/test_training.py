@@ -21,10 +21,10 @@ pytest.importorskip("tf_keras", reason="training needs the train extra: pip inst
 
 from click.testing import CliRunner  # noqa: E402
 
-from birdtrap.bundle import load_bundle  # noqa: E402
-from birdtrap.classifier import Classifier  # noqa: E402
 from birdtrap.errors import ConfigError, ModelError  # noqa: E402
-from birdtrap.preprocess import decode, load, read_photo_bytes, to_model_input  # noqa: E402
+from birdtrap.identify.bundle import load_bundle  # noqa: E402
+from birdtrap.identify.classifier import Classifier  # noqa: E402
+from birdtrap.identify.preprocess import decode, load, read_photo_bytes, to_model_input  # noqa: E402
 from training import config as training_config  # noqa: E402
 from training import data  # noqa: E402
 from training.__main__ import cli  # noqa: E402

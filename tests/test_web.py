@@ -29,7 +29,7 @@ from PIL import Image  # noqa: E402
 
 from birdtrap import config as config_module  # noqa: E402
 from birdtrap.cli import cli  # noqa: E402
-from birdtrap.loading import build_identifier  # noqa: E402
+from birdtrap.daemon.wiring import build_identifier  # noqa: E402
 from birdtrap.web import ServeSettings, create_app  # noqa: E402
 from birdtrap.web.app import BackgroundServer  # noqa: E402
 
@@ -436,7 +436,7 @@ def test_the_pages_render_events_a_species_stats_and_a_review_form(api):
 
 
 def test_serve_names_the_flag_of_a_bad_setting(site):
-    from birdtrap.cli_web import serve
+    from birdtrap.cli.web import serve
 
     result = CliRunner().invoke(serve, ["--token", "short", "--config", str(site)])
     assert result.exit_code == 1

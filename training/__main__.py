@@ -201,7 +201,7 @@ def evaluate(run: Path, bundles: tuple[Path, ...], split: str | None, out: Path 
     \b
         python -m training evaluate runs/2025 --bundle bundles/2025/int8 --bundle bundles/2025/float32
     """
-    from birdtrap.classifier import Classifier
+    from birdtrap.identify.classifier import Classifier
     from training import data as data_module
     from training.evaluate import format_table, plot_curves, predict_bundle, predict_keras, report, write_table
     from training.train import LOG_FILE, load_network

@@ -1,7 +1,7 @@
 """A folder of labelled photos in, seeded splits and `tf.data` pipelines out.
 
 The deterministic part of every pipeline (decode, orientation, info-bar crop, resize, channel
-order, scaling) is `birdtrap.preprocess`, the code the daemon runs in the field, so there is no
+order, scaling) is `birdtrap.identify.preprocess`, the code the daemon runs in the field, so there is no
 train/serve skew: `model_input()` here returns the very array the daemon builds for the same photo
 (a test checks it). Only the training split is augmented, and only after that shared step.
 
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from birdtrap.errors import PhotoError
-from birdtrap.preprocess import InputSpec, PreprocessSettings, load, read_header, read_photo_bytes, to_model_input
+from birdtrap.identify.preprocess import InputSpec, PreprocessSettings, load, read_header, read_photo_bytes, to_model_input
 from training.config import AugmentSettings
 from training.errors import DatasetError
 

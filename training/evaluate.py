@@ -1,7 +1,7 @@
 """Scores for the float model and every exported `.tflite`, side by side, on the same photos.
 
 The float model is scored through the training pipeline; each `.tflite` bundle through the
-daemon's own code (`birdtrap.classifier.Classifier`, its interpreter, its input quantization and
+daemon's own code (`birdtrap.identify.classifier.Classifier`, its interpreter, its input quantization and
 the card's preprocessing), so the int8 numbers here are the numbers the field will see.
 Writes per-class precision/recall CSVs, confusion-matrix PNGs and one comparison table.
 """
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from birdtrap.classifier import Classifier
 from birdtrap.errors import PhotoError
-from birdtrap.preprocess import InputSpec, PreprocessSettings, load, to_model_input
+from birdtrap.identify.classifier import Classifier
+from birdtrap.identify.preprocess import InputSpec, PreprocessSettings, load, to_model_input
 from training.data import Example
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """A trained run in, model bundles the daemon accepts out: float32, float16 and int8 TFLite.
 
 Each bundle folder holds `model.tflite`, `labels.txt` and the `model.json` card (written by
-`birdtrap.bundle.write_card`, which fills in the sha256s the daemon checks). The int8 model is
+`birdtrap.identify.bundle.write_card`, which fills in the sha256s the daemon checks). The int8 model is
 calibrated on real training photos through the real preprocessing. Every exported file is loaded
 and run in the daemon's runtime before the export reports success, so a model with an op the edge
 runtime lacks fails here, on the workstation, not on the Pi.
@@ -24,10 +24,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 import birdtrap
-from birdtrap.bundle import LABELS_FILE, MODEL_FILE, write_card
-from birdtrap.classifier import Classifier
 from birdtrap.errors import ModelError
-from birdtrap.tflite import TFLiteModel
+from birdtrap.identify.bundle import LABELS_FILE, MODEL_FILE, write_card
+from birdtrap.identify.classifier import Classifier
+from birdtrap.identify.tflite import TFLiteModel
 from training import __version__
 from training import data as data_module
 from training.config import ExportSettings, TrainConfig
@@ -134,7 +134,7 @@ def _op_names(path: Path) -> list[str]:
 
 
 def _runtime_name() -> str:
-    from birdtrap.tflite import find_runtime
+    from birdtrap.identify.tflite import find_runtime
 
     try:
         return find_runtime().name
@@ -284,7 +284,7 @@ def _card(
             "type": fmt,
             "io": settings.int8_io if fmt == "int8" else "float32",
             "calibration_images": calibration_count if fmt == "int8" else 0,
-            "calibration_source": "training split, through birdtrap.preprocess" if fmt == "int8" else None,
+            "calibration_source": "training split, through birdtrap.identify.preprocess" if fmt == "int8" else None,
             "quantization_aware": bool(config.train.qat) and fmt == "int8",
         },
         "metrics": metrics,

@@ -20,8 +20,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from birdtrap import __version__, store
-from birdtrap.bundle import parse_label
 from birdtrap.errors import StoreError
+from birdtrap.identify.bundle import parse_label
 from birdtrap.web import queries, schemas
 from birdtrap.web.classify import READY, TOP_LABELS, Upload
 from birdtrap.web.context import Context, WebContext, short

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from birdtrap import __version__, store
 from birdtrap.config import Config
-from birdtrap.loading import build_identifier
+from birdtrap.daemon.wiring import build_identifier
 from birdtrap.web import api, pages, problems
 from birdtrap.web.classify import ClassifyService, Loader
 from birdtrap.web.context import WebContext
@@ -45,7 +45,7 @@ SECURITY_HEADERS = [
 def create_app(config: Config, settings: ServeSettings | None = None, loader: Loader | None = None) -> FastAPI:
     """Build the app for this configuration; the models start loading when the server starts.
 
-    `loader` builds the identifier (default: `birdtrap.loading.build_identifier`, as the daemon).
+    `loader` builds the identifier (default: `birdtrap.daemon.wiring.build_identifier`, as the daemon).
     Raises StoreError when the database cannot be opened.
     """
     settings = settings or ServeSettings()

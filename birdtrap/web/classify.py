@@ -30,13 +30,14 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from birdtrap import events, store
+from birdtrap import store
 from birdtrap.config import Config
+from birdtrap.daemon import events
+from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import BirdtrapError, PhotoError
-from birdtrap.exif import read_metadata
-from birdtrap.loading import build_identifier
-from birdtrap.pipeline import Identification, Identifier
-from birdtrap.preprocess import Photo, decode, read_header
+from birdtrap.identify.exif import read_metadata
+from birdtrap.identify.identifier import Identification, Identifier
+from birdtrap.identify.preprocess import Photo, decode, read_header
 from birdtrap.web.metrics import Metrics
 from birdtrap.web.problems import Problem, problem_body
 from birdtrap.web.settings import ServeSettings

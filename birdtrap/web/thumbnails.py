@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError
 
 from birdtrap.config import Config
 from birdtrap.errors import PhotoError
-from birdtrap.preprocess import PreprocessSettings, decode, read_photo_bytes, resample
+from birdtrap.identify.preprocess import PreprocessSettings, decode, read_photo_bytes, resample
 from birdtrap.web.problems import Problem
 from birdtrap.web.settings import ServeSettings
 

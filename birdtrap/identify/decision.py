@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from birdtrap.bundle import Label
 from birdtrap.errors import ConfigError
+from birdtrap.identify.bundle import Label
 
 SPECIES, GENUS, CLASS = "species", "genus", "class"
 BIRD, EMPTY, UNKNOWN = "bird", "empty", "unknown"

@@ -1,6 +1,6 @@
 """`birdtrap archive`, `birdtrap sync` and `birdtrap export network`: beyond one device.
 
-Thin like the rest of the CLI: parse, call birdtrap.archive / birdtrap.sync / birdtrap.network,
+Thin like the rest of the CLI: parse, call birdtrap.scale.archive / birdtrap.scale.sync / birdtrap.export.network,
 print. Dask and psycopg come with the `scale` extra, so each command imports its module only when
 it runs and says how to install what is missing. Registered in cli.py:
 
@@ -17,7 +17,7 @@ from types import ModuleType
 
 import click
 
-from birdtrap.cli_common import config_option, load_config, package_options
+from birdtrap.cli.common import config_option, load_config, package_options
 
 
 def _scale_module(name: str) -> ModuleType:
@@ -139,8 +139,9 @@ def export_network(
         birdtrap export network season-2024/ --from postgresql+psycopg://me@db.example.org/birdtrap \\
             --contributor "Jane Doe <jane@example.org>"
     """
-    from birdtrap import camtrapdp, store
-    from birdtrap.cli_export import _contributor
+    from birdtrap import store
+    from birdtrap.cli.export import _contributor
+    from birdtrap.export import camtrapdp
 
     network = _scale_module("network")
     config = load_config(config_path)

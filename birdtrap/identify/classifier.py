@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from birdtrap.bundle import Label, ModelBundle, load_bundle
 from birdtrap.errors import ModelError
-from birdtrap.preprocess import InputSpec, PreprocessSettings
-from birdtrap.tflite import TFLiteModel
+from birdtrap.identify.bundle import Label, ModelBundle, load_bundle
+from birdtrap.identify.preprocess import InputSpec, PreprocessSettings
+from birdtrap.identify.tflite import TFLiteModel
 
 log = logging.getLogger(__name__)
 

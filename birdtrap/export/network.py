@@ -1,7 +1,7 @@
 """Camtrap DP export of a whole network: every deployment in a central database, one package.
 
 The central database (filled by `birdtrap sync`) knows each deployment's place from its
-`deployments` table; this module turns each row into the `DeploymentInfo` that birdtrap.camtrapdp
+`deployments` table; this module turns each row into the `DeploymentInfo` that birdtrap.export.camtrapdp
 needs and writes one package with one row per deployment, reusing that module's row builders so a
 network package and a single-camera package can never disagree on a column.
 """
@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from birdtrap import camtrapdp
-from birdtrap.camtrapdp import DeploymentInfo, PackageInfo
 from birdtrap.errors import ExportError
+from birdtrap.export import camtrapdp
+from birdtrap.export.camtrapdp import DeploymentInfo, PackageInfo
+from birdtrap.scale.sync import DeploymentRecord
 from birdtrap.store import EventRecord, ImageRecord, latest_reviews
-from birdtrap.sync import DeploymentRecord
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from datetime import datetime
 
 import numpy as np
 
-from birdtrap.preprocess import LUMA_RGB, resample
-from birdtrap.regions import Region
+from birdtrap.identify.preprocess import LUMA_RGB, resample
+from birdtrap.identify.regions import Region
 
 THUMB_WIDTH = 192
 
@@ -92,7 +92,7 @@ def _component_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int, int]]:
 
     Each pixel takes the smallest pixel index among its neighbours until nothing changes, with
     pointer jumping to cut the rounds; on a motion thumbnail (192 px wide) that is a few ms,
-    and it keeps OpenCV out of the daemon (see `birdtrap.preprocess.opencv`).
+    and it keeps OpenCV out of the daemon (see `birdtrap.identify.preprocess.opencv`).
     """
     height, width = mask.shape
     outside = height * width
@@ -123,7 +123,7 @@ def thumbnail_for_motion(bgr: np.ndarray) -> np.ndarray:
     """The small, grey, brightness-normalised frame that bursts are compared on.
 
     Made for every frame in the decode threads, so it is numpy, not OpenCV (see
-    `birdtrap.preprocess.opencv`): an area shrink, ITU-R 601 grey, a 3x3 Gaussian.
+    `birdtrap.identify.preprocess.opencv`): an area shrink, ITU-R 601 grey, a 3x3 Gaussian.
     """
     height, width = bgr.shape[:2]
     size = (THUMB_WIDTH, max(1, round(height * THUMB_WIDTH / width)))

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from birdtrap.classifier import Classifier
 from birdtrap.config import Config
-from birdtrap.decision import DecisionRules, read_checklist
-from birdtrap.detector import Detector, DetectorLayout
 from birdtrap.errors import ModelError
-from birdtrap.gate import BirdGate
-from birdtrap.motion import BurstMemory
-from birdtrap.pipeline import FinderSettings, Identifier
-from birdtrap.preprocess import PreprocessSettings, opencv
-from birdtrap.tflite import TFLiteModel
+from birdtrap.identify.classifier import Classifier
+from birdtrap.identify.decision import DecisionRules, read_checklist
+from birdtrap.identify.detector import Detector, DetectorLayout
+from birdtrap.identify.gate import BirdGate
+from birdtrap.identify.identifier import FinderSettings, Identifier
+from birdtrap.identify.motion import BurstMemory
+from birdtrap.identify.preprocess import PreprocessSettings, opencv
+from birdtrap.identify.tflite import TFLiteModel
 
 
 def load_species_model(config: Config) -> Classifier:

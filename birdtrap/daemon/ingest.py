@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -24,48 +24,16 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from birdtrap import events, notify, store
+from birdtrap import store
 from birdtrap.config import Config
+from birdtrap.daemon import events, notify
 from birdtrap.errors import PhotoError
-from birdtrap.exif import PhotoMetadata, read_metadata
-from birdtrap.motion import BurstKey
-from birdtrap.pipeline import FrameInputs, Identification, Identifier
-from birdtrap.preprocess import Photo, PreprocessSettings, decode, read_photo_bytes
+from birdtrap.identify.identifier import FrameInputs, Identification, Identifier
+from birdtrap.identify.photos import Decoded, burst_key, decode_photo
+from birdtrap.identify.preprocess import Photo, PreprocessSettings, read_photo_bytes
 
 log = logging.getLogger(__name__)
 NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
-
-
-@dataclass(frozen=True, eq=False)
-class Decoded:
-    photo: Photo
-    metadata: PhotoMetadata
-    inputs: FrameInputs | None = None
-
-
-def decode_photo(data: bytes, name: str, mtime: float, settings: PreprocessSettings) -> Decoded:
-    """Decode a photo and read its metadata."""
-    return Decoded(decode(data, name, settings), read_metadata(data, mtime))
-
-
-def burst_key(camera: str, metadata: PhotoMetadata) -> BurstKey:
-    # Photos from one camera a few seconds apart are one burst (motion proposals, events).
-    return BurstKey(f"{camera}/{metadata.camera_make or ''}/{metadata.camera_model or ''}", metadata.captured.value)
-
-
-def classify_files(paths: Iterable[Path], identifier: Identifier) -> Iterable[tuple[Path, Identification | PhotoError]]:
-    """Identify photo files one by one, in order, without storing anything (`classify`, `evaluate`).
-
-    The folder stands in for the camera, so the frames of a burst copied together are one burst.
-    """
-    for path in paths:
-        try:
-            data = read_photo_bytes(path)
-            decoded = decode_photo(data, str(path), path.stat().st_mtime, identifier.preprocess)
-        except PhotoError as e:
-            yield path, e
-            continue
-        yield path, identifier.identify([decoded.photo], [burst_key(str(path.parent), decoded.metadata)])[0]
 
 
 def to_result(identification: Identification, decoded: Decoded, archived: str | None) -> store.Result:

@@ -40,7 +40,7 @@ from birdtrap.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATIONS = Path(__file__).parents[1] / "migrations"
 
 PENDING, DONE, FAILED, DUPLICATE = "pending", "done", "failed", "duplicate"
 KIND_BIRD, KIND_EMPTY, KIND_UNKNOWN = "bird", "empty", "unknown"

@@ -16,11 +16,11 @@ import click
 
 from birdtrap import __version__
 from birdtrap import config as config_module
-from birdtrap.cli_common import config_option, load_config
-from birdtrap.cli_export import export
-from birdtrap.cli_health import doctor, plot
-from birdtrap.cli_scale import archive, export_network, sync
-from birdtrap.cli_web import serve
+from birdtrap.cli.common import config_option, load_config
+from birdtrap.cli.export import export
+from birdtrap.cli.health import doctor, plot
+from birdtrap.cli.scale import archive, export_network, sync
+from birdtrap.cli.web import serve
 from birdtrap.errors import BirdtrapError
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,11 @@ def run(with_server: bool, config_path: Path | None) -> None:
         birdtrap run --config /etc/birdtrap/config.yaml
         birdtrap run --serve
     """
-    from birdtrap import daemon
+    from birdtrap.daemon import loop
 
     config = load_config(config_path)
     if not with_server:
-        daemon.run(config)
+        loop.run(config)
         return
     try:
         from birdtrap.web.app import BackgroundServer, create_app
@@ -66,7 +66,7 @@ def run(with_server: bool, config_path: Path | None) -> None:
     server = BackgroundServer(create_app(config, config.serve), config.serve.host, config.serve.port).start()
     click.echo(f"serving on {server.url}/", err=True)
     try:
-        daemon.run(config)
+        loop.run(config)
     finally:
         server.stop()
 
@@ -85,8 +85,9 @@ def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, re
         birdtrap classify inbox/ --json
         birdtrap classify sdcard/DCIM --record
     """
-    from birdtrap.ingest import classify_files, record_files
-    from birdtrap.loading import build_identifier
+    from birdtrap.daemon.ingest import record_files
+    from birdtrap.daemon.wiring import build_identifier
+    from birdtrap.identify.photos import classify_files
 
     config = load_config(config_path)
     if model_path is not None:
@@ -338,7 +339,7 @@ def model_info(model_path: Path | None, config_path: Path | None) -> None:
         birdtrap model info
         birdtrap model info --model ../shared/models/inat_birds
     """
-    from birdtrap.classifier import Classifier
+    from birdtrap.identify.classifier import Classifier
 
     config = load_config(config_path)
     classifier = Classifier.from_path(
@@ -465,7 +466,7 @@ def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, conf
     from tqdm import tqdm
 
     from birdtrap import evaluate as evaluation
-    from birdtrap.loading import build_identifier
+    from birdtrap.daemon.wiring import build_identifier
 
     config = load_config(config_path)
     photos = evaluation.read_labels(labels, root)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from birdtrap.cli_common import config_option, load_config
+from birdtrap.cli.common import config_option, load_config
 
 STATUS_COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
 
@@ -34,7 +34,8 @@ def plot(kind: str, output: Path, width: int, height: int, by: str, camera: str 
         birdtrap plot activity --by hour -o activity.png
         birdtrap plot species -o species.png --width 1600 --height 900
     """
-    from birdtrap import plots, store
+    from birdtrap import store
+    from birdtrap.export import plots
 
     if output.suffix.lower() != ".png":
         raise click.BadParameter(f"{output.name!r} does not end in .png; plots are written as PNG.", param_hint="-o/--output")

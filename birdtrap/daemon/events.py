@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from birdtrap.decision import BIRD, EMPTY, Decision
+from birdtrap.identify.decision import BIRD, EMPTY, Decision
 from birdtrap.store import DONE, EventRecord, ImageRecord
 
 # Turns an event's combined probability vector (label index -> mean probability) into a decision.

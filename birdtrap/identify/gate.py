@@ -15,8 +15,8 @@ from importlib import resources
 
 import numpy as np
 
-from birdtrap.classifier import Classifier
 from birdtrap.errors import ModelError
+from birdtrap.identify.classifier import Classifier
 
 IMAGENET_CLASSES = 1000
 

@@ -1,4 +1,4 @@
-"""`birdtrap run`: watch folder -> settle -> queue -> batches (birdtrap.ingest) -> systemd.
+"""`birdtrap run`: watch folder -> settle -> queue -> batches (birdtrap.daemon.ingest) -> systemd.
 
 Only this module knows the whole chain. It owns the long-running loop: watching and
 reconciling the folder, batching, backing off when the database refuses writes, reloading
@@ -25,15 +25,15 @@ from tqdm import tqdm
 from birdtrap import evaluate as evaluation
 from birdtrap import store
 from birdtrap.config import Config, check_folders
+from birdtrap.daemon.ingest import Ingestor, Prepared
+from birdtrap.daemon.notify import OutboxSender
+from birdtrap.daemon.notify import channels as notify_channels
+from birdtrap.daemon.systemd import Notifier
+from birdtrap.daemon.watcher import FolderWatcher, PhotoFilter, SettleTracker
+from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import BirdtrapError, ModelError
-from birdtrap.ingest import Decoded, Ingestor, Prepared, burst_key, classify_files, decode_photo, to_result
-from birdtrap.loading import build_identifier
-from birdtrap.motion import BurstMemory
-from birdtrap.notify import OutboxSender
-from birdtrap.notify import channels as notify_channels
-from birdtrap.pipeline import Identifier
-from birdtrap.systemd import Notifier
-from birdtrap.watcher import FolderWatcher, PhotoFilter, SettleTracker
+from birdtrap.identify.identifier import Identifier
+from birdtrap.identify.motion import BurstMemory
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +413,3 @@ def run(config: Config) -> None:
     daemon.install_signal_handlers()
     daemon.run()
 
-
-# Re-exported for callers written before the batch core moved to birdtrap.ingest.
-__all__ = ["Daemon", "Decoded", "run", "build_identifier", "burst_key", "classify_files", "decode_photo", "to_result"]

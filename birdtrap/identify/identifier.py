@@ -22,13 +22,13 @@ from typing import TypeGuard
 
 import numpy as np
 
-from birdtrap.classifier import Classifier, Prediction
-from birdtrap.decision import BIRD, EMPTY, UNKNOWN, Decision, DecisionRules, decide
-from birdtrap.detector import ANIMAL, PERSON, Detection, Detector
-from birdtrap.gate import BirdGate
-from birdtrap.motion import BurstMemory, thumbnail_for_motion
-from birdtrap.preprocess import InputSpec, Photo, PreprocessSettings, to_model_input
-from birdtrap.regions import WHOLE, Box, Region, crop, grow_to_square, suppress, tiles
+from birdtrap.identify.classifier import Classifier, Prediction
+from birdtrap.identify.decision import BIRD, EMPTY, UNKNOWN, Decision, DecisionRules, decide
+from birdtrap.identify.detector import ANIMAL, PERSON, Detection, Detector
+from birdtrap.identify.gate import BirdGate
+from birdtrap.identify.motion import BurstMemory, thumbnail_for_motion
+from birdtrap.identify.preprocess import InputSpec, Photo, PreprocessSettings, to_model_input
+from birdtrap.identify.regions import WHOLE, Box, Region, crop, grow_to_square, suppress, tiles
 
 KIND_ANIMAL, KIND_PERSON = "animal", "person"
 

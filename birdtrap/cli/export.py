@@ -1,6 +1,6 @@
 """`birdtrap export`: the database for field tools (Camtrap DP) and for retraining (training-set).
 
-Thin like the rest of the CLI: parse, call `birdtrap.camtrapdp` or `birdtrap.trainingset`, print.
+Thin like the rest of the CLI: parse, call `birdtrap.export.camtrapdp` or `birdtrap.export.trainingset`, print.
 Registered in cli.py with `cli.add_command(export)`.
 """
 
@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
-from birdtrap import camtrapdp, store, trainingset
-from birdtrap.cli_common import config_option, load_config, package_options
+from birdtrap import store
+from birdtrap.cli.common import config_option, load_config, package_options
+from birdtrap.export import camtrapdp, trainingset
 
 _OFFSET = re.compile(r"^(?:(?P<utc>Z|UTC)|(?P<sign>[+-])(?P<hours>\d{1,2})(?::?(?P<minutes>\d{2}))?)$", re.IGNORECASE)
 _CONTRIBUTOR = re.compile(r"^\s*(?P<name>[^<>]+?)\s*(?:<(?P<email>[^<>\s]+)>)?\s*$")

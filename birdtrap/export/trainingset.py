@@ -2,7 +2,7 @@
 
 The output is the layout `training/` reads, `<root>/<label>/<photo>`. A label folder is named by
 the scientific name with its space ("Egretta thula", not "Egretta_thula"): training turns folder
-names into labels.txt, and `birdtrap.bundle.parse_label` reads the genus as the first word, so the
+names into labels.txt, and `birdtrap.identify.bundle.parse_label` reads the genus as the first word, so the
 retrained model keeps the genus roll-up and checklists working. Only species-rank decisions are
 exported; a genus-rank photo has no species folder to go in.
 
@@ -23,8 +23,8 @@ from pathlib import Path
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from birdtrap.bundle import sha256_file
 from birdtrap.errors import ExportError
+from birdtrap.identify.bundle import sha256_file
 from birdtrap.store import DONE, KIND_BIRD, KIND_UNKNOWN, ImageRecord, as_reviewed, join_review
 
 log = logging.getLogger(__name__)

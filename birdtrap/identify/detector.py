@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from birdtrap.errors import ModelError
-from birdtrap.preprocess import InputSpec, PreprocessSettings, to_model_input
-from birdtrap.regions import Box, non_max_suppression
-from birdtrap.tflite import TFLiteModel
+from birdtrap.identify.preprocess import InputSpec, PreprocessSettings, to_model_input
+from birdtrap.identify.regions import Box, non_max_suppression
+from birdtrap.identify.tflite import TFLiteModel
 
 BIRD, ANIMAL, PERSON, OTHER = "bird", "animal", "person", "other"
 YOLO_DECODINGS = ("yolov5", "yolov8")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from birdtrap.cli_common import config_option, load_config
+from birdtrap.cli.common import config_option, load_config
 
 
 @click.command()

@@ -1,6 +1,6 @@
 """`birdtrap archive`: classify a folder tree of any size on dask.distributed.
 
-The same batch core as the daemon (`birdtrap.ingest.Ingestor`: sha256 identity, the same
+The same batch core as the daemon (`birdtrap.daemon.ingest.Ingestor`: sha256 identity, the same
 preprocessing, finder and models, one transaction per batch) runs inside Dask workers:
 
 - a WorkerPlugin loads the models once per worker process, not per task, and keeps one
@@ -43,9 +43,9 @@ from tqdm import tqdm
 
 from birdtrap import store
 from birdtrap.config import Config
+from birdtrap.daemon.ingest import Ingestor
+from birdtrap.daemon.watcher import PhotoFilter
 from birdtrap.errors import BirdtrapError, StoreError
-from birdtrap.ingest import Ingestor
-from birdtrap.watcher import PhotoFilter
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ArchiveWorker:
     """What one Dask worker process holds: the models, the database, one Ingestor per folder."""
 
     def __init__(self, config: Config, retries: int, backoff: float) -> None:
-        from birdtrap.loading import build_identifier
+        from birdtrap.daemon.wiring import build_identifier
 
         self.config = config
         self.retries = retries

@@ -1,0 +1,1 @@
+"""What leaves the trap as files: Camtrap DP packages, training sets, plots."""

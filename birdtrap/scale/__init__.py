@@ -1,0 +1,1 @@
+"""Beyond one device: sync to a central PostgreSQL, and archives classified on Dask."""
