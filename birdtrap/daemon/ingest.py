@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from birdtrap import store
 from birdtrap.config import Config
-from birdtrap.daemon import events, notify
+from birdtrap.daemon.commit import commit_results
 from birdtrap.errors import PhotoError
 from birdtrap.identify.identifier import FrameInputs, Identification, Identifier
 from birdtrap.identify.photos import Decoded, burst_key, decode_photo
@@ -275,23 +274,20 @@ class Ingestor:
         # this batch is written (the peak holds one batch of frames less).
         decoded = [(candidate, replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)) for candidate, item in decoded]
         moves: list[tuple[str, Path]] = []
-        gap = timedelta(seconds=self.config.events.gap_seconds)
         if following is not None:
             self._await_identities(following)  # read by now: the pool did it while this batch was identified
+        results: list[tuple[int, store.Result]] = []
+        for (candidate, item), identification in zip(decoded, identifications, strict=True):
+            destination = self.archive_destination(candidate.path, identification.decision.kind)
+            results.append((candidate.image_id, to_result(identification, item, str(destination) if destination else None)))
+            if destination is not None:
+                moves.append((candidate.path, destination))
         with self.sessions.begin() as session:
-            for (candidate, item), identification in zip(decoded, identifications, strict=True):
-                destination = self.archive_destination(candidate.path, identification.decision.kind)
-                result = to_result(identification, item, str(destination) if destination else None)
-                store.record_result(session, candidate.image_id, result, self.model_id)
-                if destination is not None:
-                    moves.append((candidate.path, destination))
             for candidate, reason in failed:
                 file = candidate.file
                 assert file is not None
                 store.record_failure(session, candidate.path, reason, camera.id, candidate.image_id, file.sha256, file.size, file.mtime)
-            times = [item.metadata.captured.value for _, item in decoded]
-            touched = events.regroup(session, camera.id, times, gap, self.identifier.decide_combined, len(self.identifier.species.labels))
-            totals["notifications"] += notify.enqueue(session, touched, self.config.notify)
+            totals["notifications"] += commit_results(session, self.config, self.identifier, camera.id, self.model_id, results)
             if following is not None:
                 self._register(session, following)
         if following is not None:

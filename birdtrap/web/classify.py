@@ -21,7 +21,6 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from birdtrap import store
 from birdtrap.config import Config
-from birdtrap.daemon import events
+from birdtrap.daemon.commit import commit_results
 from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import BirdtrapError, PhotoError
 from birdtrap.identify.exif import read_metadata
@@ -298,11 +297,12 @@ class ClassifyService:
         bundle = identifier.species.bundle
         placed: list[tuple[Path, Path]] = []
         outcomes: dict[int, dict[str, Any]] = {}
-        times = []
+        deployment = self.config.camera.deployment_id if camera == self.config.camera.id else None
         try:
             with self.sessions.begin() as session:
                 model_id = store.record_model(session, bundle.model_sha256, bundle.name, bundle.version, str(bundle.model_path))
                 first: dict[str, int] = {}
+                results: list[tuple[int, store.Result]] = []
                 for item in items:
                     if item.sha256 in first:  # the same photo twice in one request is kept once
                         outcomes[item.index] = outcomes[first[item.sha256]]
@@ -315,15 +315,13 @@ class ClassifyService:
                         _write(source, item.data)
                         placed.append((source, destination))
                     info = source.stat()
-                    registration = store.register_photo(session, str(destination), item.sha256, info.st_size, info.st_mtime, camera, None)
+                    registration = store.register_photo(
+                        session, str(destination), item.sha256, info.st_size, info.st_mtime, camera, deployment
+                    )
                     if registration.outcome in ("new", "pending"):
-                        result = _to_result(item, info.st_mtime, self.config.model.top_k)
-                        store.record_result(session, registration.image_id, result, model_id)
-                        if result.captured_at is not None:
-                            times.append(result.captured_at)
+                        results.append((registration.image_id, _to_result(item, info.st_mtime, self.config.model.top_k)))
                     outcomes[item.index] = {"image_id": registration.image_id, "outcome": registration.outcome, "path": str(destination)}
-                gap = timedelta(seconds=self.config.events.gap_seconds)
-                events.regroup(session, camera, times, gap, identifier.decide_combined, len(identifier.species.labels))
+                commit_results(session, self.config, identifier, camera, model_id, results)
         except BaseException:
             for source, _ in placed:
                 source.unlink(missing_ok=True)
