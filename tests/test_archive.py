@@ -22,7 +22,6 @@ from click.testing import CliRunner
 
 from birdtrap import config as config_module
 from birdtrap.cli import cli
-from birdtrap.cli.scale import archive
 from birdtrap.daemon.events import split_bursts
 from birdtrap.scale.archive import run_archive
 
@@ -163,12 +162,12 @@ def test_bursts_split_between_workers_still_make_one_event_each(archived):
 
 def test_the_archive_command_reports_what_it_skipped(archived):
     base, folder, photos, *_ = archived
-    result = CliRunner().invoke(archive, [str(folder), "--workers", "2", "-c", str(base / "config.yaml")])
+    result = CliRunner().invoke(cli, ["archive", str(folder), "--workers", "2", "-c", str(base / "config.yaml")])
     assert result.exit_code == 0, result.output
     assert f"done 0 (birds 0), failed 0, duplicates 0, already on record {len(photos) + 3}" in result.output
 
 
 def test_the_archive_command_names_a_folder_that_is_not_there(tmp_path):
-    result = CliRunner().invoke(archive, [str(tmp_path / "nowhere"), "-c", str(archive_config(tmp_path))])
+    result = CliRunner().invoke(cli, ["archive", str(tmp_path / "nowhere"), "-c", str(archive_config(tmp_path))])
     assert result.exit_code == 2
     assert "does not exist" in result.output

@@ -167,3 +167,31 @@ def test_classify_record_stores_each_photo_once_like_the_daemon(tmp_path):
 
     assert len(rows(tmp_path)) == 3
     assert (folder / "bird.bmp").exists()  # no after-action for named files
+
+
+def test_every_listing_takes_format_and_json_is_an_alias_that_cannot_contradict_it(tmp_path):
+    config = write_config(tmp_path)
+    as_csv = invoke("classify", str(photo("bird.bmp")), "--format", "csv", "--config", str(config))
+    assert as_csv.exit_code == 0, as_csv.output
+    header, row = as_csv.output.strip().splitlines()[-2:]
+    assert header.split(",")[:6] == ["path", "kind", "label", "scientific_name", "common_name", "taxon_rank"]
+    assert row.split(",")[1] == "bird"
+    clash = CliRunner().invoke(cli, ["classify", str(photo("bird.bmp")), "--json", "--format", "csv", "--config", str(config)])
+    assert clash.exit_code == 2
+    assert "--json means --format ndjson; it cannot be combined with --format csv" in clash.output
+    info = invoke("model", "info", "--format", "json", "--config", str(config))
+    assert json.loads(info.stdout)[0]["labels_sha256"] == "a16108dfe3f8daff015b87a97ab6a17e717b9b1bccd719f6d8f747746d7b9277"
+
+
+def test_a_missing_extra_is_named_with_the_command_that_installs_it(tmp_path):
+    """A Pi without the web extra: `birdtrap serve` says which package is missing and how to add it."""
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path)
+    # sys.modules[name] = None makes `import name` fail exactly as on an install without it.
+    code = "import sys; sys.modules['uvicorn'] = None; from birdtrap.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, "serve", "--config", str(config)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Error: `birdtrap serve` needs uvicorn, which this install lacks: pip install 'birdtrap[web]'" in result.stderr
+    assert "Traceback" not in result.stderr

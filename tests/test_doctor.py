@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from birdtrap import doctor, store
-from birdtrap.cli.health import doctor as doctor_command
+from birdtrap.cli import cli
 
 from conftest import INAT, ROOT, write_config
 
@@ -24,7 +24,7 @@ UNIT = ROOT / "systemd" / "birdtrap.service"
 
 
 def run_doctor(config: Path):
-    result = CliRunner().invoke(doctor_command, ["--config", str(config)])
+    result = CliRunner().invoke(cli, ["doctor", "--config", str(config)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
 
@@ -269,6 +269,6 @@ def test_free_disk_thresholds(free, total, status):
 
 
 def test_doctor_help_shows_a_real_example():
-    result = CliRunner().invoke(doctor_command, ["--help"])
+    result = CliRunner().invoke(cli, ["doctor", "--help"])
     assert result.exit_code == 0
     assert "birdtrap doctor --config /etc/birdtrap/config.yaml" in result.output

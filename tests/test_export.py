@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from birdtrap.cli.export import export
+from birdtrap.cli import cli
 
 from conftest import HERON, SHARED, DaemonProcess, copy_photo, rows, wait_for, write_config
 
@@ -116,7 +116,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def write_package(season: tuple[Path, Path], out: Path, *extra: str):
     folder, config = season
-    return CliRunner().invoke(export, ["camtrap-dp", str(out), *DEPLOYMENT, *CONTRIBUTOR, *extra, "-c", str(config)])
+    return CliRunner().invoke(cli, ["export", "camtrap-dp", str(out), *DEPLOYMENT, *CONTRIBUTOR, *extra, "-c", str(config)])
 
 
 def test_the_camtrap_dp_package_of_a_real_season_passes_offline_validation(season, tmp_path, no_network):
@@ -228,7 +228,7 @@ def test_start_and_end_pick_one_burst_and_become_the_deployment_times(season, tm
 
 def test_missing_deployment_metadata_is_named_by_flag(season, tmp_path):
     _, config = season
-    result = CliRunner().invoke(export, ["camtrap-dp", str(tmp_path / "package"), "--latitude", "51", "-c", str(config)])
+    result = CliRunner().invoke(cli, ["export", "camtrap-dp", str(tmp_path / "package"), "--latitude", "51", "-c", str(config)])
     assert result.exit_code == 2
     needs = "Error: Camtrap DP needs --longitude (or camera.longitude), --utc-offset (or camera.utc_offset), --contributor, e.g."
     assert needs in result.output
@@ -243,8 +243,8 @@ def test_deployment_metadata_can_come_from_the_config(season, tmp_path):
     data["camera"] = {**data.get("camera", {}), "latitude": 51.05, "longitude": 3.72, "utc_offset": "+02:00", "location_name": "Pond"}
     configured = config.with_name("config-with-camera.yaml")  # beside the original: same relative paths
     configured.write_text(yaml.safe_dump(data))
-    args = ["camtrap-dp", str(tmp_path / "package"), *CONTRIBUTOR, "-c", str(configured)]
-    result = CliRunner().invoke(export, args)
+    args = ["export", "camtrap-dp", str(tmp_path / "package"), *CONTRIBUTOR, "-c", str(configured)]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     deployments = (tmp_path / "package" / "deployments.csv").read_text()
     assert "51.05" in deployments and "3.72" in deployments and "+02:00" in deployments
@@ -252,7 +252,7 @@ def test_deployment_metadata_can_come_from_the_config(season, tmp_path):
 
 def test_a_bad_utc_offset_is_rejected_with_the_format(season, tmp_path):
     _, config = season
-    result = CliRunner().invoke(export, ["camtrap-dp", str(tmp_path / "p"), *CONTRIBUTOR, "--utc-offset", "CEST", "-c", str(config)])
+    result = CliRunner().invoke(cli, ["export", "camtrap-dp", str(tmp_path / "p"), *CONTRIBUTOR, "--utc-offset", "CEST", "-c", str(config)])
     assert result.exit_code == 2
     assert "'CEST' is not a UTC offset; write it as +02:00, -05:30 or Z" in result.output
 
@@ -286,14 +286,14 @@ def test_the_training_set_links_confident_species_photos_into_scientific_name_fo
     expected = confident_species(folder, 0.8)
     assert expected, "no photo of the season reached 0.8 at species rank; the test needs one"
     out = tmp_path / "dataset"
-    result = CliRunner().invoke(export, ["training-set", str(out), "--min-confidence", "0.8", "-c", str(config)])
+    result = CliRunner().invoke(cli, ["export", "training-set", str(out), "--min-confidence", "0.8", "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert folders(out) == expected  # "Egretta thula", with its space: the label training/ will write to labels.txt
     for link in out.glob("*/*"):
         assert link.is_symlink() and link.resolve() == (folder / "inbox" / link.name).resolve()
     total = sum(map(len, expected.values()))
     assert f"linked {total} photos into {out} (0 already there)" in result.output
-    again = CliRunner().invoke(export, ["training-set", str(out), "--min-confidence", "0.8", "-c", str(config)])
+    again = CliRunner().invoke(cli, ["export", "training-set", str(out), "--min-confidence", "0.8", "-c", str(config)])
     assert f"linked 0 photos into {out} ({total} already there)" in again.output
 
 
@@ -305,7 +305,7 @@ def test_a_copied_training_set_never_replaces_another_file_of_the_same_name(seas
     out = tmp_path / "dataset"
     (out / label).mkdir(parents=True)
     shutil.copyfile(copy_photo("cat.bmp", tmp_path / "elsewhere"), out / label / name)  # a different photo, same name
-    result = CliRunner().invoke(export, ["training-set", str(out), "--min-confidence", "0.8", "--copy", "-c", str(config)])
+    result = CliRunner().invoke(cli, ["export", "training-set", str(out), "--min-confidence", "0.8", "--copy", "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert (out / label / name).read_bytes() == (tmp_path / "elsewhere" / "cat.bmp").read_bytes()
     (renamed,) = [p for p in (out / label).iterdir() if p.name != name and p.stem.startswith(Path(name).stem)]
@@ -316,10 +316,10 @@ def test_a_copied_training_set_never_replaces_another_file_of_the_same_name(seas
 def test_review_lists_the_least_confident_frames_first_and_writes_nothing(season, tmp_path):
     folder, config = season
     out = tmp_path / "dataset"
-    result = CliRunner().invoke(export, ["training-set", str(out), "--min-confidence", "0.8", "--review", "-c", str(config)])
+    result = CliRunner().invoke(cli, ["export", "training-set", str(out), "--min-confidence", "0.8", "--review", "-c", str(config)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["confidence", "kind", "rank", "label", "path"]
+    assert lines[0].split() == ["confidence", "kind", "taxon_rank", "label", "path"]
     listed = [line for line in lines[1:] if line.strip()[:1].isdigit()]
     confidences = [float(line.split()[0]) for line in listed]
     assert confidences and confidences == sorted(confidences)
@@ -344,7 +344,7 @@ def test_a_reviewed_event_is_exported_as_a_human_classification_and_trains_under
         store.add_correction(
             session, heron_event, "corrected", scientific_name="Ardea cinerea", common_name="Grey Heron", reviewer="Jane"
         )
-    result = CliRunner().invoke(export, ["camtrap-dp", str(tmp_path / "package"), *DEPLOYMENT, *CONTRIBUTOR, "-c", str(config)])
+    result = CliRunner().invoke(cli, ["export", "camtrap-dp", str(tmp_path / "package"), *DEPLOYMENT, *CONTRIBUTOR, "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert problems(tmp_path / "package") == []
     observations = read_csv(tmp_path / "package" / "observations.csv")
@@ -355,6 +355,6 @@ def test_a_reviewed_event_is_exported_as_a_human_classification_and_trains_under
     descriptor = json.loads((tmp_path / "package" / "datapackage.json").read_text())
     assert "Ardea cinerea" in {taxon["scientificName"] for taxon in descriptor["taxonomic"]}
     out = tmp_path / "training"
-    trained = CliRunner().invoke(export, ["training-set", str(out), "--min-confidence", "0.99", "-c", str(config)])
+    trained = CliRunner().invoke(cli, ["export", "training-set", str(out), "--min-confidence", "0.99", "-c", str(config)])
     assert trained.exit_code == 0, trained.output
     assert len(list((out / "Ardea cinerea").iterdir())) == 10

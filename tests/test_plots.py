@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from birdtrap import store
-from birdtrap.cli.health import plot
+from birdtrap.cli import cli
 from birdtrap.errors import BirdtrapError
 from birdtrap.export import plots
 
@@ -51,7 +51,7 @@ def inked(pixels: np.ndarray) -> float:
 
 
 def plot_command(config: Path, *args: str):
-    return CliRunner().invoke(plot, [*args, "--config", str(config)])
+    return CliRunner().invoke(cli, ["plot", *args, "--config", str(config)])
 
 
 @pytest.mark.parametrize(
@@ -137,6 +137,6 @@ def test_names_read_common_then_scientific_and_genus_roll_ups_say_so():
 
 
 def test_plot_help_shows_a_real_example():
-    result = CliRunner().invoke(plot, ["--help"])
+    result = CliRunner().invoke(cli, ["plot", "--help"])
     assert result.exit_code == 0
     assert "birdtrap plot activity --by hour -o activity.png" in result.output

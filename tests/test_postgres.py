@@ -33,8 +33,6 @@ from test_export import problems, read_csv
 from birdtrap import config as config_module
 from birdtrap import store
 from birdtrap.cli import cli
-from birdtrap.cli.export import export
-from birdtrap.cli.scale import export_network, sync
 from birdtrap.daemon.ingest import Ingestor
 from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import ExportError
@@ -293,7 +291,7 @@ def test_the_daemon_and_every_query_and_export_work_unchanged_on_postgresql(pg_u
         result = runner.invoke(cli, [*command, "-c", str(config)])
         assert result.exit_code == 0, (command, result.output)
         assert "Poecile atricapillus" in result.output or "Black-capped Chickadee" in result.output, (command, result.output)
-    result = runner.invoke(export, ["camtrap-dp", str(tmp_path / "package"), *CONTRIBUTOR, "-c", str(config)])
+    result = runner.invoke(cli, ["export", "camtrap-dp", str(tmp_path / "package"), *CONTRIBUTOR, "-c", str(config)])
     assert result.exit_code == 0, result.output
     assert problems(tmp_path / "package") == []
 
@@ -391,7 +389,7 @@ def test_two_devices_sync_the_same_and_different_photos_without_duplicates_or_lo
     first = push(config_module.load(pond), pg_url, batch_size=3)
     push(config_module.load(marsh), pg_url, batch_size=4)
     again = push(config_module.load(pond), pg_url, batch_size=3)  # nothing new: idempotent
-    result = CliRunner().invoke(sync, ["--to", pg_url, "--batch", "5", "-c", str(marsh)])
+    result = CliRunner().invoke(cli, ["sync", "--to", pg_url, "--batch", "5", "-c", str(marsh)])
     assert result.exit_code == 0, result.output
     assert re.search(r"pushed \d+ photos, \d+ predictions, \d+ events to postgresql\+psycopg://birdtrap@127\.0\.0\.1:\d+/t_", result.output)
     assert first.images == len(DEVICE_A) and first.batches == 3
@@ -503,14 +501,14 @@ def test_sync_says_when_the_central_database_cannot_be_reached(devices):
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # nothing listens there
     url = f"postgresql+psycopg://birdtrap@127.0.0.1:{port}/central"
-    result = CliRunner().invoke(sync, ["--to", url, "--retries", "0", "-c", str(devices["pond-cam"])])
+    result = CliRunner().invoke(cli, ["sync", "--to", url, "--retries", "0", "-c", str(devices["pond-cam"])])
     assert result.exit_code == 1
     assert f"Error: cannot reach the central database {url} (" in result.output
     assert "check --to, the network and the password file (~/.pgpass or PGPASSFILE). Nothing was pushed" in result.output
 
 
 def test_sync_refuses_a_database_that_is_not_postgresql(devices, tmp_path):
-    result = CliRunner().invoke(sync, ["--to", f"sqlite:///{tmp_path / 'central.db'}", "-c", str(devices["pond-cam"])])
+    result = CliRunner().invoke(cli, ["sync", "--to", f"sqlite:///{tmp_path / 'central.db'}", "-c", str(devices["pond-cam"])])
     assert result.exit_code == 1
     assert "Error: --to must be a PostgreSQL URL (postgresql+psycopg://user@host/birdtrap), not sqlite" in result.output
 
@@ -525,7 +523,7 @@ def test_the_camtrap_dp_export_of_the_network_is_valid_with_every_deployment(dev
     with store.open_store(pg_url, create=False).begin() as session:  # a person reviews it on the central web pages
         store.add_correction(session, heron_event, "corrected", scientific_name="Ardea herodias", reviewer="Jane")
     out = tmp_path / "network"
-    result = CliRunner().invoke(export_network, [str(out), "--from", pg_url, *CONTRIBUTOR, "-c", str(devices["pond-cam"])])
+    result = CliRunner().invoke(cli, ["export", "network", str(out), "--from", pg_url, *CONTRIBUTOR, "-c", str(devices["pond-cam"])])
     assert result.exit_code == 0, result.output
     assert problems(out) == []
     deployments = read_csv(out / "deployments.csv")

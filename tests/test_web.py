@@ -436,9 +436,8 @@ def test_the_pages_render_events_a_species_stats_and_a_review_form(api):
 
 
 def test_serve_names_the_flag_of_a_bad_setting(site):
-    from birdtrap.cli.web import serve
 
-    result = CliRunner().invoke(serve, ["--token", "short", "--config", str(site)])
+    result = CliRunner().invoke(cli, ["serve", "--token", "short", "--config", str(site)])
     assert result.exit_code == 1
     assert "Error: --token: Value error, a token needs at least 16 characters; make one with: openssl rand -hex 16" in result.output
 

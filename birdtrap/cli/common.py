@@ -1,7 +1,8 @@
-"""What every `birdtrap` command shares: the --config option, loading the config, error handling.
+"""What every `birdtrap` command shares: the --config option, loading the config, and the one
+place where errors become messages (`BirdtrapGroup`).
 
-Kept apart from cli.py so command groups in other modules (cli_export, cli_health) can use it
-without importing cli.py, which imports them.
+Kept apart from main.py so the command modules (export, health, ...) can use it without
+importing main.py, which imports them.
 """
 
 from __future__ import annotations
@@ -31,12 +32,35 @@ def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )
     @functools.wraps(command)
     def wrapper(*args: Any, config_path: Path | None, **kwargs: Any) -> Any:
-        try:
-            return command(*args, config_path=config_path, **kwargs)
-        except BirdtrapError as e:
-            raise click.ClickException(str(e)) from e
+        return command(*args, config_path=config_path, **kwargs)
 
     return wrapper
+
+
+# The optional features and the extra that brings each one's packages (setup.cfg).
+EXTRAS = {
+    "fastapi": "web", "uvicorn": "web", "jinja2": "web", "multipart": "web", "prometheus_client": "web", "starlette": "web",
+    "dask": "scale", "distributed": "scale", "psycopg": "scale",
+    "matplotlib": "plot", "paho": "notify", "cv2": "opencv", "tensorflow": "train",
+}
+
+
+class BirdtrapGroup(click.Group):
+    """The one place where a library error becomes a message: a BirdtrapError is printed as it is
+    (it already names the thing and the fix), and a missing optional package names its extra."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BirdtrapError as e:
+            raise click.ClickException(str(e)) from e
+        except ModuleNotFoundError as e:
+            extra = EXTRAS.get((e.name or "").split(".")[0])
+            if extra is None:
+                raise
+            raise click.ClickException(
+                f"`birdtrap {ctx.invoked_subcommand}` needs {e.name}, which this install lacks: pip install 'birdtrap[{extra}]'"
+            ) from e
 
 
 def load_config(config_path: Path | None) -> config_module.Config:

@@ -200,10 +200,10 @@ def training_set(out_dir: Path, min_confidence: float, copy: bool, review: bool,
         if not candidates:
             click.echo(f"no bird or unknown frames below {min_confidence}")
             return
-        click.echo(f"{'confidence':>10}  {'kind':7}  {'rank':7}  {'label':40}  path")
+        click.echo(f"{'confidence':>10}  {'kind':7}  {'taxon_rank':10}  {'label':40}  path")
         for c in candidates:
             confidence = f"{c.confidence:10.3f}" if c.confidence is not None else f"{'-':>10}"
-            click.echo(f"{confidence}  {c.kind:7}  {c.taxon_rank or '-':7}  {(c.label or '-')[:40]:40}  {c.path}")
+            click.echo(f"{confidence}  {c.kind:7}  {c.taxon_rank or '-':10}  {(c.label or '-')[:40]:40}  {c.path}")
         click.echo(f"label these into {out_dir}/<scientific name>/ by hand, the first ones first")
         return
     for label, count in summary.per_label:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,19 +15,21 @@ import click
 
 from birdtrap import __version__
 from birdtrap import config as config_module
-from birdtrap.cli.common import config_option, load_config
+from birdtrap.cli.common import BirdtrapGroup, config_option, load_config
 from birdtrap.cli.export import export
 from birdtrap.cli.health import doctor, plot
+from birdtrap.cli.output import clip, output_options, print_rows
 from birdtrap.cli.scale import archive, export_network, sync
 from birdtrap.cli.web import serve
 from birdtrap.errors import BirdtrapError
+from birdtrap.identify.answer import ANSWER_FIELDS, answer
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-@click.group()
+@click.group(cls=BirdtrapGroup)
 @click.version_option(__version__, prog_name="birdtrap")
 def cli() -> None:
     """birdtrap: find and name the birds in camera-trap photos.
@@ -58,10 +59,7 @@ def run(with_server: bool, config_path: Path | None) -> None:
     if not with_server:
         loop.run(config)
         return
-    try:
-        from birdtrap.web.app import BackgroundServer, create_app
-    except ImportError as e:
-        raise click.ClickException(f"--serve needs the web extra ({e.name} is missing); run: pip install 'birdtrap[web]'") from e
+    from birdtrap.web.app import BackgroundServer, create_app
     # The server loads its own models: TFLite interpreters are not shared between threads.
     server = BackgroundServer(create_app(config, config.serve), config.serve.host, config.serve.port).start()
     click.echo(f"serving on {server.url}/", err=True)
@@ -73,12 +71,15 @@ def run(with_server: bool, config_path: Path | None) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object a photo.")
+@output_options(json_alias="ndjson")
 @click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), help="Override model.path.")
 @click.option("--record", is_flag=True, help="Also store the results in the database, as the daemon would (each photo once).")
 @config_option
-def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, record: bool, config_path: Path | None) -> None:
+def classify(paths: tuple[Path, ...], fmt: str, model_path: Path | None, record: bool, config_path: Path | None) -> None:
     """Name the birds in photos or folders of photos; stores nothing unless --record.
+
+    A photo that cannot be read is listed as failed with the reason, and the others go on; the
+    exit status is 1 when any failed.
 
     \b
         birdtrap classify ../shared/images/real/bird.bmp
@@ -95,60 +96,47 @@ def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, re
     identifier = build_identifier(config)
     files = list(_expand(paths))
     if record:
-        _print_recorded(record_files(config, identifier, files), as_json)
+        _print_recorded(record_files(config, identifier, files), fmt)
         return
     failures = 0
-    if not as_json:
-        click.echo(f"{'photo':40} {'decision':8} {'rank':7} {'confidence':>10}  label")
-    for path, outcome in classify_files(files, identifier):
-        if isinstance(outcome, BirdtrapError):
-            failures += 1
-            if as_json:
-                click.echo(json.dumps({"path": str(path), "error": str(outcome)}))
+
+    def rows() -> Iterator[dict[str, Any]]:
+        nonlocal failures
+        for path, outcome in classify_files(files, identifier):
+            if isinstance(outcome, BirdtrapError):
+                failures += 1
+                yield {"path": str(path), **dict.fromkeys(ANSWER_FIELDS), "kind": "failed", "error": str(outcome)}
             else:
-                click.echo(f"{_clip(path.name, 40):40} {'failed':8} {'':7} {'':>10}  {outcome}")
-            continue
-        decision = outcome.decision
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "path": str(path),
-                        "kind": decision.kind,
-                        "label": decision.label,
-                        "scientific_name": decision.scientific_name,
-                        "common_name": decision.common_name,
-                        "taxon_rank": decision.taxon_rank,
-                        "confidence": round(decision.confidence, 4),
-                        "box": outcome.box,
-                        "invokes": outcome.invokes,
-                        "top": [{"label": s.label.text, "probability": round(s.probability, 4)} for s in outcome.prediction.top],
-                    }
-                )
-            )
-        else:
-            click.echo(
-                f"{_clip(path.name, 40):40} {decision.kind:8} {decision.taxon_rank or '-':7} "
-                f"{decision.confidence:10.2f}  {decision.label}"
-            )
+                yield {"path": str(path), **answer(outcome, identifier.species.labels), "error": None}
+
+    if fmt == "table":  # streamed, a line a photo as it is named
+        click.echo(f"{'photo':40} {'kind':8} {'taxon_rank':10} {'confidence':>10}  label")
+        for row in rows():
+            name = clip(Path(row["path"]).name, 40)
+            if row["kind"] == "failed":
+                click.echo(f"{name:40} {'failed':8} {'':10} {'':>10}  {row['error']}")
+            else:
+                click.echo(f"{name:40} {row['kind']:8} {row['taxon_rank'] or '-':10} {row['confidence']:10.2f}  {row['label']}")
+    else:
+        print_rows(rows(), fmt, empty="no photos")
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} photos could not be read (see above).")
 
 
-def _print_recorded(images: list[Any], as_json: bool) -> None:
+def _print_recorded(images: list[Any], fmt: str) -> None:
     rows = [
         {
             "path": image.path,
             "status": image.status,
             "kind": image.kind,
             "label": image.label,
-            "rank": image.taxon_rank,
+            "taxon_rank": image.taxon_rank,
             "confidence": round(image.confidence, 4) if image.confidence is not None else None,
             "error": image.error,
         }
         for image in images
     ]
-    _print_rows(rows, "ndjson" if as_json else "table", empty="nothing was recorded")
+    print_rows(rows, fmt, empty="nothing was recorded")
     failed = sum(1 for image in images if image.status == "failed")
     if failed:
         raise click.ClickException(f"{failed} of {len(images)} photos could not be read (recorded as failed).")
@@ -160,10 +148,6 @@ def _expand(paths: tuple[Path, ...]):
             yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             yield path
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _parse_when(value: str | None, flag: str) -> datetime | None:
@@ -184,7 +168,6 @@ def query_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--camera", help="Only this camera id.")
     @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Only decisions at least this sure.")
     @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="At most this many rows.")
-    @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "ndjson"]), default="table", show_default=True)
     @functools.wraps(command)
     def wrapper(*args: Any, since: str | None, until: str | None, species: str | None, camera: str | None,
                 min_confidence: float | None, limit: int, **kwargs: Any) -> Any:
@@ -210,6 +193,7 @@ def open_database(config_path: Path | None):
 
 @cli.command()
 @query_options
+@output_options()
 @config_option
 def sightings(filters: dict[str, Any], fmt: str, config_path: Path | None) -> None:
     """List bird photos (sightings), newest first.
@@ -221,7 +205,7 @@ def sightings(filters: dict[str, Any], fmt: str, config_path: Path | None) -> No
 
     with open_database(config_path)() as session:
         rows = [_sighting_row(image) for image in store.find_sightings(session, **filters)]
-    _print_rows(rows, fmt, empty="no sightings match")
+    print_rows(rows, fmt, empty="no sightings match")
 
 
 def _sighting_row(image: Any) -> dict[str, Any]:
@@ -230,7 +214,7 @@ def _sighting_row(image: Any) -> dict[str, Any]:
         "camera": image.camera_id,
         "scientific_name": image.scientific_name,
         "common_name": image.common_name,
-        "rank": image.taxon_rank,
+        "taxon_rank": image.taxon_rank,
         "confidence": round(image.confidence, 4) if image.confidence is not None else None,
         "event": image.event_id,
         "path": image.path,
@@ -261,12 +245,12 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path
                 "kind": event.kind,
                 "scientific_name": event.scientific_name,
                 "common_name": event.common_name,
-                "rank": event.taxon_rank,
+                "taxon_rank": event.taxon_rank,
                 "confidence": round(event.confidence, 4) if event.confidence is not None else None,
             }
             for event in store.find_events(session, birds_only=not all_kinds, **filters)
         ]
-    _print_rows(rows, fmt, empty="no events match")
+    print_rows(rows, fmt, empty="no events match")
 
 
 @cli.command()
@@ -275,7 +259,7 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path
 @click.option("--camera", help="Only this camera id.")
 @click.option("--by", type=click.Choice(["species", "day", "hour"]), default="species", show_default=True,
               help="Per species totals, or photos per species by day or by hour of day.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "ndjson"]), default="table", show_default=True)
+@output_options()
 @config_option
 def stats(since: str | None, until: str | None, camera: str | None, by: str, fmt: str, config_path: Path | None) -> None:
     """Which species, how often, first and last seen; or activity by day or hour.
@@ -290,33 +274,9 @@ def stats(since: str | None, until: str | None, camera: str | None, by: str, fmt
     with open_database(config_path)() as session:
         rows = store.stats_rows(session, by, since_time, until_time, camera)
         counts = store.counts_by_status(session)
-    _print_rows(rows, fmt, empty="no bird photos yet")
+    print_rows(rows, fmt, empty="no bird photos yet")
     if fmt == "table":
         click.echo("photos by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-
-
-def _print_rows(rows: list[dict[str, Any]], fmt: str, empty: str = "nothing matches") -> None:
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
-    elif fmt == "ndjson":
-        for row in rows:
-            click.echo(json.dumps(row))
-    elif fmt == "csv":
-        if rows:
-            writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    else:
-        if not rows:
-            click.echo(empty)
-            return
-        columns = list(rows[0])
-        widths = {c: max(len(c), *(len(str(r[c] if r[c] is not None else "")) for r in rows)) for c in columns}
-        if "path" in widths:
-            widths["path"] = min(widths["path"], 60)
-        click.echo("  ".join(c.ljust(widths[c]) for c in columns))
-        for row in rows:
-            click.echo("  ".join(_clip(str(row[c] if row[c] is not None else ""), widths[c]).ljust(widths[c]) for c in columns))
 
 
 @cli.group()
@@ -331,8 +291,9 @@ def model() -> None:
 
 @model.command("info")
 @click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), help="Override model.path.")
+@output_options()
 @config_option
-def model_info(model_path: Path | None, config_path: Path | None) -> None:
+def model_info(model_path: Path | None, fmt: str, config_path: Path | None) -> None:
     """Show the runtime, input, labels and checksums of the configured model.
 
     \b
@@ -363,6 +324,9 @@ def model_info(model_path: Path | None, config_path: Path | None) -> None:
         "sha256": bundle.model_sha256,
         "labels sha256": bundle.labels_sha256,
     }
+    if fmt != "table":
+        print_rows([{key.replace(" ", "_"): value for key, value in lines.items()}], fmt)
+        return
     for key, value in lines.items():
         click.echo(f"{key + ':':20} {value}")
 
@@ -485,7 +449,7 @@ def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, conf
         for o in outcomes:
             mark = "ok" if (o.species_right or o.genus_right or (o.truth is None and not o.false_bird)) else "XX"
             click.echo(
-                f"{_clip(Path(o.path).name, 34):34} {_clip(o.truth or 'none', 22):22} {o.decided:8} {_clip(o.label or '-', 40):40} "
+                f"{clip(Path(o.path).name, 34):34} {clip(o.truth or 'none', 22):22} {o.decided:8} {clip(o.label or '-', 40):40} "
                 f"{o.confidence:5.2f} {o.invokes:3d} {o.gate_invokes:4d} {o.detector_invokes:3d}  {o.source} {mark}"
             )
     s = summary

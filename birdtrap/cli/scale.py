@@ -11,20 +11,11 @@ it runs and says how to install what is missing. Registered in cli.py:
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from types import ModuleType
 
 import click
 
 from birdtrap.cli.common import config_option, load_config, package_options
-
-
-def _scale_module(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError as e:
-        raise click.ClickException(f"this command needs {e.name or 'a missing module'}: pip install 'birdtrap[scale]'") from e
 
 
 @click.command()
@@ -52,7 +43,7 @@ def archive(
         birdtrap archive /mnt/sdcards/2023/ --workers 4
         birdtrap archive /data/traps/ --scheduler tcp://10.0.0.5:8786 -c archive.yaml
     """
-    module = _scale_module("birdtrap.scale.archive")
+    from birdtrap.scale import archive as module
     config = load_config(config_path)
     try:
         summary = module.run_archive(config, list(folders), scheduler, workers=workers, batch_size=batch_size, progress=not no_progress)
@@ -98,7 +89,7 @@ def sync(to_url: str, with_thumbnails: bool, batch_size: int, retries: int, full
         birdtrap sync --to postgresql+psycopg://pond-cam@db.example.org/birdtrap
         birdtrap sync --to postgresql+psycopg://pond-cam@db.example.org/birdtrap --with-thumbnails
     """
-    module = _scale_module("birdtrap.scale.sync")
+    from birdtrap.scale import sync as module
     config = load_config(config_path)
     summary = module.push(config, to_url, batch_size=batch_size, with_thumbnails=with_thumbnails, retries=retries, full=full)
     thumbnails = f", {summary.thumbnails} thumbnails" if with_thumbnails else ""
@@ -141,9 +132,7 @@ def export_network(
     """
     from birdtrap import store
     from birdtrap.cli.export import _contributor
-    from birdtrap.export import camtrapdp
-
-    network = _scale_module("birdtrap.export.network")
+    from birdtrap.export import camtrapdp, network
     config = load_config(config_path)
     package = camtrapdp.PackageInfo(
         contributors=tuple(_contributor(text, "contact" if i == 0 else "contributor") for i, text in enumerate(contributors)),

@@ -46,13 +46,11 @@ def serve(
         birdtrap serve --config /etc/birdtrap/config.yaml
         birdtrap serve --host 0.0.0.0 --token-file /etc/birdtrap/token
     """
-    try:
-        import uvicorn
+    import uvicorn
 
-        from birdtrap.web import create_app
-        from birdtrap.web.settings import ServeSettings
-    except ImportError as e:
-        raise click.ClickException(f"birdtrap serve needs the web extra ({e.name} is missing); run: pip install 'birdtrap[web]'") from e
+    from birdtrap.web import create_app
+    from birdtrap.web.settings import ServeSettings
+
     config = load_config(config_path)
     if token_file is not None:
         token = token_file.read_text(encoding="utf-8").strip()

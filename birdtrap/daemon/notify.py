@@ -42,7 +42,7 @@ def payload(event: EventRecord) -> dict[str, Any]:
         "bird_photos": event.bird_photo_count,
         "scientific_name": event.scientific_name,
         "common_name": event.common_name,
-        "rank": event.taxon_rank,
+        "taxon_rank": event.taxon_rank,
         "confidence": round(event.confidence or 0.0, 4),
     }
 

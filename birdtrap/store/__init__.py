@@ -666,7 +666,7 @@ def stats_rows(session: Session, by: str, since: datetime | None, until: datetim
             {
                 "scientific_name": s.scientific_name,
                 "common_name": s.common_name,
-                "rank": s.taxon_rank,
+                "taxon_rank": s.taxon_rank,
                 "photos": s.photos,
                 "events": s.events,
                 "first_seen": s.first_seen.isoformat(sep=" ") if s.first_seen else None,

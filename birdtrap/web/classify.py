@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,8 +33,9 @@ from birdtrap.config import Config
 from birdtrap.daemon.commit import commit_results
 from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import BirdtrapError, PhotoError
+from birdtrap.identify.answer import answer
 from birdtrap.identify.exif import read_metadata
-from birdtrap.identify.identifier import Identification, Identifier
+from birdtrap.identify.identifier import Identifier
 from birdtrap.identify.preprocess import Photo, decode, read_header
 from birdtrap.web.metrics import Metrics
 from birdtrap.web.problems import Problem, problem_body
@@ -273,7 +273,7 @@ class ClassifyService:
                 self.metrics.invoke_seconds.observe(time.monotonic() - started)
         labels = identifier.species.labels
         for item, identification in zip(todo, identifications, strict=True):
-            item.answer = _answer(identification, labels)
+            item.answer = answer(identification, labels, TOP_LABELS)
             item.photo = None
             self._remember(item.sha256, item.answer)
         try:
@@ -339,33 +339,6 @@ def _first_of_each(items: Any) -> list[_Item]:
             seen.add(item.sha256)
             first.append(item)
     return first
-
-
-def _answer(identification: Identification, labels: tuple) -> dict[str, Any]:
-    decision = identification.decision
-    probabilities = np.asarray(identification.prediction.probabilities)
-    order = np.argsort(-probabilities, kind="stable")[:TOP_LABELS]
-    return {
-        "kind": decision.kind,
-        "label": decision.label,
-        "scientific_name": decision.scientific_name,
-        "common_name": decision.common_name,
-        "taxon_rank": decision.taxon_rank,
-        "confidence": round(float(decision.confidence), 6),
-        "box": [round(float(v), 6) for v in identification.box] if identification.box else None,
-        "source": identification.source,
-        "invokes": identification.invokes,
-        "top": [
-            {
-                "label_index": int(i),
-                "label": labels[i].text,
-                "scientific_name": labels[i].scientific,
-                "common_name": labels[i].common,
-                "probability": round(float(probabilities[i]), 6),
-            }
-            for i in order
-        ],
-    }
 
 
 def _response(item: _Item, top_k: int, recorded: dict[str, Any] | None) -> dict[str, Any]:
