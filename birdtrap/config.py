@@ -7,11 +7,12 @@ from (systemd starts in /).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -19,9 +20,20 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from birdtrap.errors import ConfigError
 from birdtrap.identify.preprocess import PreprocessSettings
 
+T = TypeVar("T")
+
 ENV_CONFIG = "BIRDTRAP_CONFIG"
 ENV_MIRROR = "BIRDTRAP_MODEL_MIRROR"
 SEARCH_PATHS = (Path("config.yaml"), Path("/etc/birdtrap/config.yaml"))
+
+
+def domain_settings(kind: type[T], section: BaseModel, **overrides: Any) -> T:
+    """The frozen dataclass `kind` (the settings a pure module takes) from a config section:
+    fields of the same name are copied, the rest come from `overrides` or the dataclass's
+    defaults, so a field is written once in each place instead of copied by hand in a third."""
+    names = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    values = {name: getattr(section, name) for name in type(section).model_fields if name in names}
+    return kind(**{**values, **overrides})
 
 
 class Settings(BaseModel):
@@ -194,7 +206,7 @@ class PreprocessConfig(Settings):
     max_pixels: int = Field(100_000_000, ge=1, description="Refuse photos whose header claims more pixels")
 
     def settings(self) -> PreprocessSettings:
-        return PreprocessSettings(**self.model_dump())
+        return domain_settings(PreprocessSettings, self)
 
 
 class DecisionSettings(Settings):

@@ -50,3 +50,24 @@ def test_the_gate_model_loads_with_its_own_labels():
     image = to_model_input(load(photo("cat.bmp")).bgr, gate.spec)
     best = gate.predict_batch([image])[0].best
     assert "cat" in best.label.text.lower()
+
+
+def test_input_scaling_set_by_the_user_beats_the_card_and_the_cards_preprocessing_beats_the_config():
+    from dataclasses import replace
+
+    from birdtrap.identify.bundle import load_bundle, resolve_input
+    from birdtrap.identify.preprocess import PreprocessSettings
+
+    bare = load_bundle(INAT / "model.tflite")
+    default = resolve_input(bare)
+    assert (default.mean, default.std, default.sources["mean"]) == (127.5, 127.5, "default")
+    configured = PreprocessSettings(crop_info_bars=False)
+    assert resolve_input(bare, preprocessing=configured).preprocessing == configured
+
+    card = {"input": {"mean": 0.0, "std": 255.0}, "preprocessing": {"crop_info_bars": True, "decode_min_side": 448}}
+    carded = replace(bare, card=card)
+    chosen = resolve_input(carded, std=128.0, preprocessing=configured)
+    assert (chosen.mean, chosen.sources["mean"]) == (0.0, "model card")
+    assert (chosen.std, chosen.sources["std"]) == (128.0, "config")
+    assert chosen.sources["preprocessing"] == "model card"
+    assert chosen.preprocessing.crop_info_bars and chosen.preprocessing.decode_min_side == 448

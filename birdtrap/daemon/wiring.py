@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from birdtrap.config import Config
+from birdtrap.config import Config, domain_settings
 from birdtrap.errors import ModelError
+from birdtrap.identify.bundle import resolve_input
 from birdtrap.identify.classifier import Classifier
 from birdtrap.identify.decision import DecisionRules, read_checklist
 from birdtrap.identify.detector import Detector, DetectorLayout
@@ -29,6 +30,7 @@ def load_species_model(config: Config) -> Classifier:
         top_k=config.model.top_k,
         mean=config.model.input_mean,
         std=config.model.input_std,
+        preprocessing=config.preprocess.settings(),
     )
 
 
@@ -69,30 +71,22 @@ def load_detector(config: Config) -> Detector | None:
 
 
 def finder_settings(config: Config) -> FinderSettings:
-    finder = config.finder
-    return FinderSettings(
-        methods=finder.methods,
-        search=finder.search,
-        max_regions=finder.max_regions,
-        stage_size=finder.stage_size,
+    return domain_settings(
+        FinderSettings,
+        config.finder,
         gate_threshold=config.gate.threshold,
         detector_min_score=config.detector.min_score,
-        detector_tiles=finder.detector_tiles,
-        tile_scales=finder.tile_scales,
-        tile_overlap=finder.tile_overlap,
-        box_margin=finder.box_margin,
-        min_region_side=finder.min_region_side,
         person_min_score=config.detector.person_min_score,
     )
 
 
 def preprocess_settings(config: Config, species: Classifier) -> PreprocessSettings:
-    """The bundle card's preprocessing if it has one (the field must match training), else the config's.
+    """The species model's preprocessing, as bundle.resolve_input chose it (card over config).
 
     A step that needs OpenCV is checked here, at start-up or model reload, so a missing extra
     stops the daemon with a message before any photo is taken, never fails photos one by one.
     """
-    settings = species.card_preprocessing or config.preprocess.settings()
+    settings = resolve_input(species.bundle, preprocessing=config.preprocess.settings()).preprocessing
     if settings.denoise or settings.auto_contrast:
         source = f"the model card of {species.bundle.model_path.parent}" if species.card_preprocessing else "the config"
         opencv(f"preprocess.denoise / preprocess.auto_contrast (turned on by {source})")
@@ -103,9 +97,7 @@ def build_identifier(config: Config, species: Classifier | None = None) -> Ident
     """Load every model the configuration names and join them into one Identifier."""
     species = species or load_species_model(config)
     checklist = read_checklist(config.decision.checklist) if config.decision.checklist else None
-    rules = DecisionRules(
-        threshold=config.decision.threshold, background_labels=config.decision.background_labels, checklist=checklist
-    )
+    rules = domain_settings(DecisionRules, config.decision, checklist=checklist)
     bursts = BurstMemory(config.events.gap_seconds) if "motion" in config.finder.methods else None
     return Identifier(
         species,

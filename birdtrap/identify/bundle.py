@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from birdtrap.errors import ModelError
+from birdtrap.identify.preprocess import PreprocessSettings
 
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
@@ -161,3 +162,49 @@ def write_card(folder: Path, card: dict) -> Path:
     path = folder / CARD_FILE
     path.write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     return path
+
+
+@dataclass(frozen=True)
+class ResolvedInput:
+    """What a model is fed, and where each choice came from ("config", "model card", "default")."""
+
+    mean: float
+    std: float
+    channels: str
+    preprocessing: PreprocessSettings
+    sources: dict[str, str]
+
+
+def resolve_input(
+    bundle: ModelBundle, mean: float | None = None, std: float | None = None, preprocessing: PreprocessSettings | None = None
+) -> ResolvedInput:
+    """The one place that decides a model's input scaling and preprocessing (timm's
+    resolve_data_config plays this part there).
+
+    Precedence: the input scaling a user sets (model.input_mean/std) wins over the card, because
+    a card written by another tool can be wrong and the user can measure it; the preprocessing
+    recorded in the card wins over the config, because the field must see what training saw.
+    Without a card: the config, else MobileNet's (pixel - 127.5) / 127.5 and default steps.
+    """
+    card = bundle.card or {}
+    card_input = card.get("input", {})
+    sources: dict[str, str] = {}
+
+    def pick(name: str, configured: float | None) -> float:
+        if configured is not None:
+            sources[name] = "config"
+            return float(configured)
+        if name in card_input:
+            sources[name] = "model card"
+            return float(card_input[name])
+        sources[name] = "default"
+        return 127.5
+
+    chosen_mean, chosen_std = pick("mean", mean), pick("std", std)
+    if card.get("preprocessing"):
+        sources["preprocessing"] = "model card"
+        steps = PreprocessSettings.from_dict(card["preprocessing"])
+    else:
+        sources["preprocessing"] = "config" if preprocessing is not None else "default"
+        steps = preprocessing or PreprocessSettings()
+    return ResolvedInput(chosen_mean, chosen_std, card_input.get("channels", "RGB"), steps, sources)

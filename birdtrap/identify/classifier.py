@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from birdtrap.errors import ModelError
-from birdtrap.identify.bundle import Label, ModelBundle, load_bundle
+from birdtrap.identify.bundle import Label, ModelBundle, load_bundle, resolve_input
 from birdtrap.identify.preprocess import InputSpec, PreprocessSettings
 from birdtrap.identify.tflite import TFLiteModel
 
@@ -49,6 +49,7 @@ class Classifier:
         top_k: int = 5,
         mean: float | None = None,
         std: float | None = None,
+        preprocessing: PreprocessSettings | None = None,
     ) -> None:
         self.bundle = bundle
         self.model = TFLiteModel(bundle.model_path, threads=threads, delegate=delegate)
@@ -59,17 +60,17 @@ class Classifier:
                 f"{bundle.model_path} has {outputs} outputs but {bundle.labels_path} has {len(bundle.labels)} "
                 "labels; line N of labels.txt must name output N. Use the labels that came with the model."
             )
-        card_input = (bundle.card or {}).get("input", {})
         height, width, channels = self.model.input_shape
         if channels != 3:
             raise ModelError(f"{bundle.model_path} expects {channels} input channels; birdtrap feeds 3 (RGB).")
         scale, zero_point = self.model.input_quantization
+        self.resolved = resolve_input(bundle, mean, std, preprocessing)
         self.spec = InputSpec(
             height=height,
             width=width,
-            channels=card_input.get("channels", "RGB"),
-            mean=float(mean if mean is not None else card_input.get("mean", 127.5)),
-            std=float(std if std is not None else card_input.get("std", 127.5)),
+            channels=self.resolved.channels,
+            mean=self.resolved.mean,
+            std=self.resolved.std,
             dtype=self.model.input_dtype,
             scale=scale,
             zero_point=zero_point,
@@ -96,8 +97,12 @@ class Classifier:
     @property
     def card_preprocessing(self) -> PreprocessSettings | None:
         """The preprocessing the model was trained with, when its card records it."""
-        values = (self.bundle.card or {}).get("preprocessing")
-        return PreprocessSettings.from_dict(values) if values else None
+        return self.resolved.preprocessing if self.resolved.sources["preprocessing"] == "model card" else None
+
+    @property
+    def preprocessing(self) -> PreprocessSettings:
+        """The preprocessing this model is fed with (see bundle.resolve_input)."""
+        return self.resolved.preprocessing
 
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities (N, labels) for a batch of model inputs."""
