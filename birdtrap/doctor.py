@@ -336,7 +336,7 @@ def check_database(config: Config) -> list[Check]:
         return [Check("database", WARN, f"no database at {path} yet; its folder is writable", "`birdtrap run` creates it on start")]
 
     timeout = min(config.database.busy_timeout_seconds, WRITE_TEST_TIMEOUT_SECONDS)
-    where = path or make_url(url).render_as_string(hide_password=True)
+    where = path or store.display_url(url)
     refused: StoreError | None = None
     try:
         sessions = store.open_store(url, timeout, create=False)  # as the query commands open it

@@ -31,3 +31,10 @@ class ExportError(BirdtrapError):
 
 class FetchError(BirdtrapError):
     """A model download failed or did not match its pinned checksum."""
+
+
+def first_line(error: BaseException) -> str:
+    """An error's first line, without SQLAlchemy's wrapping (its `orig` is the driver's own
+    message), for log lines and messages that must stay one line."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return (text.splitlines() or [type(error).__name__])[0]

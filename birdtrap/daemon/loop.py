@@ -31,7 +31,7 @@ from birdtrap.daemon.notify import channels as notify_channels
 from birdtrap.daemon.systemd import Notifier
 from birdtrap.daemon.watcher import FolderWatcher, PhotoFilter, SettleTracker
 from birdtrap.daemon.wiring import build_identifier
-from birdtrap.errors import BirdtrapError, ModelError
+from birdtrap.errors import BirdtrapError, ModelError, first_line
 from birdtrap.identify.identifier import Identifier
 from birdtrap.identify.motion import BurstMemory
 
@@ -333,8 +333,8 @@ class Daemon:
             self.write_backoff_delay = delay
             self.write_backoff = time.monotonic() + delay
             waiting = sum(len(batch) for batch in taken)
-            log.error("database write failed (%s); keeping %d photos queued, retrying in %.0f s", _short(e), waiting, delay)
-            self.notifier.status(f"database write failed: {_short(e)}; {waiting + len(self.queue)} photos waiting")
+            log.error("database write failed (%s); keeping %d photos queued, retrying in %.0f s", first_line(e), waiting, delay)
+            self.notifier.status(f"database write failed: {first_line(e)}; {waiting + len(self.queue)} photos waiting")
             for batch in reversed(taken):
                 for path in reversed(batch):
                     self.queue.appendleft(path)
@@ -356,7 +356,7 @@ class Daemon:
         try:
             self.totals.update(self.ingestor.finish(prepared))
         except SQLAlchemyError as e:
-            log.error("could not finish the last batch (%s); its photos stay pending for the next start", _short(e))
+            log.error("could not finish the last batch (%s); its photos stay pending for the next start", first_line(e))
 
     def requeue_in_flight(self) -> None:
         """Before a model switch: the batch in flight goes back to the head of the queue.
@@ -400,11 +400,6 @@ def without_memory(identifier: Identifier) -> Identifier:
     if identifier.bursts is not None:
         twin.bursts = BurstMemory(identifier.bursts.gap_seconds)
     return twin
-
-
-def _short(error: Exception) -> str:
-    orig = getattr(error, "orig", None)
-    return str(orig or error).splitlines()[0]
 
 
 def run(config: Config) -> None:

@@ -45,7 +45,7 @@ from birdtrap import store
 from birdtrap.config import Config
 from birdtrap.daemon.ingest import Ingestor
 from birdtrap.daemon.watcher import PhotoFilter
-from birdtrap.errors import BirdtrapError, StoreError
+from birdtrap.errors import BirdtrapError, StoreError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class ArchiveWorker:
                     raise
                 delay = min(60.0, self.backoff * 2**attempt)
                 attempt += 1
-                log.warning("database write failed (%s); retry %d of %d in %.1f s", _short(e), attempt, self.retries, delay)
+                log.warning("database write failed (%s); retry %d of %d in %.1f s", first_line(e), attempt, self.retries, delay)
                 time.sleep(delay)
 
     def process(self, root: str, paths: list[str]) -> Counter[str]:
@@ -161,7 +161,7 @@ class ArchiveWorker:
                 except SQLAlchemyError as e:
                     if _transient(e):
                         raise
-                    log.warning("a batch of %d photos was refused (%s); storing them one by one", len(paths), _short(e))
+                    log.warning("a batch of %d photos was refused (%s); storing them one by one", len(paths), first_line(e))
                 except Exception as e:  # noqa: BLE001 - an unforeseen error in one photo must not lose the batch
                     if self.closing:
                         raise  # the worker is shutting down: not the photos' fault
@@ -169,7 +169,7 @@ class ArchiveWorker:
                 return self._one_by_one(ingestor, paths)
             except SQLAlchemyError as e:
                 raise StoreError(
-                    f"database {store._display(self.config.database.url)} unusable ({_short(e)}) after {self.retries} retries; "
+                    f"database {store.display_url(self.config.database.url)} unusable ({first_line(e)}) after {self.retries} retries; "
                     f"{len(paths)} photos left for the next run."
                 ) from None
 
@@ -181,7 +181,7 @@ class ArchiveWorker:
             except SQLAlchemyError as e:
                 if _transient(e):
                     raise
-                self._record_failure(path, f"{path}: the database refused its result ({_short(e)}).")
+                self._record_failure(path, f"{path}: the database refused its result ({first_line(e)}).")
                 totals["failed"] += 1
             except Exception as e:  # noqa: BLE001 - recorded as failed, the run goes on
                 if self.closing:
@@ -307,11 +307,6 @@ def plan(config: Config, folders: list[Path], batch_size: int) -> tuple[int, int
     return found, skipped, batches
 
 
-def _short(error: BaseException) -> str:
-    orig = getattr(error, "orig", None)
-    return (str(orig or error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def run_archive(
     config: Config,
     folders: list[Path],
@@ -366,7 +361,7 @@ def run_archive(
                         "database.url is SQLite and the scheduler is %s: every worker must reach %s on a local disk "
                         "(SQLite locking is unsafe on network file systems); use PostgreSQL for a real cluster",
                         scheduler,
-                        store._display(url),
+                        store.display_url(url),
                     )
                 client = Client(scheduler, timeout=30)
                 client.wait_for_workers(1, timeout=120)

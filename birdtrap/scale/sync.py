@@ -60,7 +60,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sele
 
 from birdtrap import store
 from birdtrap.config import Config
-from birdtrap.errors import StoreError
+from birdtrap.errors import StoreError, first_line
 from birdtrap.store import DONE, EventRecord, ImageRecord, ModelRecord, PredictionRecord, utcnow
 
 log = logging.getLogger(__name__)
@@ -162,15 +162,7 @@ def central_engine(url: str, connect_timeout: int = 10) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True, connect_args=args)
     except (ArgumentError, ImportError) as e:
-        raise SyncError(f"--to {display(url)} cannot be used ({e}); install the driver: pip install 'birdtrap[scale]'.") from None
-
-
-def display(url: str) -> str:
-    """The URL without its password, for messages and the sync_state key."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+        raise SyncError(f"--to {store.display_url(url)} cannot be used ({e}); install the driver: pip install 'birdtrap[scale]'.") from None
 
 
 def prepare_central(url: str, engine: Engine) -> None:
@@ -199,7 +191,7 @@ def prepare_central(url: str, engine: Engine) -> None:
         )
         connection.execute(text("ALTER TABLE images DROP CONSTRAINT IF EXISTS uq_images_path_sha256"))
         connection.execute(text("CREATE UNIQUE INDEX IF NOT EXISTS uq_images_camera_path_sha256 ON images (camera_id, path, sha256)"))
-        log.info("prepared the central database %s (photo identity per camera)", display(url))
+        log.info("prepared the central database %s (photo identity per camera)", store.display_url(url))
 
 
 def _prepare_local(sessions: sessionmaker[Session], target: str) -> SyncState:
@@ -472,11 +464,6 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
-def _short(error: BaseException) -> str:
-    orig = getattr(error, "orig", None)
-    return (str(orig or error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def with_retries(action: Callable[[], Any], what: str, retries: int, backoff: float, on_retry: Callable[[], None] | None = None) -> Any:
     """Run `action`; on a transient database error wait backoff x 2^n (+-25 %, at most 5 min) and retry.
 
@@ -491,7 +478,7 @@ def with_retries(action: Callable[[], Any], what: str, retries: int, backoff: fl
                 raise
             delay = min(300.0, backoff * 2**attempt) * random.uniform(0.75, 1.25)
             attempt += 1
-            log.warning("%s failed (%s); retry %d of %d in %.1f s", what, _short(e), attempt, retries, delay)
+            log.warning("%s failed (%s); retry %d of %d in %.1f s", what, first_line(e), attempt, retries, delay)
             if on_retry is not None:
                 on_retry()
             time.sleep(delay)
@@ -559,7 +546,7 @@ def push(
     """
     started = time.monotonic()
     local = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
-    target = display(to_url)
+    target = store.display_url(to_url)
     engine = central_engine(to_url)
     state = _prepare_local(local, target)
     source = state.source
@@ -572,7 +559,7 @@ def push(
             with_retries(connect, f"connecting to {target}", retries, backoff)
         except SQLAlchemyError as e:
             raise SyncError(
-                f"cannot reach the central database {target} ({_short(e)}); check --to, the network and the password file "
+                f"cannot reach the central database {target} ({first_line(e)}); check --to, the network and the password file "
                 "(~/.pgpass or PGPASSFILE). Nothing was pushed; the next run tries again."
             ) from None
         try:
@@ -661,10 +648,10 @@ def _run(
         pushed = totals["images"]
         if _transient(e):
             raise SyncError(
-                f"the central database {target} is unreachable ({_short(e)}) after {retries} retries; {pushed} photos were pushed "
+                f"the central database {target} is unreachable ({first_line(e)}) after {retries} retries; {pushed} photos were pushed "
                 "before the link failed and stay pushed. Run `birdtrap sync` again to resume (the systemd timer does)."
             ) from None
-        raise SyncError(f"the central database {target} refused {what} ({_short(e)}); {pushed} photos were pushed before it.") from None
+        raise SyncError(f"the central database {target} refused {what} ({first_line(e)}); {pushed} photos were pushed before it.") from None
 
 
 def _add_thumbnails(central: sessionmaker[Session], batch: Batch) -> None:

@@ -235,7 +235,7 @@ def open_store(url: str, busy_timeout_seconds: float = 10.0, create: bool = True
             with engine.connect() as connection:
                 _check_revision(connection, url)
     except OperationalError as e:
-        raise StoreError(f"cannot open database {_display(url)} ({e.orig}); check database.url and the folder's permissions.") from None
+        raise StoreError(f"cannot open database {display_url(url)} ({e.orig}); check database.url and the folder's permissions.") from None
     return sessionmaker(engine, expire_on_commit=False)
 
 
@@ -285,13 +285,13 @@ def _known(revision: str) -> bool:
 def _check_revision(connection: Any, url: str) -> str | None:
     current, head = current_revision(connection), head_revision()
     if current is None and not inspect_schema(connection).has_table("images"):
-        raise StoreError(f"{_display(url)} has no birdtrap schema; run `birdtrap run` (or `birdtrap db upgrade`) to create it.")
+        raise StoreError(f"{display_url(url)} has no birdtrap schema; run `birdtrap run` (or `birdtrap db upgrade`) to create it.")
     if current is not None and not _known(current):
         raise StoreError(
-            f"{_display(url)} has schema revision {current}, newer than this birdtrap knows ({head}); upgrade birdtrap."
+            f"{display_url(url)} has schema revision {current}, newer than this birdtrap knows ({head}); upgrade birdtrap."
         )
     if current != head:
-        raise StoreError(f"{_display(url)} has schema revision {current or 'none'}, older than {head}; run `birdtrap db upgrade`.")
+        raise StoreError(f"{display_url(url)} has schema revision {current or 'none'}, older than {head}; run `birdtrap db upgrade`.")
     return current
 
 
@@ -313,7 +313,7 @@ def migrate(engine: Engine, url: str) -> Path | None:
     from alembic import command
     if current is not None and not _known(current):
         raise StoreError(
-            f"{_display(url)} has schema revision {current}, newer than this birdtrap knows ({head}); upgrade birdtrap."
+            f"{display_url(url)} has schema revision {current}, newer than this birdtrap knows ({head}); upgrade birdtrap."
         )
     backup = None
     if has_tables and engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
@@ -322,7 +322,7 @@ def migrate(engine: Engine, url: str) -> Path | None:
             backup.unlink()
         with engine.connect() as connection:
             connection.exec_driver_sql("VACUUM INTO ?", (str(backup),))
-        log.warning("upgrading %s from schema %s to %s; a copy of the old database is in %s", _display(url), current, head, backup)
+        log.warning("upgrading %s from schema %s to %s; a copy of the old database is in %s", display_url(url), current, head, backup)
     with engine.begin() as connection:
         config = _alembic(connection)
         if current is None and has_tables:
@@ -361,8 +361,12 @@ def _require_existing_sqlite(url: str) -> None:
             raise StoreError(f"no database at {parsed.database} yet; run `birdtrap run` to create it, or check database.url.")
 
 
-def _display(url: str) -> str:
-    return url.split("@")[-1] if "@" in url else url
+def display_url(url: str) -> str:
+    """A database URL without its password, for messages, logs and sync's progress key."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def _require_initial_schema(connection: Any, url: str) -> None:
@@ -371,7 +375,7 @@ def _require_initial_schema(connection: Any, url: str) -> None:
     wanted = {"meta", "models", "images", "predictions", "events"}
     if not wanted <= tables or "event_id" not in {c["name"] for c in inspector.get_columns("images")}:
         raise StoreError(
-            f"{_display(url)} was made by a development build of birdtrap before schema migrations existed and "
+            f"{display_url(url)} was made by a development build of birdtrap before schema migrations existed and "
             "cannot be upgraded; move it aside and let `birdtrap run` start a new database."
         )
 

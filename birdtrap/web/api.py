@@ -20,11 +20,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from birdtrap import __version__, store
-from birdtrap.errors import StoreError
+from birdtrap.errors import StoreError, first_line
 from birdtrap.identify.bundle import parse_label
 from birdtrap.web import queries, schemas
 from birdtrap.web.classify import READY, TOP_LABELS, Upload
-from birdtrap.web.context import Context, WebContext, short
+from birdtrap.web.context import Context, WebContext
 from birdtrap.web.problems import MEDIA_TYPE, Problem, ProblemDetails, problem_body, problem_response
 from birdtrap.web.thumbnails import MAX_SIZE, MIN_SIZE
 
@@ -101,7 +101,7 @@ def health(context: Context) -> dict[str, Any]:
                     "captured_at": photo.captured_at.isoformat() if photo.captured_at else None,
                 }
     except SQLAlchemyError as e:
-        database = f"cannot be read: {short(e)}"
+        database = f"cannot be read: {first_line(e)}"
     disk = []
     for key, folder in context.thumbnails.folders.items():
         try:
@@ -286,7 +286,7 @@ async def classify(
     except (SQLAlchemyError, StoreError) as e:
         # Only `record` writes rows; nothing of this request was stored.
         raise Problem(
-            503, "database-unavailable", f"the photos could not be recorded ({short(e)}); try again.", {"Retry-After": "5"}
+            503, "database-unavailable", f"the photos could not be recorded ({first_line(e)}); try again.", {"Retry-After": "5"}
         ) from None
     context.metrics.request_seconds.observe(time.monotonic() - started)
     info = context.classifier.info()
@@ -358,7 +358,7 @@ def review(
         raise Problem(422, "review-refused", str(e)) from None
     except SQLAlchemyError as e:
         raise Problem(
-            503, "database-unavailable", f"the review could not be stored ({short(e)}); try again.", {"Retry-After": "5"}
+            503, "database-unavailable", f"the review could not be stored ({first_line(e)}); try again.", {"Retry-After": "5"}
         ) from None
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from birdtrap.config import Config
+from birdtrap.errors import first_line
 from birdtrap.web.classify import ClassifyService
 from birdtrap.web.metrics import Metrics
 from birdtrap.web.problems import Problem
@@ -38,7 +39,7 @@ class WebContext:
                 return work(session)
         except SQLAlchemyError as e:
             raise Problem(
-                503, "database-unavailable", f"the database cannot be read right now ({short(e)}); try again.", {"Retry-After": "5"}
+                503, "database-unavailable", f"the database cannot be read right now ({first_line(e)}); try again.", {"Retry-After": "5"}
             ) from None
 
     def check_writer(self, credentials: HTTPAuthorizationCredentials | None) -> None:
@@ -70,6 +71,3 @@ def web(request: Request) -> WebContext:
 Context = Annotated[WebContext, Depends(web)]
 
 
-def short(error: Exception) -> str:
-    """The first line of a database error, without SQLAlchemy's wrapping."""
-    return str(getattr(error, "orig", None) or error).splitlines()[0]
