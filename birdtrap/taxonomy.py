@@ -69,9 +69,19 @@ def _families() -> dict[str, str]:
     return {lineage.family: lineage.family_english for lineage in _table().values() if lineage.family_english}
 
 
+def order_of_family(family: str) -> str | None:
+    """The order a family belongs to ("Ardeidae" -> "Pelecaniformes"); None if unknown."""
+    return _family_orders().get(family)
+
+
+@functools.cache
+def _family_orders() -> dict[str, str]:
+    return {lineage.family: lineage.order for lineage in _table().values()}
+
+
 def rank_of(name: str) -> str | None:
     """'family' or 'order' for a name in the table (Ardeidae, Pelecaniformes), else None."""
-    if name in _families():
+    if name in _family_orders():
         return "family"
     if name in _orders():
         return "order"
