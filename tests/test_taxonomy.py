@@ -174,3 +174,16 @@ def test_the_build_refuses_a_file_without_the_checklist_columns(tmp_path):
     source.write_text("name,value\nx,1\n")
     with pytest.raises(TaxonomySourceError, match="other.csv lacks the AviList columns"):
         read_source(source)
+
+
+def test_probability_spread_thin_over_a_big_order_is_not_evidence_for_it():
+    # A model with no idea (a squirrel in a crop) spreads its probability; Passeriformes holds 41%
+    # of the labels, so summing it is no evidence of a passerine until it beats that chance level.
+    passerines = [label for label in INAT_LABELS if taxonomy.order_of(label.genus) == "Passeriformes"]
+    vector = np.zeros(len(INAT_LABELS), np.float32)
+    for label in passerines:
+        vector[label.index] = 0.6 / len(passerines)
+    assert decide(vector, INAT_LABELS, DecisionRules()).kind == "unknown"
+    # The same 0.6 on two heron genera (a few percent of the labels) is a heron.
+    herons = _vector(Egretta_thula=0.3, Ardea_alba=0.15, Ardea_herodias=0.15)
+    assert decide(herons, INAT_LABELS, DecisionRules()).scientific_name == "Ardeidae"
