@@ -5,7 +5,8 @@ recorded at genus rank with their summed probability, as SpeciesNet and other ca
 classifiers do: "a chickadee, species unsure" is worth more to an ecologist than "unknown".
 When no genus is sure either, the same sum is taken per family, then per order (from the
 package's taxonomy table): an infrared heron split between Egretta and Ardea is "Ardeidae", which
-is true, rather than a wrong egret or nothing.
+is true, rather than a wrong egret or nothing. A sum counts only above the chance level the
+taxon's share of the labels gives it (see _sure); docs/TAXONOMY.md says more.
 
 A deployment's checklist (the species that occur where the camera is) keeps impossible answers
 out (a flamingo in Germany): an unlisted species is never reported. The decision falls to its
