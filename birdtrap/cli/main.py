@@ -223,6 +223,7 @@ def _sighting_row(image: Any) -> dict[str, Any]:
 
 @cli.command()
 @query_options
+@output_options()
 @click.option("--all", "all_kinds", is_flag=True, help="Also events without a bird (empty, animal, person).")
 @config_option
 def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path | None) -> None:

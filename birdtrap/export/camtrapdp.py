@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from birdtrap import __version__
 from birdtrap.errors import ExportError
+from birdtrap.identify import taxonomy
 from birdtrap.store import DONE, CorrectionRecord, EventRecord, ImageRecord, latest_reviews
 
 log = logging.getLogger(__name__)
@@ -472,14 +473,34 @@ def _taxonomic(names: list[tuple[str | None, str | None, str | None]]) -> list[d
     for name, rank, common in names:
         if not name or name in taxa:
             continue
-        rank = rank or ("species" if len(name.split()) >= 2 else "genus")
+        rank = rank or taxonomy.rank_of(name) or ("species" if len(name.split()) >= 2 else "genus")
         taxon: dict[str, Any] = {"scientificName": name, "taxonRank": rank}
-        if rank == "species":
-            taxon["genus"] = name.split()[0]
+        taxon.update(_higher_taxa(name, rank))
         if common:
             taxon["vernacularNames"] = {"eng": common}
         taxa[name] = taxon
     return [taxa[name] for name in sorted(taxa)]
+
+
+def _higher_taxa(name: str, rank: str) -> dict[str, str]:
+    """class, order, family and genus above a name, as far as the package's taxonomy knows them.
+
+    The observations table has no rank column: a family roll-up is found by its name here, in
+    the taxonomic list (Camtrap DP's taxonRank allows order and family).
+    """
+    higher: dict[str, str] = {"class": taxonomy.CLASS_NAME} if rank != "class" else {}
+    if rank in ("order", "class"):
+        return higher
+    if rank == "family":
+        order = taxonomy.order_of_family(name)
+        return {**higher, "order": order} if order else higher
+    genus = name.split()[0]
+    lineage = taxonomy.lineage_of(genus)
+    if lineage is not None:
+        higher.update(order=lineage.order, family=lineage.family)
+    if rank != "genus":
+        higher["genus"] = genus
+    return higher
 
 
 def _license(value: str, scope: str) -> dict[str, str]:

@@ -268,7 +268,7 @@ def confidence_plot(
     """Histogram of the decision confidence of bird photos, by taxon rank, with the threshold line.
 
     Many bird photos just above the threshold suggest the threshold (or the model) decides a lot
-    of them; genus roll-ups sit low by design.
+    of them; genus, family and order roll-ups sit low by design.
     """
     figure = _figure(width, height)
     query = select(store.ImageRecord.confidence, store.ImageRecord.taxon_rank).where(
@@ -286,9 +286,9 @@ def confidence_plot(
         _nothing_to_show(figure, f"Confidence of bird decisions{where}", hint="Bird photos appear here once photos are classified.")
         return _save(figure, out_png)
 
-    order = ["species", "genus", "class"]
+    order = ["species", "genus", "family", "order", "class"]
     ranks = sorted(by_rank, key=lambda r: (order.index(r) if r in order else len(order), r))
-    colours = {"species": "#1f77b4", "genus": "#2ca02c", "class": "#9467bd"}
+    colours = {"species": "#1f77b4", "genus": "#2ca02c", "family": "#bcbd22", "order": "#17becf", "class": "#9467bd"}
     axes = figure.add_subplot()
     bins = [i / 20 for i in range(21)]
     axes.hist(

@@ -1,28 +1,35 @@
-"""From ranked probabilities to what is stored: a bird (species or genus), an empty frame, or unsure.
+"""From ranked probabilities to what is stored: a bird (species to order), an empty frame, or unsure.
 
 When no species is confident enough but the species of one genus together are, the photo is
 recorded at genus rank with their summed probability, as SpeciesNet and other camera-trap
 classifiers do: "a chickadee, species unsure" is worth more to an ecologist than "unknown".
+When no genus is sure either, the same sum is taken per family, then per order (from the
+package's taxonomy table): an infrared heron split between Egretta and Ardea is "Ardeidae", which
+is true, rather than a wrong egret or nothing. A sum counts only above the chance level the
+taxon's share of the labels gives it (see _sure); docs/TAXONOMY.md says more.
 
 A deployment's checklist (the species that occur where the camera is) keeps impossible answers
 out (a flamingo in Germany): an unlisted species is never reported. The decision falls to its
 genus when a congener is on the list, else to the best listed species (the model's probabilities
 renormalised over the list, a prior that says "only these occur here"), else to an unnamed bird.
+The family and order steps follow the genus's: the model's family counts when a listed species
+belongs to it.
 The raw model answer is still stored in the predictions table for review.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from birdtrap.errors import ConfigError
+from birdtrap.identify import taxonomy
 from birdtrap.identify.bundle import Label
 
-SPECIES, GENUS, CLASS = "species", "genus", "class"
+SPECIES, GENUS, FAMILY, ORDER, CLASS = "species", "genus", "family", "order", "class"
 BIRD, EMPTY, UNKNOWN = "bird", "empty", "unknown"
 UNNAMED_BIRD = "Aves"
 
@@ -41,7 +48,8 @@ class Decision:
 class DecisionRules:
     threshold: float = 0.5
     background_labels: tuple[str, ...] = ("background",)
-    genus_rollup: bool = True
+    # The ranks an unsure answer may roll up to, in order; () names species only.
+    rollup: tuple[str, ...] = (GENUS, FAMILY, ORDER)
     checklist: frozenset[str] | None = None  # binomials ("Ardea cinerea") that occur at the deployment
     # Renormalising over the checklist is only trusted when the listed species hold at least this
     # much of the model's probability; below it the model is sure of something not on the list.
@@ -69,19 +77,96 @@ def read_checklist(path: Path) -> frozenset[str]:
     return frozenset(names)
 
 
-def genus_totals(probabilities: np.ndarray, labels: tuple[Label, ...], background: set[str], allowed=None) -> dict[str, float]:
-    totals: dict[str, float] = defaultdict(float)
-    for label in labels:
-        if label.text in background or not label.genus:
-            continue
-        if allowed is not None and binomial(label.scientific) not in allowed:
-            continue
-        totals[label.genus] += float(probabilities[label.index])
-    return totals
+def taxon_of(label: Label, rank: str) -> str:
+    """The name of `label`'s taxon at `rank` (genus, family or order); "" where the table lacks it."""
+    if rank == GENUS:
+        return label.genus
+    lineage = taxonomy.lineage_of(label.genus) if label.genus else None
+    if lineage is None:
+        return ""
+    return lineage.family if rank == FAMILY else lineage.order if rank == ORDER else ""
 
 
-def _best_genus(totals: dict[str, float]) -> tuple[str, float]:
-    return max(totals.items(), key=lambda item: item[1], default=("", 0.0))
+# Per label tuple (by identity: hashing 1,000 labels on every decision cost more than the sum),
+# background set and rank: the label tuple, its taxa and each label's taxon index.
+_GROUPS: dict[tuple[int, frozenset[str], str], tuple[tuple[Label, ...], tuple[str, ...], np.ndarray]] = {}
+
+
+def _groups(labels: tuple[Label, ...], background: frozenset[str], rank: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """The taxa at `rank` and, per label, the index of its taxon (-1 for background or unknown)."""
+    key = (id(labels), background, rank)
+    cached = _GROUPS.get(key)
+    if cached is not None and cached[0] is labels:
+        return cached[1], cached[2]
+    names: dict[str, int] = {}
+    members = np.full(len(labels), -1, np.int64)
+    for position, label in enumerate(labels):
+        name = taxon_of(label, rank) if label.text not in background else ""
+        if name:
+            members[position] = names.setdefault(name, len(names))
+    if len(_GROUPS) > 32:  # models reloaded many times: start again rather than grow
+        _GROUPS.clear()
+    _GROUPS[key] = (labels, tuple(names), members)
+    return tuple(names), members
+
+
+def rank_totals(probabilities: np.ndarray, labels: tuple[Label, ...], background: set[str], rank: str) -> dict[str, float]:
+    """Summed probability per taxon at `rank` (genus, family or order) over the non-background labels."""
+    names, members = _groups(labels, frozenset(background), rank)
+    weights = np.asarray(probabilities, np.float64)[: len(labels)]
+    known = members >= 0
+    sums = np.bincount(members[known], weights=weights[known], minlength=len(names))
+    return dict(zip(names, sums.tolist(), strict=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _listed_taxa(checklist: frozenset[str], rank: str) -> frozenset[str]:
+    """The genera, families or orders that the checklist's species belong to."""
+    if rank == GENUS:
+        return frozenset(name.split()[0] for name in checklist)
+    lineages = (taxonomy.lineage_of(name.split()[0]) for name in checklist)
+    return frozenset((lin.family if rank == FAMILY else lin.order) for lin in lineages if lin is not None)
+
+
+def _chance_shares(labels: tuple[Label, ...], background: set[str], rank: str, eligible: np.ndarray | None = None) -> dict[str, float]:
+    """Each taxon's share of the labels that can hold probability: what it sums to by chance."""
+    names, members = _groups(labels, frozenset(background), rank)
+    known = members >= 0 if eligible is None else (members >= 0) & eligible[: len(labels)]
+    counts = np.bincount(members[known], minlength=len(names)).astype(np.float64)
+    return dict(zip(names, (counts / max(counts.sum(), 1.0)).tolist(), strict=True))
+
+
+def _sure(total: float, share: float, threshold: float) -> bool:
+    """A summed probability is evidence only above what the taxon's share of the labels gives by chance.
+
+    Passeriformes holds 396 of the iNat model's 964 labels: a model with no idea (a squirrel in a
+    crop) spreads its probability and the passerines collect half of it. So the sum must reach the
+    threshold after the chance level is taken out, (total - share) / (1 - share), as Cohen's kappa
+    does; for a genus or a small family the share is a few hundredths and changes little.
+    """
+    return share < 1.0 and (total - share) / (1.0 - share) >= threshold
+
+
+def _taxon_decision(name: str, rank: str, total: float) -> Decision:
+    common = taxonomy.family_english(name) if rank == FAMILY else None
+    return Decision(BIRD, name, name, common, rank, min(total, 1.0))
+
+
+def _roll_up(
+    probabilities: np.ndarray, labels: tuple[Label, ...], rules: DecisionRules, background: set[str], eligible: np.ndarray | None = None
+) -> Decision | None:
+    """The lowest rank in `rules.rollup` at which one taxon is sure (see _sure), else None.
+
+    `eligible` marks the labels that can hold probability (the checklist's, after renormalising).
+    """
+    for rank in rules.rollup:
+        totals = rank_totals(probabilities, labels, background, rank)
+        shares = _chance_shares(labels, background, rank, eligible)
+        sure = [(total, name) for name, total in totals.items() if _sure(total, shares[name], rules.threshold)]
+        if sure:
+            total, name = max(sure)
+            return _taxon_decision(name, rank, total)
+    return None
 
 
 def decide(probabilities: np.ndarray, labels: tuple[Label, ...], rules: DecisionRules) -> Decision:
@@ -96,10 +181,9 @@ def decide(probabilities: np.ndarray, labels: tuple[Label, ...], rules: Decision
     if checklist is None or binomial(label.scientific) in checklist:
         if confidence >= rules.threshold:
             return Decision(BIRD, label.text, label.scientific, label.common, SPECIES, confidence)
-        if rules.genus_rollup:
-            genus, total = _best_genus(genus_totals(probabilities, labels, background))
-            if total >= rules.threshold:
-                return Decision(BIRD, genus, genus, None, GENUS, min(total, 1.0))
+        rolled = _roll_up(probabilities, labels, rules, background)
+        if rolled is not None:
+            return rolled
         return Decision(UNKNOWN, label.text, label.scientific, label.common, None, confidence)
     return _decide_with_checklist(probabilities, labels, rules, background, label, confidence)
 
@@ -108,22 +192,26 @@ def _decide_with_checklist(
     probabilities: np.ndarray, labels: tuple[Label, ...], rules: DecisionRules, background: set[str], top: Label, confidence: float
 ) -> Decision:
     checklist = rules.checklist or frozenset()
-    listed_genera = {name.split()[0] for name in checklist}
-    totals = genus_totals(probabilities, labels, background)
-    # The model's species is not here, but its genus is: trust the genus.
-    if top.genus in listed_genera and totals[top.genus] >= rules.threshold:
-        return Decision(BIRD, top.genus, top.genus, None, GENUS, min(totals[top.genus], 1.0))
+    # The model's species is not here, but its genus (else its family, else its order) is: trust
+    # that taxon, with the model's own probabilities summed over it.
+    for rank in rules.rollup:
+        taxon = taxon_of(top, rank)
+        if not taxon or taxon not in _listed_taxa(checklist, rank):
+            continue
+        total = rank_totals(probabilities, labels, background, rank).get(taxon, 0.0)
+        if _sure(total, _chance_shares(labels, background, rank).get(taxon, 0.0), rules.threshold):
+            return _taxon_decision(taxon, rank, total)
     allowed = np.array([binomial(lab.scientific) in checklist for lab in labels])
     mass = float(probabilities[allowed].sum())
     if mass >= rules.checklist_min_mass:
         renormalised = np.where(allowed, probabilities, 0.0) / mass
         index = int(np.argmax(renormalised))
-        listed = labels[index]
+        listed_label = labels[index]
         if renormalised[index] >= rules.threshold:
-            return Decision(BIRD, listed.text, listed.scientific, listed.common, SPECIES, float(renormalised[index]))
-        genus, total = _best_genus(genus_totals(renormalised, labels, background, checklist))
-        if rules.genus_rollup and total >= rules.threshold:
-            return Decision(BIRD, genus, genus, None, GENUS, min(total, 1.0))
+            return Decision(BIRD, listed_label.text, listed_label.scientific, listed_label.common, SPECIES, float(renormalised[index]))
+        rolled = _roll_up(renormalised, labels, rules, background, allowed)
+        if rolled is not None:
+            return rolled
     if confidence >= rules.threshold:
         return Decision(BIRD, UNNAMED_BIRD, UNNAMED_BIRD, "bird", CLASS, confidence)
     return Decision(UNKNOWN, top.text, top.scientific, top.common, None, confidence)

@@ -37,6 +37,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from birdtrap.errors import StoreError
+from birdtrap.identify import taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -876,8 +877,11 @@ def as_reviewed(rows: Iterable[Any]) -> list[Any]:
 
 
 def taxon_rank_of(scientific_name: str) -> str:
+    """The rank of a name a person typed: a family or order by the package's taxonomy, else by its words."""
     words = len(scientific_name.split())
-    return "genus" if words == 1 else "species" if words == 2 else "subspecies"
+    if words == 1:
+        return taxonomy.rank_of(scientific_name) or ("class" if scientific_name == taxonomy.CLASS_NAME else "genus")
+    return "species" if words == 2 else "subspecies"
 
 
 def add_correction(
