@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from birdtrap import doctor, store
+from birdtrap.backup import write_backup
 from birdtrap.cli_health import doctor as doctor_command
 
 from conftest import INAT, ROOT, write_config
@@ -41,7 +42,8 @@ def lines(result, status: str) -> dict[str, str]:
 
 def healthy(tmp_path: Path, **sections: dict) -> Path:
     config = write_config(tmp_path, **sections)
-    store.open_store(f"sqlite:///{tmp_path / 'birdtrap.db'}").kw["bind"].dispose()  # what `birdtrap run` creates
+    store.open_store(f"sqlite:///{tmp_path / 'birdtrap.db'}").kw["bind"].dispose()  # what `birdtrap run` creates,
+    write_backup(tmp_path / "birdtrap.db", keep=1)  # with its first backup
     return config
 
 
