@@ -130,7 +130,8 @@ def test_a_database_file_that_cannot_be_written_fails_the_write_test(tmp_path):
     assert result.exit_code == 1
     failed = lines(result, "FAIL")
     assert set(failed) == {"database write"}, result.output
-    assert f"{database} is not writable" in failed["database write"] and "readonly" in failed["database write"]
+    assert f"the database {database} is read-only" in failed["database write"] and "readonly" in failed["database write"]
+    assert f"chown birdtrap: {database} {tmp_path}" in failed["database write"]
 
 
 @pytest.mark.skipif(store.SCHEMA_VERSION < 2, reason="needs a schema revision older than the newest")
