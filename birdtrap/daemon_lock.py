@@ -29,16 +29,23 @@ class DaemonLock:
         self.fd: int | None = fd
 
     @classmethod
-    def acquire(cls, database: Path, doing: str = "start a second daemon") -> DaemonLock:
+    def acquire(cls, database: Path, doing: str | None = None) -> DaemonLock:
         """Take the lock of `database` without waiting.
 
+        `doing` names what a command other than `birdtrap run` was about to do, for the message.
         Raises DaemonRunningError naming the holder's PID and the lock file when a daemon holds
-        it, and DatabaseFileError when the lock file cannot be made (the folder is not writable).
+        it, and DatabaseFileError when the lock file cannot be made (the folder is missing or not
+        writable).
         """
         path = lock_path(database)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
+            if not path.parent.is_dir():
+                raise DatabaseFileError(
+                    f"the database's folder {path.parent} does not exist",
+                    f"create it (mkdir -p {path.parent}) and make it writable for the user birdtrap runs as, or change database.url",
+                ) from None
             if not path.is_file():
                 raise DatabaseFileError(
                     f"cannot create the lock file {path} ({e.strerror})",
@@ -53,10 +60,15 @@ class DaemonLock:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise DatabaseFileError(f"cannot lock {path} ({e.strerror})", "keep the database on a local file system") from None
+            stop = f"systemctl stop birdtrap, or kill {holder}" if holder else "systemctl stop birdtrap"
+            then = (
+                "or give this one its own database.url; only a server database (PostgreSQL) takes several daemons"
+                if doing is None
+                else "then run this again"
+            )
             raise DaemonRunningError(
-                f"cannot {doing}: a birdtrap daemon (PID {holder or 'unknown'}) is already running on {database}; it holds the "
-                f"lock on {path}. Stop it first (systemctl stop birdtrap, or kill {holder or 'it'}), or give this one its own "
-                "database.url; only a server database (PostgreSQL) takes several daemons."
+                f"cannot {doing or 'start a second daemon'}: a birdtrap daemon (PID {holder or 'unknown'}) is already running on "
+                f"{database}; it holds the lock on {path}. Stop it first ({stop}), {then}."
             ) from None
         try:
             os.ftruncate(fd, 0)

@@ -41,7 +41,7 @@ class DatabaseFileError(StoreError):
     """
 
     def __init__(self, problem: str, fix: str) -> None:
-        super().__init__(f"{problem}. {fix}")
+        super().__init__(f"{problem}. {fix[:1].upper()}{fix[1:]}")
         self.problem = problem
         self.fix = fix
 

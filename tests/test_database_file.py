@@ -179,7 +179,7 @@ def test_a_database_folder_that_cannot_be_written_stops_run_naming_the_folder(tm
     assert result.returncode == 1, text
     assert "Traceback" not in text
     assert f"cannot create the lock file {tmp_path / 'birdtrap.db.lock'}" in text
-    assert f"make the folder {tmp_path} writable" in text and f"lsattr -d {tmp_path}" in text
+    assert f"Make the folder {tmp_path} writable" in text and f"lsattr -d {tmp_path}" in text
 
     # Once a lock file exists, the folder still stops SQLite from making its -wal file.
     immutable(tmp_path, False)
@@ -187,7 +187,7 @@ def test_a_database_folder_that_cannot_be_written_stops_run_naming_the_folder(tm
     immutable(tmp_path, True)
     again = output(birdtrap(config, "run"))
     assert f"cannot open the database {tmp_path / 'birdtrap.db'} (unable to open database file)" in again, again
-    assert f"the folder {tmp_path} must exist and be writable" in again
+    assert f"The folder {tmp_path} must exist and be writable" in again
 
 
 def test_the_daemon_keeps_a_verified_backup_with_the_photos_it_recorded_and_restore_brings_them_back(tmp_path, daemon_factory):
@@ -282,3 +282,11 @@ def test_a_server_database_is_not_backed_up_by_birdtrap(tmp_path):
     assert result.exit_code == 1
     assert "database.url is a server database: use its own tools (pg_dump, pg_restore)" in result.output
 
+
+
+def test_a_database_folder_that_does_not_exist_stops_run_with_the_mkdir(tmp_path):
+    config = write_config(tmp_path, database={"url": "sqlite:///data/birdtrap.db"}, **FAST)
+    result = birdtrap(config, "run")
+    text = output(result)
+    assert result.returncode == 1 and "Traceback" not in text, text
+    assert f"Error: the database's folder {tmp_path / 'data'} does not exist. Create it (mkdir -p {tmp_path / 'data'})" in text
