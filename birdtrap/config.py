@@ -223,6 +223,10 @@ class BatchSettings(Settings):
 class DatabaseSettings(Settings):
     url: str = Field("sqlite:///birdtrap.db", description="SQLAlchemy URL; relative SQLite paths are relative to this file")
     busy_timeout_seconds: float = Field(10.0, gt=0, description="How long a writer waits for a lock")
+    backup_every_hours: float = Field(
+        24.0, ge=0, le=8760, description="How often the daemon backs up a SQLite database beside it; 0 turns backups off"
+    )
+    backup_keep: int = Field(2, ge=1, le=100, description="How many verified backups of the SQLite file are kept (the newest)")
 
 
 class AfterSettings(Settings):

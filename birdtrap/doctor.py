@@ -31,7 +31,7 @@ from sqlalchemy.orm import sessionmaker
 
 from birdtrap import config as config_module
 from birdtrap.config import Config
-from birdtrap.errors import BirdtrapError, StoreError
+from birdtrap.errors import BirdtrapError, DatabaseFileError, StoreError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 Status = Literal["OK", "WARN", "FAIL"]
@@ -100,6 +100,8 @@ def run_checks(config_path: Path | None = None, unit_path: Path = UNIT_PATH, ser
 
 
 def _failed(name: str, error: Exception) -> list[Check]:
+    if isinstance(error, DatabaseFileError):
+        return [Check(name, FAIL, one_line(error.problem), one_line(error.fix))]
     if isinstance(error, BirdtrapError):  # its message already names the thing and the fix
         return [Check(name, FAIL, one_line(str(error)))]
     return [Check(name, FAIL, one_line(f"the check itself failed: {type(error).__name__}: {error}"), "report this as a birdtrap bug")]
@@ -340,6 +342,8 @@ def check_database(config: Config) -> list[Check]:
     refused: StoreError | None = None
     try:
         sessions = store.open_store(url, timeout, create=False)  # as the query commands open it
+    except DatabaseFileError as e:
+        return [Check("database", FAIL, one_line(e.problem), one_line(e.fix))]
     except StoreError as e:
         # An older schema is refused by queries but upgraded by the daemon on start: still look
         # at it (version, write test) to tell that case from a database that cannot be opened.
@@ -354,6 +358,9 @@ def check_database(config: Config) -> list[Check]:
                 if refused is not None:
                     return [Check("database", FAIL, one_line(str(refused)))]
                 raise
+            if path is not None:
+                # The daemon's start-up check, here too: a damaged page deep in the file.
+                store.check_integrity(session.connection(), path)
             if refused is None:
                 checks.append(Check("database", OK, f"{where}: opens, schema version {version}"))
             elif 0 < version < store.SCHEMA_VERSION:
@@ -367,9 +374,10 @@ def check_database(config: Config) -> list[Check]:
                 )
             else:
                 return [Check("database", FAIL, one_line(str(refused)))]
-            checks.append(_write_test(session, where))
+            checks.append(_write_test(session, where, path))
             if path is not None:
                 checks.append(_journal_mode(session, path))
+                checks.append(_backups(config, path))
         finally:
             # Doctor may run beside the daemon: leave no pooled connection holding the file.
             session.close()
@@ -377,7 +385,7 @@ def check_database(config: Config) -> list[Check]:
     return checks
 
 
-def _write_test(session, where: object) -> Check:
+def _write_test(session, where: object, path: Path | None = None) -> Check:
     """Insert a row and roll it back: proves the file, its folder (WAL files) and locks work."""
     from birdtrap import store
 
@@ -389,6 +397,9 @@ def _write_test(session, where: object) -> Check:
         if "locked" in reason:
             return Check("database write", WARN, f"{where} stayed locked by another writer for {WRITE_TEST_TIMEOUT_SECONDS:g} s ({reason})",
                          "run doctor again; if it persists, look for a stuck process holding the database")
+        explained = store.database_file_error(path, reason) if path is not None else None
+        if isinstance(explained, DatabaseFileError):
+            return Check("database write", FAIL, one_line(explained.problem), one_line(explained.fix))
         return Check(
             "database write",
             FAIL,
@@ -401,6 +412,24 @@ def _write_test(session, where: object) -> Check:
     finally:
         session.rollback()
     return Check("database write", OK, "a test write succeeded and was rolled back")
+
+
+def _backups(config: Config, path: Path) -> Check:
+    """Is there a recent backup to restore if the file is damaged (issue 16)?"""
+    from birdtrap.store.backup import newest_backup
+
+    every = config.database.backup_every_hours
+    newest = newest_backup(path)
+    if newest is None:
+        if every == 0:
+            return Check("database backup", WARN, f"no backup of {path}: database.backup_every_hours is 0",
+                         "set database.backup_every_hours (24: daily), or run `birdtrap db backup` from cron")
+        return Check("database backup", WARN, f"no backup of {path} yet", "`birdtrap run` makes one at start; or run `birdtrap db backup`")
+    age_hours = (time.time() - newest.stat().st_mtime) / 3600
+    if every > 0 and age_hours > 2 * every + 1:
+        detail = f"the newest backup {newest} is {age_hours:.0f} h old (database.backup_every_hours: {every:g})"
+        return Check("database backup", WARN, detail, "look in the daemon's log for 'could not back up', or run `birdtrap db backup`")
+    return Check("database backup", OK, f"{newest} ({age_hours:.1f} h old)")
 
 
 def _journal_mode(session, path: Path) -> Check:

@@ -33,6 +33,23 @@ class FetchError(BirdtrapError):
     """A model download failed or did not match its pinned checksum."""
 
 
+class DatabaseFileError(StoreError):
+    """The database file is damaged, read-only or cannot be opened.
+
+    The problem and the fix are kept apart so `birdtrap doctor` can show them in its two columns;
+    the message is both, so the CLI and the journal print it as it is.
+    """
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}. {fix[:1].upper()}{fix[1:]}")
+        self.problem = problem
+        self.fix = fix
+
+
+class DaemonRunningError(StoreError):
+    """Another `birdtrap run` holds this SQLite database's lock."""
+
+
 def first_line(error: BaseException) -> str:
     """An error's first line, without SQLAlchemy's wrapping (its `orig` is the driver's own
     message), for log lines and messages that must stay one line."""

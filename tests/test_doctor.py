@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from birdtrap import doctor, store
 from birdtrap.cli import cli
+from birdtrap.store.backup import write_backup
 
 from conftest import INAT, ROOT, write_config
 
@@ -41,7 +42,8 @@ def lines(result, status: str) -> dict[str, str]:
 
 def healthy(tmp_path: Path, **sections: dict) -> Path:
     config = write_config(tmp_path, **sections)
-    store.open_store(f"sqlite:///{tmp_path / 'birdtrap.db'}").kw["bind"].dispose()  # what `birdtrap run` creates
+    store.open_store(f"sqlite:///{tmp_path / 'birdtrap.db'}").kw["bind"].dispose()  # what `birdtrap run` creates,
+    write_backup(tmp_path / "birdtrap.db", keep=1)  # with its first backup
     return config
 
 
@@ -128,7 +130,8 @@ def test_a_database_file_that_cannot_be_written_fails_the_write_test(tmp_path):
     assert result.exit_code == 1
     failed = lines(result, "FAIL")
     assert set(failed) == {"database write"}, result.output
-    assert f"{database} is not writable" in failed["database write"] and "readonly" in failed["database write"]
+    assert f"the database {database} is read-only" in failed["database write"] and "readonly" in failed["database write"]
+    assert f"chown birdtrap: {database} {tmp_path}" in failed["database write"]
 
 
 @pytest.mark.skipif(store.SCHEMA_VERSION < 2, reason="needs a schema revision older than the newest")

@@ -31,9 +31,11 @@ from birdtrap.daemon.notify import channels as notify_channels
 from birdtrap.daemon.systemd import Notifier
 from birdtrap.daemon.watcher import FolderWatcher, PhotoFilter, SettleTracker
 from birdtrap.daemon.wiring import build_identifier
-from birdtrap.errors import BirdtrapError, ModelError, first_line
+from birdtrap.errors import BirdtrapError, ModelError, StoreError, first_line
 from birdtrap.identify.identifier import Identifier
 from birdtrap.identify.motion import BurstMemory
+from birdtrap.store.backup import RollingBackup
+from birdtrap.store.lock import DaemonLock
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +87,25 @@ class Daemon:
         self.folder = config.watch.folder.resolve()
         self.notifier = notifier or Notifier()
         self.stop_requested = threading.Event()
-        self.sessions: sessionmaker[Session] = store.open_store(config.database.url, config.database.busy_timeout_seconds)
+        database = store.sqlite_path(config.database.url)
+        # First of all, before the database or any photo is touched: a second daemon on the same
+        # SQLite file would classify the same photos (issue 16). A server database takes several.
+        self.lock = DaemonLock.acquire(database) if database is not None else None
+        try:
+            self.sessions: sessionmaker[Session] = store.open_store(config.database.url, config.database.busy_timeout_seconds)
+            identifier = build_identifier(config)
+        except BaseException:
+            if self.lock is not None:  # a daemon made in-process (tests) that fails to start
+                self.lock.release()
+            raise
+        every = config.database.backup_every_hours
+        self.backups = (
+            RollingBackup(database, every, config.database.backup_keep, config.database.busy_timeout_seconds)
+            if database is not None and every > 0
+            else None
+        )
         self.decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
-        self.ingestor = Ingestor(config, build_identifier(config), self.sessions, self.folder, self.decode_pool)
+        self.ingestor = Ingestor(config, identifier, self.sessions, self.folder, self.decode_pool)
         self.tracker = SettleTracker(config.watch.settle_seconds)
         self.filter = PhotoFilter(config.watch.patterns)
         self.watcher = FolderWatcher(self.folder, config.watch.recursive, self.filter, self.tracker)
@@ -155,6 +173,8 @@ class Daemon:
                 if self.reload_requested.is_set() or self.model_files.changed(self.config.watch.settle_seconds):
                     self.reload_requested.clear()
                     self.reload_models()
+                if self.backups is not None:
+                    self.backups.tick()
                 self.heartbeat()
                 if (self.queue or self.in_flight is not None) and time.monotonic() >= self.write_backoff and (
                     len(self.queue) >= self.config.batch.size or self.in_flight is not None
@@ -168,9 +188,13 @@ class Daemon:
             if self.sender is not None:
                 self.sender.stop()
             self.decode_pool.shutdown(wait=True)
+            if self.backups is not None:
+                self.backups.stop()
             if self.bar is not None:
                 self.bar.close()
             log.info("stopped: %s", self.status_line())
+            if self.lock is not None:
+                self.lock.release()
 
     def _sleep_for(self, next_rescan: float, batch_started: float | None) -> float:
         now = time.monotonic()
@@ -324,7 +348,7 @@ class Daemon:
                 following = self.ingestor.read_ahead(following_paths)
             outcome = self.ingestor.finish(current, following)
             self.in_flight = following
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, StoreError) as e:
             # Locked or full database, I/O error: nothing of these batches was committed past
             # registration. Keep the photos queued and back off; they stay pending (or
             # unregistered) on disk, never lost.
@@ -355,7 +379,7 @@ class Daemon:
         prepared, self.in_flight = self.in_flight, None
         try:
             self.totals.update(self.ingestor.finish(prepared))
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, StoreError) as e:
             log.error("could not finish the last batch (%s); its photos stay pending for the next start", first_line(e))
 
     def requeue_in_flight(self) -> None:

@@ -33,11 +33,12 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as inspect_schema
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
-from birdtrap.errors import StoreError
+from birdtrap.errors import DatabaseFileError, StoreError
 from birdtrap.identify import taxonomy
+from birdtrap.store.backup import newest_backup
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,9 @@ def make_engine(url: str, busy_timeout_seconds: float = 10.0) -> Engine:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": busy_timeout_seconds})
             event.listen(engine, "connect", _sqlite_pragmas(int(busy_timeout_seconds * 1000)))
+            path = sqlite_path(url)
+            if path is not None:
+                event.listen(engine, "handle_error", _damage_explained(path))
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, ImportError) as e:
@@ -222,22 +226,111 @@ def open_store(url: str, busy_timeout_seconds: float = 10.0, create: bool = True
     """Open the database; returns a sessionmaker for `with sessions.begin()`.
 
     With `create` (the daemon, `birdtrap db upgrade`) a new database is created and an older one
-    upgraded by the migrations, a SQLite file backed up first. Without it (queries, exports) the
-    schema must already be current. Raises StoreError for a database that cannot be opened, is
-    older (without `create`) or was written by a newer birdtrap.
+    upgraded by the migrations, a SQLite file backed up first; a SQLite file must then also pass
+    `PRAGMA quick_check` and take a test write, so a damaged or read-only file stops the daemon at
+    start, not at its first batch. Without it (queries, exports) the schema must already be
+    current. Raises StoreError for a database that cannot be opened, is older (without `create`)
+    or was written by a newer birdtrap, and its DatabaseFileError for a damaged, read-only or
+    unopenable SQLite file, naming the backup to restore.
     """
     if not create:
         _require_existing_sqlite(url)
     engine = make_engine(url, busy_timeout_seconds)
+    path = sqlite_path(url)
     try:
         if create:
             migrate(engine, url)
+            if path is not None:
+                with engine.connect() as connection:
+                    check_integrity(connection, path)
+                    _check_writable(connection, path)
         else:
             with engine.connect() as connection:
                 _check_revision(connection, url)
-    except OperationalError as e:
+    except DatabaseError as e:
+        if path is not None:
+            raise database_file_error(path, e.orig) from None
         raise StoreError(f"cannot open database {display_url(url)} ({e.orig}); check database.url and the folder's permissions.") from None
     return sessionmaker(engine, expire_on_commit=False)
+
+
+# --- a damaged or unwritable SQLite file (issue 16) ----------------------------------------
+
+DAMAGE_SIGNS = ("file is not a database", "database disk image is malformed", "file is encrypted")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None for a server database or an in-memory one."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def database_file_error(path: Path, reason: object) -> StoreError:
+    """What to tell the user when SQLite refuses `path` with `reason`; the fix names the commands."""
+    text = str(reason)
+    if any(sign in text for sign in DAMAGE_SIGNS):
+        return damaged_database_error(path, text)
+    folder = path.parent
+    if "readonly" in text or "read-only" in text:
+        return DatabaseFileError(
+            f"the database {path} is read-only ({text}): birdtrap cannot record anything in it",
+            f"make {path} and its folder {folder} writable for the user birdtrap runs as (chown birdtrap: {path} {folder}); "
+            f"`lsattr {path}` shows an immutable flag, `mount` a read-only file system",
+        )
+    if "unable to open" in text:
+        return DatabaseFileError(
+            f"cannot open the database {path} ({text})",
+            f"the folder {folder} must exist and be writable for the user birdtrap runs as, as SQLite writes "
+            f"{path.name}-wal and {path.name}-shm beside the file (chown birdtrap: {folder}; `lsattr -d {folder}` shows "
+            "an immutable flag); or change database.url",
+        )
+    return StoreError(f"cannot use the database {path} ({text}); check database.url and the file's and folder's permissions.")
+
+
+def damaged_database_error(path: Path, reason: str) -> DatabaseFileError:
+    """The damaged-file message: restore the newest automatic backup, else start a new database."""
+    backup = newest_backup(path)
+    start_new = "move the damaged file aside (kept, not deleted) and start a new, empty database: birdtrap db move-aside, then birdtrap run"
+    if backup is None:
+        fix = f"No backup of it exists. Stop birdtrap (systemctl stop birdtrap), then {start_new}"
+    else:
+        taken = datetime.fromtimestamp(backup.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        fix = (
+            f"Stop birdtrap (systemctl stop birdtrap), then restore the automatic backup {backup} (made {taken}): "
+            f"birdtrap db restore {backup} ; or {start_new}"
+        )
+    return DatabaseFileError(f"the database {path} is damaged ({reason})", fix)
+
+
+def _damage_explained(path: Path):
+    """A handle_error listener: a damaged file met at any query becomes the damaged-file message."""
+
+    def on_error(context: Any) -> None:
+        if any(sign in str(context.original_exception) for sign in DAMAGE_SIGNS):
+            raise damaged_database_error(path, str(context.original_exception)) from None
+
+    return on_error
+
+
+def check_integrity(connection: Any, path: Path) -> None:
+    """Raise DatabaseFileError unless `PRAGMA quick_check` passes (seconds for a large file)."""
+    verdict = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check")]
+    if verdict != ["ok"]:
+        raise damaged_database_error(path, "quick_check: " + "; ".join(verdict[:3]))
+
+
+def _check_writable(connection: Any, path: Path) -> None:
+    # A write that changes nothing still needs SQLite's write transaction, which a read-only file
+    # refuses; a read-only file otherwise opens and reads fine, and fails only at the first batch.
+    try:
+        connection.execute(text("DELETE FROM meta WHERE 0 = 1"))
+    finally:
+        connection.rollback()
 
 
 # --- schema migrations (Alembic) ---------------------------------------------------------
