@@ -395,13 +395,16 @@ def test_a_correction_shows_in_birdtrap_sightings_and_events_beside_the_machines
     stats = {row["scientific_name"]: row for row in api.get("/api/v1/stats").json()["rows"]}
     assert stats["Ardea cinerea"]["photos"] == event["bird_photo_count"] and stats["Ardea cinerea"]["events"] == 1
     assert machine not in stats
-    problem(api.post(f"/api/v1/events/{event['id']}/review", json={"verdict": "correct"}, headers=auth()), 422, "species-missing")
+    missing = problem(api.post(f"/api/v1/events/{event['id']}/review", json={"verdict": "correct"}, headers=auth()), 422, "bad-parameters")
+    assert missing["detail"].startswith("body.correct.species: Field required"), missing
+    blank = {"verdict": "correct", "species": "   "}
+    problem(api.post(f"/api/v1/events/{event['id']}/review", json=blank, headers=auth()), 422, "bad-parameters")
 
 
-def test_confirming_an_event_without_a_bird_is_refused_with_the_fix(api, site):
+def test_confirming_an_event_without_a_bird_is_a_conflict_with_the_fix(api, site):
     empty = rows(site.parent, "select id from events where kind != 'bird'")
     assert empty, "the deer should make an event without a bird"
-    body = problem(api.post(f"/api/v1/events/{empty[0][0]}/review", json={"verdict": "confirm"}, headers=auth()), 422, "review-refused")
+    body = problem(api.post(f"/api/v1/events/{empty[0][0]}/review", json={"verdict": "confirm"}, headers=auth()), 409, "review-refused")
     assert "correct it with a species" in body["detail"]
 
 
