@@ -287,13 +287,14 @@ CLASSIFY_BODY = {
                 "properties": {
                     "files": {
                         "type": "array",
-                        "minItems": 1,
+                        "minItems": 1,  # maxItems is serve.max_files, set by `document_limits`
                         "items": {"type": "string", "format": "binary"},
                         "description": "JPEG, PNG, BMP, WebP or TIFF photos, known by their bytes (the part's content type is "
                         "ignored); a file that is none of them, or cannot be decoded, fails that item (415 or 422), and the "
                         "request too when no file could be classified",
                     }
                 },
+                "additionalProperties": False,
             }
         }
     },
@@ -348,6 +349,13 @@ async def classify(
     return JSONResponse(body)
 
 
+def document_limits(openapi: dict[str, Any], max_files: int) -> dict[str, Any]:
+    """The served OpenAPI document with this server's serve.max_files as the upload's maxItems."""
+    body = openapi["paths"]["/api/v1/classify"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    body["properties"]["files"]["maxItems"] = max_files
+    return openapi
+
+
 async def _uploads(request: Request, context: WebContext) -> list[Upload]:
     limit = context.settings.max_files
     try:
@@ -359,10 +367,23 @@ async def _uploads(request: Request, context: WebContext) -> list[Upload]:
             raise Problem(413, "too-many-files", f"send at most {limit} photos in one request (serve.max_files).") from None
         raise Problem(400, "bad-multipart", f"the multipart body cannot be read ({e.detail}).") from None
     try:
-        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-        if not files:
+        # Only 'files', as the OpenAPI document says: a misspelt field is named, not ignored.
+        others = sorted({name for name, _ in form.multi_items() if name != "files"})
+        if others:
+            named = ", ".join(repr(name) for name in others[:3]) + (" ..." if len(others) > 3 else "")
+            detail = f"the form holds {named}; send the photos as multipart files named 'files' and nothing else."
+            raise Problem(422, "unexpected-fields", detail)
+        parts = form.getlist("files")
+        if not parts:
             raise Problem(422, "no-files", "the request holds no files; send the photos as multipart files named 'files'.")
-        return [Upload(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(files)]
+        # A part without a filename arrives as text; its bytes are judged like any other file's.
+        uploads = []
+        for i, part in enumerate(parts):
+            if isinstance(part, UploadFile):
+                uploads.append(Upload(part.filename or f"file {i + 1}", await part.read()))
+            else:
+                uploads.append(Upload(f"file {i + 1}", part.encode()))
+        return uploads
     finally:
         await form.close()
 
