@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,46 @@ def test_a_photos_record_has_its_ranked_predictions_and_model(api):
     assert record["model"]["sha256"].startswith("350fcd8c")
 
 
+def test_server_times_carry_their_utc_offset_and_capture_times_are_the_cameras_clock(api, site):
+    """Issue 16: discovered_at and processed_at are the server's UTC clock and say so (RFC 3339 with
+    the offset); captured_at is what the camera wrote, which has no zone, and the schema says that."""
+    owl = api.get("/api/v1/sightings", params={"species": "athene"}).json()["items"][0]
+    record = api.get(f"/api/v1/photos/{owl['id']}").json()
+    (stored,) = rows(site.parent, f"select discovered_at, processed_at from images where id = {owl['id']}")
+    for key, naive in zip(("discovered_at", "processed_at"), stored, strict=True):
+        when = datetime.fromisoformat(record[key])
+        assert when.utcoffset() == timedelta(0), record[key]
+        assert when.replace(tzinfo=None) == datetime.fromisoformat(naive)
+    with Image.open(photo(OWL)) as image:
+        written = image.getexif().get_ifd(0x8769)[0x9003]  # DateTimeOriginal, "YYYY:MM:DD HH:MM:SS"
+    assert record["captured_at"] == datetime.strptime(written, "%Y:%m:%d %H:%M:%S").isoformat() == owl["captured_at"]
+    last = api.get("/api/v1/health").json()["last_photo"]
+    assert datetime.fromisoformat(last["discovered_at"]).utcoffset() == timedelta(0)
+    schemas = api.get("/api/v1/openapi.json").json()["components"]["schemas"]
+    photo_schema = next(schema for name, schema in schemas.items() if name.startswith("Photo") and "processed_at" in schema["properties"])
+    assert {"type": "string", "format": "date-time"}.items() <= photo_schema["properties"]["processed_at"]["anyOf"][0].items()
+    local = photo_schema["properties"]["captured_at"]["anyOf"][0]
+    assert local["format"] == "date-time-local" and "no" in local["description"] and "offset" in local["description"]
+
+
+def test_a_filter_that_is_not_a_date_is_refused_naming_the_parameter_and_the_format(api):
+    for endpoint in ("sightings", "events", "stats"):
+        body = problem(api.get(f"/api/v1/{endpoint}", params={"until": "0.5"}), 422, "bad-parameters")
+        assert [e["location"] for e in body["errors"]] == ["query.until"]
+        assert body["detail"].startswith("query.until: '0.5' is not a date; expected YYYY-MM-DD or YYYY-MM-DDTHH:MM"), body
+    not_a_day = problem(api.get("/api/v1/sightings", params={"since": "2021-02-29"}), 422, "bad-parameters")
+    assert not_a_day["errors"][0]["location"] == "query.since"
+    with_offset = problem(api.get("/api/v1/sightings", params={"since": "2021-04-11T20:43:09+02:00"}), 422, "bad-parameters")
+    assert "without a UTC offset" in with_offset["detail"]
+    assert api.get("/api/v1/sightings", params={"since": "2024-02-29"}).status_code == 200  # a leap day is a day
+    window = {"since": "2021-04-11 20:43:12", "until": "2021-04-11T20:43:14"}
+    inside = api.get("/api/v1/sightings", params=window).json()["items"]
+    assert inside and all("2021-04-11T20:43:12" <= s["captured_at"] < "2021-04-11T20:43:14" for s in inside)
+    for name, value in (("min_confidence", "1.5"), ("min_confidence", "nan"), ("limit", "0"), ("limit", "501"), ("offset", "-1")):
+        body = problem(api.get("/api/v1/sightings", params={name: value}), 422, "bad-parameters")
+        assert body["errors"][0]["location"] == f"query.{name}", (name, value, body)
+
+
 # --- photos and thumbnails ----------------------------------------------------------------
 
 
@@ -214,6 +255,13 @@ def test_a_thumbnail_is_small_cached_on_disk_and_the_original_only_when_asked(ap
     record = api.get(f"/api/v1/photos/{event['cover_photo_id']}").json()
     assert original.content == Path(record["path"]).read_bytes() and len(original.content) > 20 * len(first.content)
     assert api.get(url, params={"size": 5000}).status_code == 422
+
+
+def test_a_path_the_file_system_refuses_is_a_404_problem_not_a_server_error(api, site):
+    """Issue 16: a 300-character name (ENAMETOOLONG from stat) answered 500."""
+    for path in ("a" * 300, str(site.parent / "inbox" / ("b" * 300 + ".jpg"))):
+        body = problem(api.get("/api/v1/thumbnail", params={"path": path}), 404, "photo-missing")
+        assert body["detail"].endswith("cannot be read (File name too long)."), body
 
 
 def test_a_path_outside_the_configured_folders_is_never_served(api, site):
@@ -477,7 +525,9 @@ SCHEMATHESIS_CONFIG = """
 [[operations]]
 include-path = "/api/v1/classify"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "415", "422", "429", "5xx"]
-checks.negative_data_rejection.expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+checks.negative_data_rejection.expected-statuses = [
+    "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"
+]
 """
 
 
