@@ -6,6 +6,7 @@ answer; any error leaves as problem details (see `problems`).
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from datetime import datetime
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,11 +36,12 @@ PROBLEM = {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}}
 
 
 _DESCRIPTIONS = {
-    400: "Malformed request body",
+    400: "Malformed request body (not UTF-8, or a multipart body that cannot be read)",
     401: "Bearer token missing",
     403: "Bearer token wrong, writes disabled, or a path outside the configured folders",
     404: "No such record, or its photo file is gone",
-    413: "Upload larger than serve.upload_limit_mb, or more files than serve.max_files",
+    409: "The verdict does not fit the event as it is now (confirming an event that shows no bird)",
+    413: "Body too large: over serve.upload_limit_mb or more than serve.max_files files for classify, over 256 KB elsewhere",
     415: "Not multipart/form-data, or no file is an image",
     422: "Bad parameters, or an image that cannot be decoded",
     503: "The model is loading or failed to load",
@@ -51,17 +54,52 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 router = APIRouter(prefix="/api/v1", responses=_problems(422))
 
-Since = Annotated[datetime | None, Query(description="Only from this capture time on (YYYY-MM-DD[THH:MM], the camera's clock)")]
-Until = Annotated[datetime | None, Query(description="Only before this capture time")]
+# A capture-time filter: a calendar date, or a date and time, on the camera's clock (no offset:
+# capture times are stored as the camera wrote them). The pattern is exact, leap years included,
+# so the OpenAPI document promises no value the route then refuses; numbers such as 0.5 (which
+# pydantic would take as a Unix time) are refused, naming the parameter.
+_YEAR = "[1-9][0-9]{3}"
+_LEAP_YEAR = "(?:[1-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[13579][26])00)"
+_MONTH_DAY = "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+_TIME = "(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:[.][0-9]{1,6})?)?)?"
+CAMERA_TIME = f"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29){_TIME}$"
+CAMERA_TIME_FORMAT = "YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.ffffff]], the camera's clock, without a UTC offset"
+_camera_time = re.compile(CAMERA_TIME)
+
+
+def _time_filter(description: str) -> Any:
+    return Query(description=f"{description} ({CAMERA_TIME_FORMAT})", json_schema_extra={"pattern": CAMERA_TIME})
+
+
+Since = Annotated[str | None, _time_filter("Only from this capture time on")]
+Until = Annotated[str | None, _time_filter("Only before this capture time")]
 Species = Annotated[str | None, Query(max_length=200, description="Scientific or common name, case-insensitive; a prefix is enough")]
 Camera = Annotated[str | None, Query(max_length=100, description="Only this camera id")]
 MinConfidence = Annotated[float | None, Query(ge=0, le=1, description="Only decisions at least this sure (reviewed rows always pass)")]
 
 
+def _capture_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """`since` and `until` as camera-clock times; 422 naming each one that is not a date."""
+    parsed: dict[str, datetime | None] = {}
+    errors = []
+    for name, value in (("since", since), ("until", until)):
+        parsed[name] = None
+        if value is None:
+            continue
+        if _camera_time.fullmatch(value) is None:
+            message = f"{value!r} is not a date; expected {CAMERA_TIME_FORMAT}"
+            errors.append({"loc": ("query", name), "msg": message, "type": "camera_time", "input": value})
+            continue
+        parsed[name] = datetime.fromisoformat(value)
+    if errors:
+        raise RequestValidationError(errors)
+    return parsed["since"], parsed["until"]
+
+
 def _filters(
     since: Since = None, until: Until = None, species: Species = None, camera: Camera = None, min_confidence: MinConfidence = None
 ) -> queries.Filters:
-    return queries.Filters(since, until, species, camera, min_confidence)
+    return queries.Filters(*_capture_window(since, until), species, camera, min_confidence)
 
 
 # The query parameters shared by sightings and events (the CLI's filters).
@@ -97,8 +135,8 @@ def health(context: Context) -> dict[str, Any]:
                     "id": photo.id,
                     "path": photo.path,
                     "status": photo.status,
-                    "discovered_at": queries.utc(photo.discovered_at).isoformat(),  # type: ignore[union-attr]
-                    "captured_at": photo.captured_at.isoformat() if photo.captured_at else None,
+                    "discovered_at": queries.utc(photo.discovered_at),
+                    "captured_at": photo.captured_at,
                 }
     except SQLAlchemyError as e:
         database = f"cannot be read: {first_line(e)}"
@@ -168,7 +206,8 @@ def stats(
     camera: Camera = None,
     by: Annotated[Literal["species", "day", "hour"], Query(description="species totals, or photos per species by day or hour")] = "species",
 ) -> dict[str, Any]:
-    return context.read(lambda s: queries.stats(s, by, since, until, camera))
+    start, end = _capture_window(since, until)
+    return context.read(lambda s: queries.stats(s, by, start, end, camera))
 
 
 # --- photos --------------------------------------------------------------------------------
@@ -245,7 +284,17 @@ CLASSIFY_BODY = {
             "schema": {
                 "type": "object",
                 "required": ["files"],
-                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "minItems": 1,  # maxItems is serve.max_files, set by `document_limits`
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "JPEG, PNG, BMP, WebP or TIFF photos, known by their bytes (the part's content type is "
+                        "ignored); a file that is none of them, or cannot be decoded, fails that item (415 or 422), and the "
+                        "request too when no file could be classified",
+                    }
+                },
+                "additionalProperties": False,
             }
         }
     },
@@ -300,6 +349,13 @@ async def classify(
     return JSONResponse(body)
 
 
+def document_limits(openapi: dict[str, Any], max_files: int) -> dict[str, Any]:
+    """The served OpenAPI document with this server's serve.max_files as the upload's maxItems."""
+    body = openapi["paths"]["/api/v1/classify"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    body["properties"]["files"]["maxItems"] = max_files
+    return openapi
+
+
 async def _uploads(request: Request, context: WebContext) -> list[Upload]:
     limit = context.settings.max_files
     try:
@@ -311,10 +367,23 @@ async def _uploads(request: Request, context: WebContext) -> list[Upload]:
             raise Problem(413, "too-many-files", f"send at most {limit} photos in one request (serve.max_files).") from None
         raise Problem(400, "bad-multipart", f"the multipart body cannot be read ({e.detail}).") from None
     try:
-        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-        if not files:
+        # Only 'files', as the OpenAPI document says: a misspelt field is named, not ignored.
+        others = sorted({name for name, _ in form.multi_items() if name != "files"})
+        if others:
+            named = ", ".join(repr(name) for name in others[:3]) + (" ..." if len(others) > 3 else "")
+            detail = f"the form holds {named}; send the photos as multipart files named 'files' and nothing else."
+            raise Problem(422, "unexpected-fields", detail)
+        parts = form.getlist("files")
+        if not parts:
             raise Problem(422, "no-files", "the request holds no files; send the photos as multipart files named 'files'.")
-        return [Upload(f.filename or f"file {i + 1}", await f.read()) for i, f in enumerate(files)]
+        # A part without a filename arrives as text; its bytes are judged like any other file's.
+        uploads = []
+        for i, part in enumerate(parts):
+            if isinstance(part, UploadFile):
+                uploads.append(Upload(part.filename or f"file {i + 1}", await part.read()))
+            else:
+                uploads.append(Upload(f"file {i + 1}", part.encode()))
+        return uploads
     finally:
         await form.close()
 
@@ -326,7 +395,7 @@ async def _uploads(request: Request, context: WebContext) -> list[Upload]:
     "/events/{event_id}/review",
     response_model=schemas.Review,
     status_code=201,
-    responses=_problems(401, 403, 404),
+    responses=_problems(400, 401, 403, 404, 409, 413),
     summary="Confirm or correct an event's species, or mark it empty (needs the token)",
 )
 def review(
@@ -337,13 +406,7 @@ def review(
 ) -> dict[str, Any]:
     context.check_writer(credentials)
     names: dict[str, str | None] = {}
-    if verdict.verdict == "correct":
-        if not verdict.species or not verdict.species.strip():
-            raise Problem(
-                422,
-                "species-missing",
-                "a correction needs 'species': a model label such as 'Ardea cinerea (Grey Heron)' or a scientific name.",
-            )
+    if isinstance(verdict, schemas.Correct):  # the schema made sure it names a species
         names = _names(context, verdict.species)
     kind = {"confirm": store.CONFIRMED, "correct": store.CORRECTED, "empty": store.MARKED_EMPTY}[verdict.verdict]
     try:
@@ -355,7 +418,8 @@ def review(
             correction = store.add_correction(session, event_id, kind, reviewer=verdict.reviewer, note=verdict.note, **names)
             return queries.review_dict(correction)
     except StoreError as e:
-        raise Problem(422, "review-refused", str(e)) from None
+        # The verdict is well formed but does not fit the event as it is now (no bird to confirm).
+        raise Problem(409, "review-refused", str(e)) from None
     except SQLAlchemyError as e:
         raise Problem(
             503, "database-unavailable", f"the review could not be stored ({first_line(e)}); try again.", {"Retry-After": "5"}

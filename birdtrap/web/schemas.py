@@ -1,17 +1,62 @@
 """The API's JSON shapes, as pydantic models: they document the OpenAPI schema and check answers.
 
-Times: `captured_at`, `start` and `end` are the camera's clock (no zone, as the photo says);
-`processed_at`, `discovered_at` and `created_at` are UTC.
+Times come in two kinds, and the schema says which (issue 16):
+- `CameraTime` (`captured_at`, an event's `start` and `end`): the camera's clock as the photo
+  records it. EXIF DateTimeOriginal has no zone and the camera may be set to any zone, so the
+  stored value is naive local time and the API gives it as such: an RFC 3339 date-time without
+  the offset (the OpenAPI registry's `date-time-local`), never with an offset it does not know.
+  `camera.utc_offset` and the Camtrap DP export are where a camera's offset is stated.
+- `UtcTime` (`discovered_at`, `processed_at`, `created_at`): the server's own clock, stored as
+  naive UTC; the API gives it as RFC 3339 `date-time` with its offset (`...Z`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from birdtrap.web.problems import ProblemDetails
+
+LOCAL_DATE_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?$"
+
+
+def _camera_clock(value: datetime) -> str:
+    # Naive in the database; an aware value would be a bug upstream, and its wall time is the camera's.
+    return value.replace(tzinfo=None).isoformat()
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+CameraTime = Annotated[
+    datetime,
+    PlainSerializer(_camera_clock, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time-local",
+            "pattern": LOCAL_DATE_TIME,
+            "description": "The camera's clock (EXIF DateTimeOriginal, else DateTime, else the file time): local time "
+            "without a UTC offset, because the camera records none (see camera.utc_offset).",
+            "examples": ["2021-04-11T20:43:09"],
+        }
+    ),
+]
+UtcTime = Annotated[
+    datetime,
+    AfterValidator(_as_utc),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "The server's clock, UTC, RFC 3339 with its offset",
+            "examples": ["2021-04-11T20:43:09Z"],
+        }
+    ),
+]
 
 
 class Schema(BaseModel):
@@ -35,12 +80,12 @@ class Review(Schema):
     machine_confidence: float | None
     reviewer: str | None
     note: str | None
-    created_at: datetime
+    created_at: UtcTime
 
 
 class Sighting(Schema):
     id: int = Field(description="The photo's id (GET /api/v1/photos/{id})")
-    captured_at: datetime | None
+    captured_at: CameraTime | None
     camera: str
     kind: str
     scientific_name: str | None
@@ -65,8 +110,8 @@ class SightingPage(Page):
 
 class Event(Schema):
     id: int
-    start: datetime
-    end: datetime
+    start: CameraTime
+    end: CameraTime
     camera: str
     photo_count: int
     bird_photo_count: int
@@ -87,7 +132,7 @@ class EventPage(Page):
 
 class PhotoSummary(Schema):
     id: int
-    captured_at: datetime | None
+    captured_at: CameraTime | None
     kind: str | None
     scientific_name: str | None
     common_name: str | None
@@ -118,9 +163,9 @@ class Photo(Schema):
     status: str
     error: str | None
     camera: str
-    discovered_at: datetime | None
-    processed_at: datetime | None
-    captured_at: datetime | None
+    discovered_at: UtcTime | None
+    processed_at: UtcTime | None
+    captured_at: CameraTime | None
     captured_at_source: str | None
     width: int | None
     height: int | None
@@ -154,6 +199,14 @@ class FolderSpace(Schema):
     total_bytes: int | None
 
 
+class LastPhoto(Schema):
+    id: int
+    path: str
+    status: str
+    discovered_at: UtcTime
+    captured_at: CameraTime | None
+
+
 class Health(Schema):
     status: Literal["ok", "loading", "degraded"]
     version: str
@@ -161,7 +214,7 @@ class Health(Schema):
     runtime: dict[str, str | None]
     queue_depth: int | None = Field(description="Photos registered but not yet processed (the daemon's queue as the database sees it)")
     photos_by_status: dict[str, int]
-    last_photo: dict[str, str | int | None] | None
+    last_photo: LastPhoto | None
     disk: list[FolderSpace]
     database: str = Field(description="ok, or why it cannot be read")
 
@@ -212,12 +265,37 @@ class ClassifyResponse(Schema):
     items: list[ClassifyItem]
 
 
-class ReviewIn(Schema):
-    verdict: Literal["confirm", "correct", "empty"] = Field(
-        description="confirm the machine's species, correct it, or mark the event empty"
-    )
-    species: str | None = Field(
-        None, min_length=2, max_length=200, description="For 'correct': a model label ('Ardea cinerea (Grey Heron)') or a scientific name"
-    )
+class _Verdict(Schema):
     reviewer: str | None = Field(None, max_length=100)
     note: str | None = Field(None, max_length=1000)
+
+
+class Confirm(_Verdict):
+    """Confirm the machine's species (the event must have a bird)."""
+
+    verdict: Literal["confirm"]
+    species: None = Field(None, description="Not used: the machine's species is confirmed")
+
+
+class Correct(_Verdict):
+    """Name the species the event really shows."""
+
+    verdict: Literal["correct"]
+    # `pattern`: at least one visible character, so the schema refuses what the route would.
+    species: str = Field(
+        min_length=2,
+        max_length=200,
+        pattern=r"\S",
+        description="A model label ('Ardea cinerea (Grey Heron)') or a scientific name",
+    )
+
+
+class MarkEmpty(_Verdict):
+    """Nothing there: the event becomes `blank`."""
+
+    verdict: Literal["empty"]
+    species: None = Field(None, description="Not used")
+
+
+# One schema per verdict, so the OpenAPI document says that only a correction needs a species.
+ReviewIn = Annotated[Confirm | Correct | MarkEmpty, Field(discriminator="verdict")]

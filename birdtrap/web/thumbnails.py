@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -91,14 +92,27 @@ class Thumbnails:
                 "outside-folders",
                 f"{path} is outside the configured folders ({', '.join(self.folders)}); refused.",
             )
-        if not resolved.is_file():
+        # Every OSError about the file itself (gone, name too long for the file system, no
+        # permission, an I/O error on the card) is the same answer: this photo cannot be served.
+        # Path.is_file would raise some of them (ENAMETOOLONG) instead of answering False.
+        try:
+            info = resolved.stat()
+            readable = os.access(resolved, os.R_OK)
+        except OSError as e:
+            raise Problem(404, "photo-missing", f"{path} cannot be read ({e.strerror or e}).") from None
+        if not stat.S_ISREG(info.st_mode):
             raise Problem(404, "photo-missing", f"{path} is no longer there (moved or deleted after it was recorded).")
+        if not readable:
+            raise Problem(404, "photo-missing", f"{path} cannot be read (permission denied); let the server's user read it.")
         return resolved
 
     def thumbnail(self, path: str | Path, size: int) -> Path:
         """A cached JPEG at most `size` pixels on its long side; made now if not cached yet."""
         source = self.check(path)
-        info = source.stat()
+        try:
+            info = source.stat()
+        except OSError as e:  # removed between the check and now
+            raise Problem(404, "photo-missing", f"{path} cannot be read ({e.strerror or e}).") from None
         key = hashlib.sha256(f"{source}\0{info.st_size}\0{info.st_mtime_ns}\0{size}".encode()).hexdigest()
         target = self.cache / key[:2] / f"{key}.jpg"
         if target.is_file():
@@ -121,6 +135,8 @@ class Thumbnails:
             photo = decode(read_photo_bytes(source), str(source), settings)
         except PhotoError as e:
             raise Problem(422, "unreadable-image", str(e)) from None
+        except OSError as e:  # an I/O error while reading (a failing card)
+            raise Problem(404, "photo-missing", f"{source} cannot be read ({e.strerror or e}).") from None
         rgb = photo.bgr[..., ::-1]  # the decoder's BGR view of Pillow's RGB rows
         height, width = rgb.shape[:2]
         scale = size / max(height, width)
