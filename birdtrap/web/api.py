@@ -22,7 +22,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from birdtrap import __version__, store
-from birdtrap.errors import StoreError, first_line
+from birdtrap.errors import DatabaseFileError, StoreError, first_line
 from birdtrap.identify.bundle import parse_label
 from birdtrap.web import queries, schemas
 from birdtrap.web.classify import READY, TOP_LABELS, Upload
@@ -138,7 +138,7 @@ def health(context: Context) -> dict[str, Any]:
                     "discovered_at": queries.utc(photo.discovered_at),
                     "captured_at": photo.captured_at,
                 }
-    except SQLAlchemyError as e:
+    except (SQLAlchemyError, DatabaseFileError) as e:
         database = f"cannot be read: {first_line(e)}"
     disk = []
     for key, folder in context.thumbnails.folders.items():
@@ -417,13 +417,13 @@ def review(
                 )
             correction = store.add_correction(session, event_id, kind, reviewer=verdict.reviewer, note=verdict.note, **names)
             return queries.review_dict(correction)
-    except StoreError as e:
-        # The verdict is well formed but does not fit the event as it is now (no bird to confirm).
-        raise Problem(409, "review-refused", str(e)) from None
-    except SQLAlchemyError as e:
+    except (SQLAlchemyError, DatabaseFileError) as e:
         raise Problem(
             503, "database-unavailable", f"the review could not be stored ({first_line(e)}); try again.", {"Retry-After": "5"}
         ) from None
+    except StoreError as e:
+        # The verdict is well formed but does not fit the event as it is now (no bird to confirm).
+        raise Problem(409, "review-refused", str(e)) from None
 
 
 def _names(context: WebContext, species: str) -> dict[str, str | None]:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from birdtrap.config import Config
-from birdtrap.errors import first_line
+from birdtrap.errors import StoreError, first_line
 from birdtrap.web.classify import ClassifyService
 from birdtrap.web.metrics import Metrics
 from birdtrap.web.problems import Problem
@@ -37,7 +37,7 @@ class WebContext:
         try:
             with self.sessions() as session:
                 return work(session)
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, StoreError) as e:
             raise Problem(
                 503, "database-unavailable", f"the database cannot be read right now ({first_line(e)}); try again.", {"Retry-After": "5"}
             ) from None
