@@ -84,9 +84,13 @@ def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, re
         birdtrap classify ../shared/images/real/bird.bmp
         birdtrap classify inbox/ --json
         birdtrap classify sdcard/DCIM --record
+
+    Every photo gets its line; one that cannot be read or identified is reported as failed with
+    the reason, and the exit status is then 1 (0 when every photo was classified).
     """
     from birdtrap.ingest import classify_files, record_files
     from birdtrap.loading import build_identifier
+    from birdtrap.store import path_as_text
 
     config = load_config(config_path)
     if model_path is not None:
@@ -103,16 +107,16 @@ def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, re
         if isinstance(outcome, BirdtrapError):
             failures += 1
             if as_json:
-                click.echo(json.dumps({"path": str(path), "error": str(outcome)}))
+                click.echo(json.dumps({"path": path_as_text(str(path)), "error": path_as_text(str(outcome))}))
             else:
-                click.echo(f"{_clip(path.name, 40):40} {'failed':8} {'':7} {'':>10}  {outcome}")
+                click.echo(f"{_clip(path_as_text(path.name), 40):40} {'failed':8} {'':7} {'':>10}  {path_as_text(str(outcome))}")
             continue
         decision = outcome.decision
         if as_json:
             click.echo(
                 json.dumps(
                     {
-                        "path": str(path),
+                        "path": path_as_text(str(path)),
                         "kind": decision.kind,
                         "label": decision.label,
                         "scientific_name": decision.scientific_name,
@@ -127,7 +131,7 @@ def classify(paths: tuple[Path, ...], as_json: bool, model_path: Path | None, re
             )
         else:
             click.echo(
-                f"{_clip(path.name, 40):40} {decision.kind:8} {decision.taxon_rank or '-':7} "
+                f"{_clip(path_as_text(path.name), 40):40} {decision.kind:8} {decision.taxon_rank or '-':7} "
                 f"{decision.confidence:10.2f}  {decision.label}"
             )
     if failures:
@@ -156,7 +160,8 @@ def _print_recorded(images: list[Any], as_json: bool) -> None:
 def _expand(paths: tuple[Path, ...]):
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            # A symlink named like a photo is listed even when it leads nowhere: it is reported failed.
+            yield from sorted(p for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             yield path
 
