@@ -148,7 +148,7 @@ def test_an_error_inside_identification_of_one_photo_fails_it_alone_and_the_batc
         return real(work, burst_key, thumbnail)
 
     monkeypatch.setattr(identifier, "_identify_one", choke_on_tiny)
-    sessions = store.open_store(config.database.url.replace("sqlite:///", f"sqlite:///{tmp_path}/"))
+    sessions = store.open_store(config.database.url)
     with ThreadPoolExecutor(2) as pool:
         ingestor = Ingestor(config, identifier, sessions, inbox, pool, after_actions=False)
         totals = ingestor.handle([str(p) for p in [*good, poison, good_copy]])
