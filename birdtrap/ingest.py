@@ -574,4 +574,5 @@ def record_files(config: Config, identifier: Identifier, paths: list[Path]) -> l
         found = {image.path: image for image in store.images_by_path(session, names)}
         for image in found.values():
             _ = image.predictions  # loaded before the session closes
-    return [found[name] for name in names if name in found]
+    texts = [store.path_as_text(name) for name in names]  # names as stored (see store.path_as_text)
+    return [found[text] for text in texts if text in found]

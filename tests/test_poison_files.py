@@ -199,3 +199,29 @@ def test_classify_prints_the_failure_of_each_poison_file_and_the_results_of_the_
     assert reports["bird.bmp"]["kind"] == "bird"
     assert reports["M\\xf6we.jpg"]["kind"] == "bird"  # printed as text, classified like the original
     assert "3 of 4 photos" not in result.output and "2 of 4 photos could not be read" in result.output
+
+
+def test_a_photo_that_cannot_be_registered_fails_alone_and_the_others_are_registered(tmp_path, monkeypatch):
+    """The fallback behind registration: no real per-photo registration error is left (the Latin-1
+    name was one), so store.register_photo is made to raise for one photo, by its size."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    good = [copy_photo(path.name, inbox) for path in HERON[:2]]
+    odd = copy_photo("bird.bmp", inbox)
+    odd_size = odd.stat().st_size
+    real = store.register_photo
+
+    def refuse_one(session, path, sha256, size_bytes, *args, **kwargs):
+        if size_bytes == odd_size:
+            raise UnicodeEncodeError("utf-8", path, 0, 1, "surrogates not allowed")
+        return real(session, path, sha256, size_bytes, *args, **kwargs)
+
+    monkeypatch.setattr(store, "register_photo", refuse_one)
+    config = load(write_config(tmp_path))
+    sessions = store.open_store(config.database.url)
+    with ThreadPoolExecutor(2) as pool:
+        ingestor = Ingestor(config, build_identifier(config), sessions, inbox, pool, after_actions=False)
+        totals = ingestor.handle([str(p) for p in [*good, odd]])
+    assert (totals["done"], totals["failed"]) == (2, 1), totals
+    status, error = by_name(tmp_path)["bird.bmp"]
+    assert status == "failed" and "could not be registered (UnicodeEncodeError" in error
