@@ -225,3 +225,41 @@ def test_a_photo_that_cannot_be_registered_fails_alone_and_the_others_are_regist
     assert (totals["done"], totals["failed"]) == (2, 1), totals
     status, error = by_name(tmp_path)["bird.bmp"]
     assert status == "failed" and "could not be registered (UnicodeEncodeError" in error
+
+
+def test_a_good_photo_whose_identical_copy_fails_for_a_passing_reason_is_still_classified(tmp_path, monkeypatch):
+    """The first of two identical photos meets a passing error inside the models (injected twice:
+    memory that was short a moment); its copy, registered as its duplicate, is processed and done."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first = copy_photo(HERON[0].name, inbox, "first.jpg")
+    second = copy_photo(HERON[0].name, inbox, "second.jpg")
+    other = copy_photo(HERON[1].name, inbox)
+    config = load(write_config(tmp_path))
+    identifier = build_identifier(config)
+    real = identifier._identify_one
+    failures_left = [2]  # the batch call and the photo-by-photo call
+
+    def short_of_memory_once(work, burst_key, thumbnail):
+        if failures_left[0] and work.photo.original_size == _size_of(first):
+            failures_left[0] -= 1
+            raise MemoryError("cannot allocate 40 MiB")
+        return real(work, burst_key, thumbnail)
+
+    monkeypatch.setattr(identifier, "_identify_one", short_of_memory_once)
+    sessions = store.open_store(config.database.url)
+    with ThreadPoolExecutor(2) as pool:
+        ingestor = Ingestor(config, identifier, sessions, inbox, pool, after_actions=False)
+        totals = ingestor.handle([str(p) for p in [first, second, other]])
+    outcome = by_name(tmp_path)
+    assert outcome["first.jpg"][0] == "failed" and "MemoryError" in outcome["first.jpg"][1]
+    assert outcome["second.jpg"] == ("done", None), outcome
+    assert outcome[other.name][0] == "done"
+    assert (totals["done"], totals["failed"], totals["duplicate"]) == (2, 1, 0), totals
+
+
+def _size_of(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
