@@ -137,6 +137,15 @@ class Candidate:
     image_id: int = 0
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A registered photo that failed, why, and whether its bytes are the cause (see `_store`)."""
+
+    candidate: Candidate
+    reason: str
+    in_the_bytes: bool
+
+
 @dataclass
 class Prepared:
     """A batch being read and decoded, registered or not yet (see Ingestor.prepare, read_ahead)."""
@@ -528,15 +537,6 @@ class Ingestor:
             shutil.move(source, destination)
         except OSError as e:
             log.warning("could not move %s to %s (%s); it stays where it is", source, destination, e.strerror)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A registered photo that failed, why, and whether its bytes are the cause (see `_store`)."""
-
-    candidate: Candidate
-    reason: str
-    in_the_bytes: bool
 
 
 def file_signature(path: str) -> tuple[int | None, float | None]:
