@@ -230,7 +230,7 @@ def test_the_store_registers_duplicates_failures_and_answers_queries_on_postgres
     assert (first.outcome, copy.outcome) == ("new", "duplicate")
     with sessions() as session:
         assert store.counts_by_status(session) == {"pending": 1, "duplicate": 1, "failed": 1}
-        assert store.known_files(session)["/in/a.jpg"] == (10, 1.5)
+        assert store.known_files(session)["/in/a.jpg"] == {(10, 1.5)}
         assert [p.path for p in store.pending_photos(session)] == ["/in/a.jpg"]
         assert store.find_sightings(session, species="egretta", camera="cam", min_confidence=0.5) == []
         assert store.find_events(session) == [] and store.species_stats(session) == [] and store.activity(session, "hour") == []

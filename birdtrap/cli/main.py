@@ -85,10 +85,14 @@ def classify(paths: tuple[Path, ...], fmt: str, model_path: Path | None, record:
         birdtrap classify ../shared/images/real/bird.bmp
         birdtrap classify inbox/ --json
         birdtrap classify sdcard/DCIM --record
+
+    Every photo gets its line; one that cannot be read or identified is reported as failed with
+    the reason, and the exit status is then 1 (0 when every photo was classified).
     """
     from birdtrap.daemon.ingest import record_files
     from birdtrap.daemon.wiring import build_identifier
     from birdtrap.identify.photos import classify_files
+    from birdtrap.store import path_as_text
 
     config = load_config(config_path)
     if model_path is not None:
@@ -105,9 +109,10 @@ def classify(paths: tuple[Path, ...], fmt: str, model_path: Path | None, record:
         for path, outcome in classify_files(files, identifier):
             if isinstance(outcome, BirdtrapError):
                 failures += 1
-                yield {"path": str(path), **dict.fromkeys(ANSWER_FIELDS), "kind": "failed", "error": str(outcome)}
+                failed = dict.fromkeys(ANSWER_FIELDS, None) | {"kind": "failed"}
+                yield {"path": path_as_text(str(path)), **failed, "error": path_as_text(str(outcome))}
             else:
-                yield {"path": str(path), **answer(outcome, identifier.species.labels), "error": None}
+                yield {"path": path_as_text(str(path)), **answer(outcome, identifier.species.labels), "error": None}
 
     if fmt == "table":  # streamed, a line a photo as it is named
         click.echo(f"{'photo':40} {'kind':8} {'taxon_rank':10} {'confidence':>10}  label")
@@ -145,7 +150,8 @@ def _print_recorded(images: list[Any], fmt: str) -> None:
 def _expand(paths: tuple[Path, ...]):
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            # A symlink named like a photo is listed even when it leads nowhere: it is reported failed.
+            yield from sorted(p for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             yield path
 

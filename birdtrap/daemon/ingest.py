@@ -9,6 +9,7 @@ owns the loop, the retries and the progress; this module owns a batch.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from birdtrap import store
@@ -28,8 +30,8 @@ from birdtrap.config import Config
 from birdtrap.daemon.commit import commit_results
 from birdtrap.errors import PhotoError
 from birdtrap.identify.identifier import FrameInputs, Identification, Identifier
-from birdtrap.identify.photos import Decoded, burst_key, decode_photo
-from birdtrap.identify.preprocess import Photo, PreprocessSettings, read_photo_bytes
+from birdtrap.identify.photos import Decoded, burst_key, could_not, decode_photo
+from birdtrap.identify.preprocess import Photo, PreprocessSettings, looping_link, read_photo_bytes
 
 log = logging.getLogger(__name__)
 NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
@@ -84,6 +86,15 @@ class Candidate:
     image_id: int = 0
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A registered photo that failed, why, and whether its bytes are the cause (see `_store`)."""
+
+    candidate: Candidate
+    reason: str
+    in_the_bytes: bool
+
+
 @dataclass
 class Prepared:
     """A batch being read and decoded, registered or not yet (see Ingestor.prepare, read_ahead)."""
@@ -93,6 +104,9 @@ class Prepared:
     work: list[Candidate]
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     registered: bool = False
+    # Copies of a photo that failed for a reason not in its bytes: each is processed as the
+    # original now (see store.release_copies). The caller queues them again.
+    retry: list[str] = field(default_factory=list)
 
 
 def read_and_decode(
@@ -158,8 +172,7 @@ class Ingestor:
         """Start reading and decoding a batch, and register it as soon as its files are read."""
         prepared = self.read_ahead(batch)
         self._await_identities(prepared)
-        with self.sessions.begin() as session:
-            self._register(session, prepared)
+        self._register_alone(prepared)
         self._log_unreadable(prepared)
         return prepared
 
@@ -185,8 +198,15 @@ class Ingestor:
         return prepared
 
     def check_inside(self, path: str) -> None:
-        """Refuse a symlink (or anything) that resolves outside the watch folder."""
-        resolved = Path(path).resolve()
+        """Refuse a symlink (or anything) that resolves outside the watch folder, or loops."""
+        try:
+            resolved = Path(path).resolve()
+        except RuntimeError:  # Python < 3.13 on a symlink loop
+            raise looping_link(path) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise looping_link(path) from None
+            raise PhotoError(f"{path} cannot be followed to a file ({e.strerror}).") from None
         if resolved != self.folder and self.folder not in resolved.parents:
             raise PhotoError(
                 f"{path} points outside the folder being processed ({resolved}); refused. Copy the photo in instead of linking it."
@@ -195,10 +215,16 @@ class Ingestor:
     def handle(self, batch: list[str]) -> Counter[str]:
         """Process one batch; returns counts (done, birds, failed, duplicate, notifications).
 
+        Copies handed back for another try (Prepared.retry) are processed too, before returning.
         Raises SQLAlchemyError when the database refuses a write: nothing of the batch is then
         committed past registration, and the same paths can simply be handled again.
         """
-        return self.finish(self.prepare(batch))
+        totals: Counter[str] = Counter()
+        while batch:
+            prepared = self.prepare(batch)
+            totals.update(self.finish(prepared))
+            batch = prepared.retry
+        return totals
 
     @staticmethod
     def _await_identities(prepared: Prepared) -> None:
@@ -210,17 +236,61 @@ class Ingestor:
             except PhotoError as e:
                 prepared.unreadable.append((candidate.path, str(e)))
                 continue
+            except Exception as e:  # noqa: BLE001 - one file's surprise is that file's failure
+                prepared.unreadable.append((candidate.path, could_not(candidate.path, "read", e)))
+                continue
             readable.append(candidate)
         prepared.work = readable
 
+    def _register_alone(self, prepared: Prepared) -> None:
+        """Register a batch in its own transaction, photo by photo if one of them cannot be.
+
+        An error that is about one photo, not the database (SQLAlchemyError goes to the caller),
+        rolls the batch's registration back; then each photo is registered in a transaction of
+        its own, and the one that fails is recorded failed with the error.
+        """
+        try:
+            with self.sessions.begin() as session:
+                self._register(session, prepared)
+            return
+        except SQLAlchemyError:
+            raise
+        except Exception as e:  # noqa: BLE001 - isolated below
+            log.warning("registering a batch of %d photos failed (%r); registering them one by one", len(prepared.paths), e)
+        singles = [Prepared([c.path], prepared.totals, [c]) for c in prepared.work]
+        singles += [Prepared([path], prepared.totals, [], [(path, reason)]) for path, reason in prepared.unreadable]
+        work: list[Candidate] = []
+        unreadable: list[tuple[str, str]] = []
+        for one in singles:
+            try:
+                with self.sessions.begin() as session:
+                    self._register(session, one)
+            except SQLAlchemyError:
+                raise
+            except Exception as e:  # noqa: BLE001 - this photo's failure
+                path = one.paths[0]
+                reason = could_not(path, "registered", e)
+                with self.sessions.begin() as session:
+                    store.record_failure(session, path, reason, self.config.camera.id)
+                unreadable.append((path, reason))
+                continue
+            work.extend(one.work)
+            unreadable.extend(one.unreadable)
+        prepared.work, prepared.unreadable, prepared.registered = work, unreadable, True
+
     def _register(self, session: Session, prepared: Prepared) -> None:
-        """Register a batch's photos as pending (duplicates as such, unreadable files as failed)."""
+        """Register a batch's photos as pending (duplicates as such, unreadable files as failed).
+
+        `prepared` changes only once every photo is registered, so a registration that raises
+        leaves it as it was, to be tried again.
+        """
         camera = self.config.camera
         for path, reason in prepared.unreadable:
             # Its size and mtime let the rescan skip it until the file changes.
-            size, mtime = _lstat(path)
+            size, mtime = file_signature(path)
             store.record_failure(session, path, reason, camera.id, size_bytes=size, file_mtime=mtime)
-        work: list[Candidate] = []
+        work: list[tuple[Candidate, int]] = []
+        copies: list[Candidate] = []
         for candidate in prepared.work:
             file = candidate.file
             assert file is not None, "_await_identities comes first"
@@ -228,14 +298,19 @@ class Ingestor:
                 session, candidate.path, file.sha256, file.size, file.mtime, camera.id, camera.deployment_id
             )
             if registration.outcome in ("new", "pending"):
-                candidate.image_id = registration.image_id
-                work.append(candidate)
-            else:
+                work.append((candidate, registration.image_id))
+            elif registration.outcome == "duplicate":
+                copies.append(candidate)
+        kept = {id(candidate) for candidate, _ in work}
+        for candidate in prepared.work:
+            if id(candidate) not in kept:
                 candidate.decoded = None  # its decode is not needed (a duplicate, or recorded already)
-                if registration.outcome == "duplicate":
-                    prepared.totals["duplicate"] += 1
-                    log.info("%s is a copy of a photo already recorded; stored as a duplicate", candidate.path)
-        prepared.work, prepared.registered = work, True
+        for candidate, image_id in work:
+            candidate.image_id = image_id
+        for candidate in copies:
+            prepared.totals["duplicate"] += 1
+            log.info("%s is a copy of a photo already recorded; stored as a duplicate", candidate.path)
+        prepared.work, prepared.registered = [c for c, _ in work], True
 
     @staticmethod
     def _log_unreadable(prepared: Prepared) -> None:
@@ -246,53 +321,65 @@ class Ingestor:
     def finish(self, prepared: Prepared, following: Prepared | None = None) -> Counter[str]:
         """Wait for the decodes, identify, and write results, events and notifications at once.
 
-        `following` (from `read_ahead`) is registered in the same transaction.
+        `following` (from `read_ahead`) is registered in the same transaction. A photo that
+        cannot be decoded, identified or stored is that photo's failed row; the others are
+        stored. Only a database error (SQLAlchemyError) reaches the caller.
         """
         assert prepared.registered, "finish() takes a batch from prepare(), or one registered by the finish() before it"
         totals, work = prepared.totals, prepared.work
         if not work:
             if following is not None:
                 self._await_identities(following)
-                with self.sessions.begin() as session:
-                    self._register(session, following)
+                self._register_alone(following)
                 self._log_unreadable(following)
             return totals
-        camera = self.config.camera
         decoded: list[tuple[Candidate, Decoded]] = []
-        failed: list[tuple[Candidate, str]] = []
+        failed: list[Failure] = []
         for candidate in work:
             assert candidate.decoded is not None
             try:
                 decoded.append((candidate, candidate.decoded.result()))
             except PhotoError as e:
-                failed.append((candidate, str(e)))
+                failed.append(Failure(candidate, str(e), in_the_bytes=True))
+            except Exception as e:  # noqa: BLE001 - one photo's surprise is that photo's failure
+                failed.append(Failure(candidate, could_not(candidate.path, "decoded", e), in_the_bytes=False))
             candidate.decoded = None  # the future held the decode too
-        identifications = self.identifier.identify(
-            [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded], [d.inputs for _, d in decoded]
-        )
+        identified = self._identify(decoded, failed)
         # Identified: the pixels go now, so the next batch's decodes reuse their memory while
         # this batch is written (the peak holds one batch of frames less).
-        decoded = [(candidate, replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)) for candidate, item in decoded]
-        moves: list[tuple[str, Path]] = []
+        stored: list[tuple[Candidate, Decoded, Identification, store.Result, Path | None]] = []
+        for candidate, item, identification in identified:
+            item = replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)
+            try:
+                destination = self.archive_destination(candidate.path, identification.decision.kind)
+                result = to_result(identification, item, str(destination) if destination else None)
+            except Exception as e:  # noqa: BLE001 - as above
+                failed.append(Failure(candidate, could_not(candidate.path, "named", e), in_the_bytes=False))
+                continue
+            stored.append((candidate, item, identification, result, destination))
         if following is not None:
             self._await_identities(following)  # read by now: the pool did it while this batch was identified
-        results: list[tuple[int, store.Result]] = []
-        for (candidate, item), identification in zip(decoded, identifications, strict=True):
-            destination = self.archive_destination(candidate.path, identification.decision.kind)
-            results.append((candidate.image_id, to_result(identification, item, str(destination) if destination else None)))
-            if destination is not None:
-                moves.append((candidate.path, destination))
-        with self.sessions.begin() as session:
-            for candidate, reason in failed:
-                file = candidate.file
-                assert file is not None
-                store.record_failure(session, candidate.path, reason, camera.id, candidate.image_id, file.sha256, file.size, file.mtime)
-            totals["notifications"] += commit_results(session, self.config, self.identifier, camera.id, self.model_id, results)
-            if following is not None:
-                self._register(session, following)
+        before = Counter(totals)
+        try:
+            with self.sessions.begin() as session:
+                self._store(session, stored, failed, totals, prepared)
+                if following is not None:
+                    self._register(session, following)
+        except SQLAlchemyError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a read-ahead photo that cannot be registered
+            if following is None or following.registered:
+                raise
+            log.warning("registering the next batch failed (%r); storing this batch alone, then registering it photo by photo", e)
+            prepared.retry.clear()
+            totals.clear()
+            totals.update(before)
+            with self.sessions.begin() as session:
+                self._store(session, stored, failed, totals, prepared)
+            self._register_alone(following)
         if following is not None:
             self._log_unreadable(following)
-        for (candidate, _), identification in zip(decoded, identifications, strict=True):
+        for candidate, _, identification, _, _ in stored:
             totals["done"] += 1
             decision = identification.decision
             if decision.kind == "bird":
@@ -300,13 +387,73 @@ class Ingestor:
                 log.info("%s: %s (%s, %.2f)", Path(candidate.path).name, decision.label, decision.taxon_rank, decision.confidence)
             else:
                 log.debug("%s: %s (%.2f)", Path(candidate.path).name, decision.kind, decision.confidence)
-        for candidate, reason in failed:
+        for failure in failed:
             totals["failed"] += 1
-            log.warning("failed: %s", reason)
-            self.quarantine(candidate.path)
-        for source, destination in moves:
-            self.move(source, destination)
+            log.warning("failed: %s", failure.reason)
+            self.quarantine(failure.candidate.path)
+        for candidate, _, _, _, destination in stored:
+            if destination is not None:
+                self.move(candidate.path, destination)
         return totals
+
+    def _identify(
+        self, decoded: list[tuple[Candidate, Decoded]], failed: list[Failure]
+    ) -> list[tuple[Candidate, Decoded, Identification]]:
+        """Identify the batch at once; if that raises, photo by photo, so one photo fails alone.
+
+        Photo by photo, the burst memory may see a frame that the failed batch call had shown it
+        already: motion then compares a frame with itself once, which finds nothing, never a
+        false region.
+        """
+        camera = self.config.camera
+        try:
+            identifications = self.identifier.identify(
+                [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded], [d.inputs for _, d in decoded]
+            )
+            return [(c, d, i) for (c, d), i in zip(decoded, identifications, strict=True)]
+        except Exception as e:  # noqa: BLE001 - isolated below
+            if len(decoded) == 1:
+                candidate = decoded[0][0]
+                failed.append(Failure(candidate, could_not(candidate.path, "identified", e), in_the_bytes=False))
+                return []
+            log.warning("identifying a batch of %d photos failed (%r); identifying them one by one", len(decoded), e)
+        identified = []
+        for candidate, item in decoded:
+            try:
+                [identification] = self.identifier.identify([item.photo], [burst_key(camera.id, item.metadata)], [item.inputs])
+            except Exception as e:  # noqa: BLE001 - this photo's failure
+                failed.append(Failure(candidate, could_not(candidate.path, "identified", e), in_the_bytes=False))
+                continue
+            identified.append((candidate, item, identification))
+        return identified
+
+    def _store(
+        self,
+        session: Session,
+        stored: list[tuple[Candidate, Decoded, Identification, store.Result, Path | None]],
+        failed: list[Failure],
+        totals: Counter[str],
+        prepared: Prepared,
+    ) -> None:
+        """Write a batch's results, failures (and their copies'), events and notifications."""
+        camera = self.config.camera
+        for failure in failed:
+            candidate, file = failure.candidate, failure.candidate.file
+            assert file is not None
+            store.record_failure(session, candidate.path, failure.reason, camera.id, candidate.image_id, file.sha256, file.size, file.mtime)
+            if failure.in_the_bytes:
+                # Identical copies hold the same broken bytes: each fails too, on its own row.
+                copies = store.fail_copies(session, candidate.image_id, failure.reason)
+                totals["failed"] += len(copies)
+                totals["duplicate"] -= len(copies)
+            else:
+                # A passing failure must not hide a good copy: the first copy becomes the original.
+                heir = store.release_copies(session, candidate.image_id)
+                if heir is not None:
+                    totals["duplicate"] -= 1
+                    prepared.retry.append(store.path_from_text(heir))
+        results = [(candidate.image_id, result) for candidate, _, _, result, _ in stored]
+        totals["notifications"] += commit_results(session, self.config, self.identifier, camera.id, self.model_id, results)
 
     def archive_destination(self, path: str, kind: str) -> Path | None:
         """Where a processed photo goes (None: it stays). Empty frames may have their own folder."""
@@ -337,12 +484,19 @@ class Ingestor:
             log.warning("could not move %s to %s (%s); it stays where it is", source, destination, e.strerror)
 
 
-def _lstat(path: str) -> tuple[int | None, float | None]:
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return None, None
-    return info.st_size, info.st_mtime
+def file_signature(path: str) -> tuple[int | None, float | None]:
+    """(size, mtime) as registration records them: of the file a symlink points to, else of the link.
+
+    The rescan compares a file with its row by this, so a symlinked photo matches its row and a
+    broken link matches its failure, and neither is offered again until it changes.
+    """
+    for follow in (True, False):
+        try:
+            info = os.stat(path, follow_symlinks=follow)
+        except OSError:
+            continue
+        return info.st_size, info.st_mtime
+    return None, None
 
 
 def record_files(config: Config, identifier: Identifier, paths: list[Path]) -> list[store.ImageRecord]:
@@ -365,4 +519,5 @@ def record_files(config: Config, identifier: Identifier, paths: list[Path]) -> l
         found = {image.path: image for image in store.images_by_path(session, names)}
         for image in found.values():
             _ = image.predictions  # loaded before the session closes
-    return [found[name] for name in names if name in found]
+    texts = [store.path_as_text(name) for name in names]  # names as stored (see store.path_as_text)
+    return [found[text] for text in texts if text in found]

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from birdtrap import evaluate as evaluation
 from birdtrap import store
 from birdtrap.config import Config, check_folders
-from birdtrap.daemon.ingest import Ingestor, Prepared
+from birdtrap.daemon.ingest import Ingestor, Prepared, file_signature
 from birdtrap.daemon.notify import OutboxSender
 from birdtrap.daemon.notify import channels as notify_channels
 from birdtrap.daemon.systemd import Notifier
@@ -293,27 +293,30 @@ class Daemon:
             pending = [image.path for image in store.pending_photos(session)]
         if pending:
             log.info("resuming %d photos left pending by the last run", len(pending))
-        for path in pending:
-            self.enqueue(path)
+        for text in pending:
+            # A stored name is text (store.path_as_text); the file may have a name that is not.
+            self.enqueue(text if os.path.lexists(text) else store.path_from_text(text))
 
     def reconcile(self, startup: bool = False) -> None:
-        """Compare the folder with the database; offer every file not on record (or changed)."""
+        """Compare the folder with the database; offer every file not on record (or changed).
+
+        A file is compared as registration recorded it (ingest.file_signature: a symlink by the
+        file it points to, its name as stored text), so what is on record is never offered again.
+        """
         with self.sessions.begin() as session:
             known = store.known_files(session)
         found = 0
         settle = self.config.watch.settle_seconds
         for entry in self.watcher.scan():
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
+            size, mtime = file_signature(entry.path)
+            if size is None or mtime is None:
                 continue
-            record = known.get(entry.path)
-            if record is not None and record[0] == info.st_size and record[1] == info.st_mtime:
+            if (size, mtime) in known.get(store.path_as_text(entry.path), ()):
                 continue
             if entry.path in self.queued:
                 continue
             found += 1
-            old_enough = time.time() - info.st_mtime >= settle
+            old_enough = time.time() - mtime >= settle
             self.tracker.touch(entry.path, settled=old_enough)
         if found and not startup:
             log.warning("rescan found %d photos the folder events missed", found)
@@ -365,10 +368,14 @@ class Daemon:
             return
         self.write_backoff_delay = 0.5
         self.totals.update(outcome)
+        # Copies registered by an earlier run can turn failed now (ingest._store): no count below 0.
+        self.totals["duplicate"] = max(0, self.totals["duplicate"])
         if outcome.get("notifications") and self.sender is not None:
             self.sender.wake.set()
         for path in current.paths:
             self.queued.discard(path)
+        for path in current.retry:
+            self.enqueue(path)
         self.last_write = time.monotonic()
         self.report_progress()
 

@@ -38,6 +38,8 @@ def classify_files(paths: Iterable[Path], identifier: Identifier) -> Iterable[tu
     """Identify photo files one by one, in order, without storing anything (`classify`, `evaluate`).
 
     The folder stands in for the camera, so the frames of a burst copied together are one burst.
+    Whatever goes wrong with one file (unreadable, undecodable, or an error inside the models on
+    its pixels) is that file's PhotoError; the others are still identified.
     """
     for path in paths:
         try:
@@ -46,4 +48,20 @@ def classify_files(paths: Iterable[Path], identifier: Identifier) -> Iterable[tu
         except PhotoError as e:
             yield path, e
             continue
-        yield path, identifier.identify([decoded.photo], [burst_key(str(path.parent), decoded.metadata)])[0]
+        except Exception as e:  # noqa: BLE001 - one file's surprise must not stop the others
+            yield path, PhotoError(could_not(str(path), "read or decoded", e))
+            continue
+        try:
+            identification = identifier.identify([decoded.photo], [burst_key(str(path.parent), decoded.metadata)])[0]
+        except Exception as e:  # noqa: BLE001 - as above
+            yield path, PhotoError(could_not(str(path), "identified", e))
+            continue
+        yield path, identification
+
+
+def could_not(path: str, what: str, error: BaseException) -> str:
+    """The failure reason for an unforeseen error on one photo: the file, the step, the error."""
+    return (
+        f"{path} could not be {what} ({type(error).__name__}: {error}); the other photos were processed. "
+        "If the file opens in an image viewer, report it with the file."
+    )

@@ -7,6 +7,7 @@ config. What the model saw in training is then exactly what it sees in the field
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
@@ -203,14 +204,31 @@ def decode_pixels(data: bytes, factor: int = 1) -> np.ndarray:
             return np.asarray(rgb)[..., ::-1]
 
 
+def looping_link(path: str | Path) -> PhotoError:
+    """The failure of a symbolic link that never reaches a file (`ln -s a.jpg a.jpg`)."""
+    return PhotoError(
+        f"{path} is a symbolic link that loops (it points back to itself through links); nothing to read. "
+        "Replace it with the photo or delete it."
+    )
+
+
 def read_photo_bytes(path: Path) -> bytes:
     """Read a regular file's bytes; refuse FIFOs, devices and folders without blocking on them."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise PhotoError(
+                f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; nothing to read. "
+                "Copy the photo in, or point the link at it."
+            ) from None
         raise PhotoError(f"{path} disappeared before it could be read.") from None
     except PermissionError:
         raise PhotoError(f"{path} cannot be read (permission denied); give the birdtrap user read access.") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise looping_link(path) from None
+        raise PhotoError(f"{path} cannot be read ({e.strerror}).") from None
     if not stat.S_ISREG(info.st_mode):
         raise PhotoError(f"{path} is not a regular file; only photo files are processed.")
     try:

@@ -269,7 +269,7 @@ def find_photos(folders: list[Path], photo_filter: PhotoFilter) -> Iterator[tupl
 def _on_record(sessions: sessionmaker[Session], folders: list[Path]) -> dict[str, tuple[int | None, float | None]]:
     """path -> (size, mtime) of files under `folders` recorded as done, duplicate or failed."""
     image = store.ImageRecord
-    under = or_(*[image.path.startswith(str(folder) + os.sep, autoescape=True) for folder in folders])
+    under = or_(*[image.path.startswith(store.path_as_text(str(folder) + os.sep), autoescape=True) for folder in folders])
     query = select(image.path, image.size_bytes, image.file_mtime).where(image.status != store.PENDING, under)
     with sessions() as session:
         return {path: (size, mtime) for path, size, mtime in session.execute(query)}
@@ -288,7 +288,7 @@ def plan(config: Config, folders: list[Path], batch_size: int) -> tuple[int, int
     current_root = ""
     for root, path in find_photos(folders, PhotoFilter(config.watch.patterns)):
         found += 1
-        record = known.get(path)
+        record = known.get(store.path_as_text(path))
         if record is not None:
             try:
                 info = os.stat(path)

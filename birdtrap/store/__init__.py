@@ -8,6 +8,8 @@ whole batch or none of it.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -483,6 +485,43 @@ def schema_version(session: Session) -> int:
 SCHEMA_VERSION = int(HEAD_REVISION)
 
 
+# --- file names as text ---------------------------------------------------------------------
+
+# A file name is bytes; Python shows a name that is not valid UTF-8 (Latin-1 from a FAT card or
+# an old FTP tool: b"M\xf6we.jpg") with lone surrogates, which no database text column accepts.
+# Such a name is stored with each undecodable byte written as a \xNN escape (readable; Python's
+# "backslashreplace"); every valid name is stored unchanged, so rows written before this stay
+# right, and the daemon compares a scanned name in this form, so a rescan finds it on record.
+# `path_from_text` turns the text back into the name on disk.
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def path_as_text(path: str) -> str:
+    """The form of a file name (or any text holding one) that is stored and printed."""
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name decoded to
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def path_from_text(text: str) -> str:
+    """The file name on disk of a stored path (the inverse of `path_as_text`).
+
+    Only escapes that stand for bytes invalid in UTF-8 are undone, so a valid name that happens
+    to hold the characters "\\xf6" comes back as it is unless those bytes could not be a name's.
+    """
+    if "\\x" not in text:
+        return text
+    raw = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
+    name = os.fsencode(raw)
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return os.fsdecode(name)
+    return text
+
+
 # --- writing -------------------------------------------------------------------------------
 
 
@@ -503,14 +542,22 @@ def register_photo(
 ) -> Registration:
     """Record a photo as pending, or as a duplicate of an earlier one with the same content.
 
-    The same path with the same content is "seen" (nothing is written): a photo is counted once.
+    The same path with the same content is "seen": a photo is counted once. Its size and mtime
+    are refreshed then, so the rescan knows the file as it is now (content rewritten and then
+    restored, or only touched) and stops offering it.
     """
+    path = path_as_text(path)
     existing = session.scalar(
         select(ImageRecord).where(ImageRecord.path == path, ImageRecord.sha256 == sha256, ImageRecord.status != FAILED)
     )
     if existing is not None:
         # Pending: registered by a run that died before finishing it; process it now.
-        return Registration(existing.id, "pending" if existing.status == PENDING else "seen")
+        if existing.status == PENDING:
+            return Registration(existing.id, "pending")
+        if (existing.size_bytes, existing.file_mtime) != (size_bytes, file_mtime):
+            existing.size_bytes, existing.file_mtime = size_bytes, file_mtime
+            session.flush()
+        return Registration(existing.id, "seen")
     original = session.scalar(
         select(ImageRecord).where(
             ImageRecord.sha256 == sha256, ImageRecord.duplicate_of.is_(None), ImageRecord.status.in_((PENDING, DONE))
@@ -550,7 +597,12 @@ def record_failure(
     size_bytes: int | None = None,
     file_mtime: float | None = None,
 ) -> int:
-    """Mark a photo failed with its reason (creating its row if it never got one)."""
+    """Mark a photo failed with its reason (creating its row if it never got one).
+
+    Copies registered as duplicates of it are not settled here: see `fail_copies` and
+    `release_copies`.
+    """
+    path, error = path_as_text(path), path_as_text(error)
     image = session.get(ImageRecord, image_id) if image_id is not None else None
     if image is None:
         # A pending row for this path (left by a crash) or an earlier failure is updated, not repeated.
@@ -569,6 +621,47 @@ def record_failure(
     image.processed_at = utcnow()
     session.flush()
     return image.id
+
+
+def fail_copies(session: Session, image_id: int, reason: str) -> list[str]:
+    """Its identical copies fail with the photo `image_id`, each as its own failed row.
+
+    For a failure the bytes themselves cause (they are no photo): every copy would fail the same
+    way, so each is recorded failed (still pointing at the original), and a user listing the
+    failures sees every file to copy again. Returns the copies' stored paths.
+    """
+    original = session.get(ImageRecord, image_id)
+    copies = list(session.scalars(select(ImageRecord).where(ImageRecord.duplicate_of == image_id, ImageRecord.status == DUPLICATE)))
+    for copy in copies:
+        copy.status = FAILED
+        where = original.path if original is not None else f"photo {image_id}"
+        copy.error = f"{copy.path} has the same content as {where}, which failed: {path_as_text(reason)}"
+        copy.processed_at = utcnow()
+    session.flush()
+    return [copy.path for copy in copies]
+
+
+def release_copies(session: Session, image_id: int) -> str | None:
+    """The first identical copy of the failed photo `image_id` becomes the original, pending again.
+
+    For a failure that is about the file or the moment (it vanished, a passing error), not its
+    bytes: a good copy must still be processed. The others point at the new original. Returns
+    the new original's stored path (to be processed), or None when there are no copies.
+    """
+    copies = list(
+        session.scalars(
+            select(ImageRecord).where(ImageRecord.duplicate_of == image_id, ImageRecord.status == DUPLICATE).order_by(ImageRecord.id)
+        )
+    )
+    if not copies:
+        return None
+    heir, rest = copies[0], copies[1:]
+    heir.status, heir.duplicate_of, heir.processed_at = PENDING, None, None
+    session.flush()  # the heir is an original before the others point at it
+    for copy in rest:
+        copy.duplicate_of = heir.id
+    session.flush()
+    return heir.path
 
 
 def record_model(session: Session, sha256: str, name: str, version: str, path: str) -> int:
@@ -639,6 +732,8 @@ def record_result(session: Session, image_id: int, result: Result, model_id: int
         "archived_path",
     ):
         setattr(image, name, getattr(result, name))
+    if result.archived_path is not None:
+        image.archived_path = path_as_text(result.archived_path)
     if result.box is not None:
         image.box_x0, image.box_y0, image.box_x1, image.box_y1 = result.box
     earlier_result = image.status != PENDING
@@ -665,10 +760,16 @@ def record_result(session: Session, image_id: int, result: Result, model_id: int
 # --- reading -------------------------------------------------------------------------------
 
 
-def known_files(session: Session) -> dict[str, tuple[int | None, float | None]]:
-    """path -> (size, mtime) of every photo on record, for reconciling the folder."""
-    rows = session.execute(select(ImageRecord.path, ImageRecord.size_bytes, ImageRecord.file_mtime))
-    return {path: (size, mtime) for path, size, mtime in rows}
+def known_files(session: Session) -> dict[str, set[tuple[int | None, float | None]]]:
+    """Stored path -> every (size, mtime) on record for it, for reconciling the folder.
+
+    A path can have several rows (its content replaced, then restored): the file is on record
+    if it matches any of them. Compare a scanned name through `path_as_text`.
+    """
+    known: dict[str, set[tuple[int | None, float | None]]] = {}
+    for path, size, mtime in session.execute(select(ImageRecord.path, ImageRecord.size_bytes, ImageRecord.file_mtime)):
+        known.setdefault(path, set()).add((size, mtime))
+    return known
 
 
 def pending_photos(session: Session) -> list[ImageRecord]:
@@ -802,7 +903,8 @@ def activity(session: Session, by: str, since: datetime | None = None, camera: s
 
 
 def images_by_path(session: Session, paths: Iterable[str]) -> list[ImageRecord]:
-    return list(session.scalars(select(ImageRecord).where(ImageRecord.path.in_(list(paths))).order_by(ImageRecord.id)))
+    texts = [path_as_text(path) for path in paths]
+    return list(session.scalars(select(ImageRecord).where(ImageRecord.path.in_(texts)).order_by(ImageRecord.id)))
 
 
 __all__ = [
