@@ -238,15 +238,24 @@ def _sighting_row(image: Any) -> dict[str, Any]:
 
 @cli.command()
 @query_options
-@click.option("--all", "all_kinds", is_flag=True, help="Also events without a bird (empty, animal, person).")
+@click.option("--all", "all_kinds", is_flag=True, help="Also events without a bird (animal, person, vehicle, unsure, blank).")
+@click.option("--kind", "kind_name", metavar="KIND",
+              help="Only events of this kind: bird, animal, person, vehicle, unsure or blank (old names empty, unknown accepted).")
 @config_option
-def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path | None) -> None:
+def events(filters: dict[str, Any], fmt: str, all_kinds: bool, kind_name: str | None, config_path: Path | None) -> None:
     """List events (the bursts a trigger fires), newest first, with the species they decide.
 
     \b
         birdtrap events --species "grey heron" --format json
+        birdtrap events --kind unsure
     """
     from birdtrap import store
+    from birdtrap.kinds import Kind
+
+    try:
+        kind = Kind.parse(kind_name) if kind_name is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--kind") from None
 
     with open_database(config_path)() as session:
         rows = [
@@ -263,7 +272,7 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path
                 "rank": event.taxon_rank,
                 "confidence": round(event.confidence, 4) if event.confidence is not None else None,
             }
-            for event in store.find_events(session, birds_only=not all_kinds, **filters)
+            for event in store.find_events(session, birds_only=not all_kinds, kind=kind, **filters)
         ]
     _print_rows(rows, fmt, empty="no events match")
 

@@ -13,7 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from birdtrap.decision import BIRD, EMPTY
+from birdtrap.decision import BIRD
+from birdtrap.decision import BLANK as EMPTY
 from birdtrap.errors import BirdtrapError, ConfigError
 
 

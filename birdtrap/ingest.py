@@ -28,6 +28,7 @@ from birdtrap import events, notify, store
 from birdtrap.config import Config
 from birdtrap.errors import PhotoError
 from birdtrap.exif import PhotoMetadata, read_metadata
+from birdtrap.kinds import Kind
 from birdtrap.motion import BurstKey
 from birdtrap.pipeline import FrameInputs, Identification, Identifier
 from birdtrap.preprocess import Photo, PreprocessSettings, decode, read_photo_bytes
@@ -331,7 +332,7 @@ class Ingestor:
         for (candidate, _), identification in zip(decoded, identifications, strict=True):
             totals["done"] += 1
             decision = identification.decision
-            if decision.kind == "bird":
+            if decision.kind == Kind.BIRD:
                 totals["birds"] += 1
                 log.info("%s: %s (%s, %.2f)", Path(candidate.path).name, decision.label, decision.taxon_rank, decision.confidence)
             else:
@@ -345,11 +346,11 @@ class Ingestor:
         return totals
 
     def archive_destination(self, path: str, kind: str) -> Path | None:
-        """Where a processed photo goes (None: it stays). Empty frames may have their own folder."""
+        """Where a processed photo goes (None: it stays). Blank frames may have their own folder; unsure ones never go there."""
         after = self.config.after
         if not self.after_actions:
             return None
-        if kind == "empty" and after.empty_action == "move" and after.empty_folder is not None:
+        if kind == Kind.BLANK and after.empty_action == "move" and after.empty_folder is not None:
             folder = after.empty_folder
         elif after.action == "move" and after.archive_folder is not None:
             folder = after.archive_folder
