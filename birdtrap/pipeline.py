@@ -15,9 +15,12 @@ For each photo:
 
 The blank rule (issue 22): a camera-trap user moves or deletes blank frames, so calling a cougar
 blank loses data, and calling a blank frame unsure only costs a look. A frame is `blank` only
-when the species model says background, the gate agrees (no bird), the detector, on the frame
-and on its tiles, boxes nothing of any class above `blank_max_box_score`, and nothing moved
-against the burst. Without a detector there is no such evidence, so nothing is ever blank.
+when the species model names no bird (background, or no species or genus sure), the gate agrees
+(no bird), the detector, on the frame and on its tiles, boxes nothing of any class at or above
+`blank_max_box_score`, and nothing moved against the burst. (The iNat model calls only 2 of the 5
+truly empty labelled frames "background": its other answers there are birds at 0.08-0.18, so
+"background or unsure" is its way of saying no bird; the detector is the strong witness.)
+Without a detector there is no such evidence, so nothing is ever blank.
 Frames the species model calls background therefore still get the detector's look.
 """
 
@@ -205,9 +208,7 @@ class Identifier:
         if self._accept(whole_decision, work.whole_gate) and self.finder.search != "always":
             return self._result(work, whole_decision, work.whole, WHOLE, "frame", work.whole_gate)
         if self.finder.search == "never" or self.gate is None:
-            if self.gate is not None and whole_decision.kind == Kind.BIRD:
-                whole_decision = _not_a_bird(whole_decision)
-            if whole_decision.kind == Kind.BIRD:
+            if whole_decision.kind == Kind.BIRD and self.gate is None:
                 return self._result(work, whole_decision, work.whole, WHOLE, "frame", work.whole_gate)
             # No region search, but a frame earns blank (or animal, person) only by the detector's look.
             self._detect(work)
@@ -254,7 +255,11 @@ class Identifier:
                 decision = Decision(kind, kind.value, None, None, None, strongest.score)
                 return self._result(work, decision, work.whole, strongest.box, "frame", work.whole_gate)
         if self._blank_on_evidence(work, whole_decision, motion_regions):
-            decision = Decision(Kind.BLANK, whole_decision.label, None, None, None, whole_decision.confidence)
+            background = whole_decision.kind == Kind.BLANK
+            confidence = whole_decision.confidence if background else 1.0 - (work.whole_gate or 0.0)
+            decision = Decision(Kind.BLANK, whole_decision.label if background else None, None, None, None, confidence)
+        elif whole_decision.kind == Kind.BIRD:
+            decision = _not_a_bird(whole_decision)  # the gate disagreed; the species guess stays for review
         elif whole_decision.kind == Kind.UNSURE:
             decision = whole_decision  # the species model's best guess stays, for a person to review
         else:
@@ -263,7 +268,7 @@ class Identifier:
 
     def _blank_on_evidence(self, work: _Work, whole_decision: Decision, motion_regions: Callable[[], list[Region]]) -> bool:
         """Whether every witness says nothing is there (the module docstring's blank rule)."""
-        if whole_decision.kind != Kind.BLANK or not work.detected:
+        if whole_decision.kind not in (Kind.BLANK, Kind.UNSURE) or not work.detected:
             return False
         if work.whole_gate is not None and work.whole_gate >= self.finder.gate_threshold:
             return False

@@ -323,7 +323,7 @@ def test_review_lists_the_least_confident_frames_first_and_writes_nothing(season
     listed = [line for line in lines[1:] if line.strip()[:1].isdigit()]
     confidences = [float(line.split()[0]) for line in listed]
     assert confidences and confidences == sorted(confidences)
-    least = rows(folder, "select min(confidence) from images where status = 'done' and kind in ('bird', 'unknown')")[0][0]
+    least = rows(folder, "select min(confidence) from images where status = 'done' and kind in ('bird', 'unsure')")[0][0]
     assert confidences[0] == pytest.approx(least, abs=1e-3)
     assert all(c < 0.8 or line.split()[2] != "species" for c, line in zip(confidences, listed, strict=True))
     assert not out.exists()

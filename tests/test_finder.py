@@ -177,9 +177,9 @@ def test_evaluate_on_the_shared_labels_meets_the_floors(tmp_path):
         # No species sure, but the genus together is: genus rank with the summed probability.
         ({"Poecile_atricapillus": 0.3, "Poecile_carolinensis": 0.25, "Parus_major": 0.1}, ("bird", "genus", "Poecile")),
         # Neither: unsure, not a sighting.
-        ({"Poecile_atricapillus": 0.25, "Parus_major": 0.2, "Ardea_alba": 0.2}, ("unknown", None, "Poecile atricapillus")),
-        # Background wins: empty.
-        ({"background": 0.6, "Poecile_atricapillus": 0.3}, ("empty", None, None)),
+        ({"Poecile_atricapillus": 0.25, "Parus_major": 0.2, "Ardea_alba": 0.2}, ("unsure", None, "Poecile atricapillus")),
+        # Background wins: a candidate blank (the Identifier still wants the detector's and gate's word).
+        ({"background": 0.6, "Poecile_atricapillus": 0.3}, ("blank", None, None)),
     ],
 )
 def test_the_genus_roll_up_names_the_genus_when_only_its_species_together_are_sure(probabilities, expected):
