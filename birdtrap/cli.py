@@ -508,7 +508,7 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
     """One row per labels file, per source and for all photos: what a user feels, then the cost."""
     header = (
         f"{'':30} {'photos':>6} {'found':>7} {'named':>7} {'sp/ge/fa/or':>11} {'wrong':>5} {'false':>5} "
-        f"{'animal>blank':>12} {'blank ok':>8} {'unsure':>6} {'invokes s/g/d':>15} {'ms':>5}"
+        f"{'bird>blank':>10} {'animal>blank':>12} {'blank ok':>8} {'unsure':>6} {'invokes s/g/d':>15} {'ms':>5}"
     )
     lines = [header, "-" * len(header)]
 
@@ -517,7 +517,8 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
         return (
             f"{_clip(name, 30):30} {s['photos']:6d} {s['birds_found']:3d}/{birds:<3d} {s['named_right']:3d}/{birds:<3d} "
             f"{s['species_right']:>2}/{s['genus_right']}/{s['family_right']}/{s['order_right']:<4} {s['wrong_names']:5d} "
-            f"{s['false_birds']:5d} {s['animals_people_called_blank']:12d} {s['blank_recognised']:4d}/{s['blank_photos']:<3d} "
+            f"{s['false_birds']:5d} {s['birds_called_blank']:10d} {s['animals_people_called_blank']:12d} "
+            f"{s['blank_recognised']:4d}/{s['blank_photos']:<3d} "
             f"{s['unsure']:6d} {s['mean_invokes']:4.1f}/{s['mean_gate_invokes']:4.1f}/{s['mean_detector_invokes']:4.1f} "
             f"{s['mean_seconds'] * 1000:5.0f}"
         )
@@ -528,8 +529,8 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
     lines.append(row("all photos", payload["summary"]))
     lines.append(
         "found: bird photos given any bird answer; named: species or genus right; wrong: a species or genus "
-        "that is not the truth; false: no-bird photos called birds; animal>blank: a mammal, person or vehicle "
-        "called blank; blank ok: truly empty frames called blank; ms: mean per photo."
+        "that is not the truth; false: no-bird photos called birds; bird>blank, animal>blank: a bird, or a mammal, "
+        "person or vehicle, called blank; blank ok: truly empty frames called blank; ms: mean per photo."
     )
     return "\n".join(lines)
 

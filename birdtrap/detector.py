@@ -70,11 +70,13 @@ class Detector:
         scale, zero_point = model.input_quantization
         self.spec = InputSpec(height, width, mean=mean, std=std, dtype=model.input_dtype, scale=scale, zero_point=zero_point)
         self._plain = PreprocessSettings(denoise=False, auto_contrast=False)
+        # Vehicles first, so a bird, animal or person id wins where a detector with other class ids
+        # (MegaDetector: 0 animal, 1 person, 2 vehicle) is configured without vehicle_classes.
         self._kinds = {
+            **{c: VEHICLE for c in self.layout.vehicle_classes},
             **{c: BIRD for c in self.layout.bird_classes},
             **{c: ANIMAL for c in self.layout.animal_classes},
             **{c: PERSON for c in self.layout.person_classes},
-            **{c: VEHICLE for c in self.layout.vehicle_classes},
         }
 
     def detect(self, images: list[np.ndarray], min_score: float = 0.2) -> list[list[Detection]]:

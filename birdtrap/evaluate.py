@@ -24,8 +24,10 @@ from pathlib import Path
 from birdtrap.errors import BirdtrapError, ConfigError
 from birdtrap.kinds import Kind
 
-# Label-file kinds for a truly empty frame (the old word and the new).
+# Label-file kinds for a truly empty frame (the old word and the new), and for frames that hold
+# something that is no animal (a plant): calling those blank loses nothing.
 BLANK_TRUTHS = ("empty", "blank")
+NOTHING_ALIVE_TRUTHS = (*BLANK_TRUTHS, "plant", "")
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class PhotoOutcome:
     family_right: bool = False
     order_right: bool = False
     wrong_name: bool = False  # a species or genus named that is not the truth
-    called_blank: bool = False  # something was there (bird, animal, person, ...) and it was called blank
+    called_blank: bool = False  # a bird, an animal, a person or a vehicle was there and it was called blank
     photo_source: str = ""
     labels_file: str = ""
 
@@ -189,7 +191,7 @@ def evaluate(photos: list[LabelledPhoto], identifier, progress: Callable[[int], 
             d = result.decision
             species_right, genus_right, false_bird = score(photo, d.kind, d.scientific_name, d.taxon_rank)
             family_right, order_right, wrong = _higher_ranks(photo, d.kind, d.scientific_name, d.taxon_rank)
-            something_there = photo.truth is not None or (photo.kind not in BLANK_TRUTHS and photo.kind != "")
+            something_there = photo.truth is not None or photo.kind not in NOTHING_ALIVE_TRUTHS
             outcomes.append(
                 PhotoOutcome(
                     str(path), photo.truth, photo.kind, str(d.kind), d.label, d.taxon_rank, d.confidence, species_right, genus_right,
