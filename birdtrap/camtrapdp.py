@@ -413,11 +413,11 @@ def observation_type(kind: str | None) -> str:
 def _bbox(image: ImageRecord) -> dict[str, str]:
     """Camtrap DP's box: top-left corner, width and height, each 0-1 of the frame.
 
-    Only for an animal or a person, and not when the whole frame decided (the stored box is then
+    Only for an animal, a person or a vehicle, and not when the whole frame decided (the stored box is then
     the frame itself, which says nothing about where the animal is).
     """
     box = (image.box_x0, image.box_y0, image.box_x1, image.box_y1)
-    if observation_type(image.kind) not in ("animal", "human") or any(v is None for v in box):
+    if observation_type(image.kind) not in ("animal", "human", "vehicle") or any(v is None for v in box):
         return {}
     x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in box)  # type: ignore[arg-type]
     width, height = round(x1 - x0, 6), round(y1 - y0, 6)

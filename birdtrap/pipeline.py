@@ -61,7 +61,8 @@ class FinderSettings:
     animal_min_score: float = 0.6
     vehicle_min_score: float = 0.6
     # Any detector box of any class at or above this score means "something may be there": the
-    # frame is not blank. Chosen from the scores the detector gives truly empty frames (README).
+    # frame is not blank. Below the strongest box of every labelled frame with something there
+    # (python -m bench.blank_scores; bench/README.md).
     blank_max_box_score: float = 0.2
 
 
