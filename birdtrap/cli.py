@@ -22,6 +22,7 @@ from birdtrap.cli_health import doctor, plot
 from birdtrap.cli_scale import archive, export_network, sync
 from birdtrap.cli_web import serve
 from birdtrap.errors import BirdtrapError
+from birdtrap.kinds import Status
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ def _print_recorded(images: list[Any], as_json: bool) -> None:
         for image in images
     ]
     _print_rows(rows, "ndjson" if as_json else "table", empty="nothing was recorded")
-    failed = sum(1 for image in images if image.status == "failed")
+    failed = sum(1 for image in images if image.status == Status.FAILED)
     if failed:
         raise click.ClickException(f"{failed} of {len(images)} photos could not be read (recorded as failed).")
 
