@@ -59,7 +59,7 @@ CAMERA_SHARE = (0.35, 0.25, 0.2, 0.12, 0.08)
 SPECIES_COUNT = 60
 # Event kinds and their shares; with 2% failed and 1% duplicate photos and some empty frames in
 # bird bursts this gives ~80% bird photos, as a feeder camera records.
-EVENT_KINDS = ("bird", "empty", "animal", "person", "unknown")
+EVENT_KINDS = ("bird", "blank", "animal", "person", "unsure")
 EVENT_SHARE = (0.88, 0.07, 0.025, 0.015, 0.01)
 FAILED_SHARE, DUPLICATE_SHARE, REVIEWED_SHARE = 0.02, 0.01, 0.02
 DEFAULT_LIMIT = 50  # used only if the CLI's --limit default cannot be read
@@ -230,15 +230,15 @@ def _photos(photos: int, species: list[Species], zipf: np.ndarray, base: datetim
     status[0] = "done"  # a duplicate needs an earlier original
     kind = np.array(EVENT_KINDS, dtype=object)[event_kind[of_event]]
     # A bird burst has empty frames where the bird left; the first frame is always a bird.
-    kind[(kind == "bird") & (frame > 0) & (rng.random(photos) < 0.08)] = "empty"
+    kind[(kind == "bird") & (frame > 0) & (rng.random(photos) < 0.08)] = "blank"
     kind[status != "done"] = None
     bird = kind == "bird"
     own = rng.random(photos) < 0.85  # most frames name the burst's species, the others another one
     photo_species = np.where(own, event_species[of_event], rng.choice(len(species), size=photos, p=zipf))
     genus_rank = bird & (rng.random(photos) < 0.05)
     confidence = np.where(genus_rank, 0.5 + 0.35 * rng.beta(2, 2, photos), 0.5 + 0.5 * rng.beta(2.5, 1.2, photos))
-    confidence = np.where(kind == "empty", rng.beta(6, 1.5, photos), confidence)
-    confidence = np.where(kind == "unknown", 0.2 + 0.3 * rng.random(photos), confidence)
+    confidence = np.where(kind == "blank", rng.beta(6, 1.5, photos), confidence)
+    confidence = np.where(kind == "unsure", 0.2 + 0.3 * rng.random(photos), confidence)
     camera = np.array(CAMERAS, dtype=object)[event_camera[of_event]]
     return _Photos(of_event, captured, _times(base, captured), camera, status, kind, photo_species, genus_rank, confidence)
 
@@ -247,8 +247,8 @@ def _image_rows(p: _Photos, species: list[Species], base: datetime, rng: np.rand
     """The bound values of _INSERT_IMAGE, one tuple a photo."""
     photos = len(p.status)
     pick = np.array([(s.label, s.scientific, s.common, s.genus) for s in species], dtype=object)[p.species]
-    bird, named = p.bird, p.bird | (p.kind == "unknown")
-    other_label = np.array([{"empty": "background", "animal": "cat", "person": "person"}.get(k) for k in EVENT_KINDS], dtype=object)
+    bird, named = p.bird, p.bird | (p.kind == "unsure")
+    other_label = np.array([{"blank": "background", "animal": "cat", "person": "person"}.get(k) for k in EVENT_KINDS], dtype=object)
     kind_index = {k: i for i, k in enumerate(EVENT_KINDS)}
     fallback = np.where(p.done, other_label[[kind_index.get(k, 0) for k in p.kind.tolist()]], None)
     label = np.where(named, np.where(p.genus_rank, pick[:, 3], pick[:, 0]), fallback)
@@ -299,9 +299,9 @@ def _events(p: _Photos, species: list[Species], rng: np.random.Generator) -> tup
     event_species = np.zeros(n_events, dtype=np.int64)
     event_species[winners] = pairs[order][at] % len(species)
     # A burst without a bird frame is what its frames show (all alike in this data), else empty.
-    other_kind = np.full(n_events, "empty", dtype=object)
+    other_kind = np.full(n_events, "blank", dtype=object)
     other_kind[p.of_event[done]] = p.kind[done]
-    other_kind[other_kind == "bird"] = "empty"
+    other_kind[other_kind == "bird"] = "blank"
 
     events, corrections = [], []
     reviewed = rng.random(n_events) < REVIEWED_SHARE
@@ -321,7 +321,7 @@ def _events(p: _Photos, species: list[Species], rng: np.random.Generator) -> tup
             verdict = verdicts[e]
             other = species[(event_species[e] + 1) % len(species)]
             shown = {"confirmed": machine, "corrected": (other.label, other.scientific, other.common)}.get(verdict, (None, None, None))
-            corrections.append((len(corrections) + 1, e + 1, verdict, "empty" if verdict == "empty" else "bird", *shown,
+            corrections.append((len(corrections) + 1, e + 1, verdict, "blank" if verdict == "empty" else "bird", *shown,
                                 None if verdict == "empty" else "species", "bird", *machine, float(best_bird[e]), end))  # fmt: skip
     return events, corrections
 

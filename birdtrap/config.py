@@ -90,6 +90,9 @@ class DetectorSettings(Settings):
     bird_classes: tuple[int, ...] = Field((15,), description="Class ids that are birds")
     animal_classes: tuple[int, ...] = Field(tuple(range(16, 25)), description="Class ids that are other animals")
     person_classes: tuple[int, ...] = Field((0,), description="Class ids that are people")
+    vehicle_classes: tuple[int, ...] = Field(
+        tuple(range(1, 9)), description="Class ids that are vehicles (COCO: bicycle, car, motorcycle, airplane, bus, train, truck, boat)"
+    )
     box_order: Literal["yxyx", "xyxy"] = Field("yxyx", description="Order of the box coordinates in the boxes output")
     decoding: Literal["postprocess", "yolov5", "yolov8"] = Field(
         "postprocess", description="postprocess: boxes, classes, scores outputs; yolov5/yolov8: one raw output of candidate boxes"
@@ -98,6 +101,8 @@ class DetectorSettings(Settings):
     input_mean: float | None = Field(None, description="(pixel - mean) / std is the detector's input; null: 127.5, or 0 for YOLO")
     input_std: float | None = Field(None, gt=0, description="See input_mean; null: 127.5, or 255 for YOLO")
     person_min_score: float = Field(0.6, ge=0, le=1, description="A frame with no bird and a person this sure is marked 'person'")
+    animal_min_score: float = Field(0.6, ge=0, le=1, description="A frame with no bird and an animal this sure is marked 'animal'")
+    vehicle_min_score: float = Field(0.6, ge=0, le=1, description="A frame with no bird and a vehicle this sure is marked 'vehicle'")
 
 
 class FinderConfig(Settings):
@@ -114,6 +119,10 @@ class FinderConfig(Settings):
     tile_overlap: float = Field(0.25, ge=0, lt=1, description="Overlap of neighbouring plain tiles")
     box_margin: float = Field(0.25, ge=0, le=2, description="Context added around a proposed box, per side, as a fraction of its size")
     min_region_side: float = Field(0.1, ge=0, le=1, description="Smallest region side, as a fraction of the frame's short side")
+    blank_max_box_score: float = Field(
+        0.2, ge=0, le=1,
+        description="A detector box of any class at or above this score (frame or tiles) keeps a frame from being called blank",
+    )
 
 
 class EventSettings(Settings):
@@ -233,8 +242,10 @@ class AfterSettings(Settings):
     action: Literal["keep", "move"] = Field("keep", description="What to do with a processed photo")
     archive_folder: Path | None = Field(None, description="Where 'move' puts processed photos")
     quarantine_folder: Path | None = Field(None, description="Where unreadable photos are moved; none keeps them")
-    empty_action: Literal["keep", "move"] = Field("keep", description="What to do with a photo with no bird and no animal")
-    empty_folder: Path | None = Field(None, description="Where 'move' puts empty photos")
+    empty_action: Literal["keep", "move"] = Field(
+        "keep", description="What to do with a blank photo (nothing there on evidence; unsure photos always stay)"
+    )
+    empty_folder: Path | None = Field(None, description="Where 'move' puts blank photos")
 
 
 class CameraSettings(Settings):

@@ -27,7 +27,7 @@ def decide_mean(vector: np.ndarray) -> Decision:
     return Decision(BIRD, f"label {index}", f"Genus species{index}", None, "species", float(vector[index]))
 
 
-def add_photo(session, camera: str, seconds: float, kind: str = "empty", label_index: int | None = None, confidence: float = 0.9) -> int:
+def add_photo(session, camera: str, seconds: float, kind: str = "blank", label_index: int | None = None, confidence: float = 0.9) -> int:
     image = store.ImageRecord(
         path=f"/{camera}/{seconds}-{np.random.randint(1 << 30)}.jpg",
         sha256=f"{np.random.randint(1 << 62):064x}",

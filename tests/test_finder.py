@@ -148,25 +148,39 @@ def test_an_empty_checklist_is_refused_by_path(tmp_path):
 # --- the whole pipeline, scored --------------------------------------------------------------
 
 
-def test_evaluate_on_the_shared_labels_meets_the_floors(tmp_path):
-    """Accuracy floors at what the default pipeline reaches today; a change that loses any fails."""
+def test_evaluate_on_both_label_files_meets_the_floors(tmp_path):
+    """Accuracy floors at what the default pipeline reaches (issue 22); a change that loses any fails.
+
+    Never timings. The shipped COCO SSD boxes something at 0.39-0.62 on every truly empty frame,
+    so at the default blank_max_box_score no frame is blank: the honest answer there is unsure.
+    """
     config = write_config(tmp_path)
-    labels = SHARED / "data" / "labels.csv"
-    result = CliRunner().invoke(cli, ["evaluate", str(labels), "--json", "--verbose", "--config", str(config)])
+    labels = [SHARED / "data" / "labels.csv", SHARED / "data" / "labels-more.csv"]
+    result = CliRunner().invoke(cli, ["evaluate", *map(str, labels), "--json", "--verbose", "--config", str(config)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{") :])
     summary = report["summary"]
-    assert summary["photos"] == 33 and summary["bird_photos"] == 20
+    assert summary["photos"] == 79 and summary["bird_photos"] == 29 and summary["blank_photos"] == 5
     assert summary["false_birds"] == 0
-    assert summary["named_right"] >= 5
+    assert summary["animals_people_called_blank"] == 0  # was 28: lost data
+    assert summary["birds_called_blank"] == 0  # was 14
+    assert summary["birds_found"] >= 13
+    assert summary["named_right"] >= 6
     assert summary["species_right"] >= 4
+    assert summary["wrong_names"] <= 8
+    assert summary["unsure"] <= 47  # what a person must look at: never more than today
+    assert summary["failed"] == 0
     assert summary["mean_invokes"] <= 10
+    files, sources = report["files"], report["sources"]
+    assert {name: s["photos"] for name, s in files.items()} == {"labels.csv": 33, "labels-more.csv": 46}
+    assert sum(s["photos"] for s in sources.values()) == 79
+    assert sources["google/cameratrapai"]["animals_people_called_blank"] == 0
     by_name = {p["path"].rsplit("/", 1)[-1]: p for p in report["photos"]}
     # The chickadee close-up stays right and cheap: the whole frame decides it.
     chickadee = by_name["bird.bmp"]
     assert chickadee["species_right"] and chickadee["source"] == "frame" and chickadee["invokes"] == 1
-    # The cougar is not a Wild Turkey.
-    assert by_name["2021-06-30_SYFR0218_cougar.JPG"]["decided"] != "bird"
+    # The cougar is not a Wild Turkey, and not blank either.
+    assert by_name["2021-06-30_SYFR0218_cougar.JPG"]["decided"] not in ("bird", "blank")
 
 
 @pytest.mark.parametrize(
@@ -177,9 +191,9 @@ def test_evaluate_on_the_shared_labels_meets_the_floors(tmp_path):
         # No species sure, but the genus together is: genus rank with the summed probability.
         ({"Poecile_atricapillus": 0.3, "Poecile_carolinensis": 0.25, "Parus_major": 0.1}, ("bird", "genus", "Poecile")),
         # Neither: unsure, not a sighting.
-        ({"Poecile_atricapillus": 0.25, "Parus_major": 0.2, "Ardea_alba": 0.2}, ("unknown", None, "Poecile atricapillus")),
-        # Background wins: empty.
-        ({"background": 0.6, "Poecile_atricapillus": 0.3}, ("empty", None, None)),
+        ({"Poecile_atricapillus": 0.25, "Parus_major": 0.2, "Ardea_alba": 0.2}, ("unsure", None, "Poecile atricapillus")),
+        # Background wins: a candidate blank (the Identifier still wants the detector's and gate's word).
+        ({"background": 0.6, "Poecile_atricapillus": 0.3}, ("blank", None, None)),
     ],
 )
 def test_the_genus_roll_up_names_the_genus_when_only_its_species_together_are_sure(probabilities, expected):
@@ -278,7 +292,7 @@ def test_a_yolo_export_is_decoded_scored_and_suppressed(tmp_path, decoding):
         expected_animal = 0.9
     model = tmp_path / "yolo.tflite"
     _yolo_export(model, rows, (0, 4), transpose=decoding == "yolov8")
-    megadetector = {"bird_classes": [], "animal_classes": [0], "person_classes": [1], "decoding": decoding}
+    megadetector = {"bird_classes": [], "animal_classes": [0], "person_classes": [1], "vehicle_classes": [2], "decoding": decoding}
     config = config_module.load(write_config(tmp_path, detector={"path": str(model), **megadetector}))
     detector = load_detector(config)
     image = np.full((480, 640, 3), round(0.9 * 255), np.uint8)

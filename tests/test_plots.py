@@ -79,7 +79,7 @@ def test_a_database_without_bird_photos_gives_a_plot_that_says_so_rather_than_an
     sessions = store.open_store(f"sqlite:///{tmp_path / 'birdtrap.db'}")
     with sessions.begin() as session:  # an empty frame only: a deployment's first night
         registered = store.register_photo(session, str(tmp_path / "inbox" / "wind.jpg"), "e" * 64, 10, 1.0, "camera-1")
-        empty = store.Result("empty", "background", None, None, None, 0.97, (), None, None, None)
+        empty = store.Result("blank", "background", None, None, None, 0.97, (), None, None, None)
         store.record_result(session, registered.image_id, empty, store.record_model(session, "m" * 64, "inat", "", "model.tflite"))
     with sessions() as session:
         drawn = [

@@ -96,12 +96,12 @@ def test_mass_spread_over_two_families_of_one_order_rolls_up_to_the_order():
 
 def test_mass_spread_over_orders_stays_unsure():
     decision = decide(_vector(Egretta_thula=0.3, Turdus_migratorius=0.25, Anas_platyrhynchos=0.2), INAT_LABELS, DecisionRules())
-    assert decision.kind == "unknown" and decision.taxon_rank is None
+    assert decision.kind == "unsure" and decision.taxon_rank is None
 
 
 def test_rollup_can_stop_at_genus():
     rules = DecisionRules(rollup=("genus",))
-    assert decide(_vector(Egretta_thula=0.3, Ardea_alba=0.15, Ardea_herodias=0.12), INAT_LABELS, rules).kind == "unknown"
+    assert decide(_vector(Egretta_thula=0.3, Ardea_alba=0.15, Ardea_herodias=0.12), INAT_LABELS, rules).kind == "unsure"
 
 
 def test_with_a_checklist_an_unlisted_heron_rolls_up_to_a_listed_family(tmp_path):
@@ -183,7 +183,7 @@ def test_probability_spread_thin_over_a_big_order_is_not_evidence_for_it():
     vector = np.zeros(len(INAT_LABELS), np.float32)
     for label in passerines:
         vector[label.index] = 0.6 / len(passerines)
-    assert decide(vector, INAT_LABELS, DecisionRules()).kind == "unknown"
+    assert decide(vector, INAT_LABELS, DecisionRules()).kind == "unsure"
     # The same 0.6 on two heron genera (a few percent of the labels) is a heron.
     herons = _vector(Egretta_thula=0.3, Ardea_alba=0.15, Ardea_herodias=0.15)
     assert decide(herons, INAT_LABELS, DecisionRules()).scientific_name == "Ardeidae"

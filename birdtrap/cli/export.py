@@ -198,7 +198,7 @@ def training_set(out_dir: Path, min_confidence: float, copy: bool, review: bool,
             summary = trainingset.export_training_set(session, out_dir, min_confidence, copy=copy)
     if review:
         if not candidates:
-            click.echo(f"no bird or unknown frames below {min_confidence}")
+            click.echo(f"no bird or unsure frames below {min_confidence}")
             return
         click.echo(f"{'confidence':>10}  {'kind':7}  {'taxon_rank':10}  {'label':40}  path")
         for c in candidates:

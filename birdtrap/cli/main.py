@@ -23,6 +23,7 @@ from birdtrap.cli.scale import archive, export_network, sync
 from birdtrap.cli.web import serve
 from birdtrap.errors import BirdtrapError
 from birdtrap.identify.answer import ANSWER_FIELDS, answer
+from birdtrap.identify.kinds import Status
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def _print_recorded(images: list[Any], fmt: str) -> None:
         for image in images
     ]
     print_rows(rows, fmt, empty="nothing was recorded")
-    failed = sum(1 for image in images if image.status == "failed")
+    failed = sum(1 for image in images if image.status == Status.FAILED)
     if failed:
         raise click.ClickException(f"{failed} of {len(images)} photos could not be read (recorded as failed).")
 
@@ -230,15 +231,24 @@ def _sighting_row(image: Any) -> dict[str, Any]:
 @cli.command()
 @query_options
 @output_options()
-@click.option("--all", "all_kinds", is_flag=True, help="Also events without a bird (empty, animal, person).")
+@click.option("--all", "all_kinds", is_flag=True, help="Also events without a bird (animal, person, vehicle, unsure, blank).")
+@click.option("--kind", "kind_name", metavar="KIND",
+              help="Only events of this kind: bird, animal, person, vehicle, unsure or blank (old names empty, unknown accepted).")
 @config_option
-def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path | None) -> None:
+def events(filters: dict[str, Any], fmt: str, all_kinds: bool, kind_name: str | None, config_path: Path | None) -> None:
     """List events (the bursts a trigger fires), newest first, with the species they decide.
 
     \b
         birdtrap events --species "grey heron" --format json
+        birdtrap events --kind unsure
     """
     from birdtrap import store
+    from birdtrap.identify.kinds import Kind
+
+    try:
+        kind = Kind.parse(kind_name) if kind_name is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--kind") from None
 
     with open_database(config_path)() as session:
         rows = [
@@ -255,7 +265,7 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path
                 "taxon_rank": event.taxon_rank,
                 "confidence": round(event.confidence, 4) if event.confidence is not None else None,
             }
-            for event in store.find_events(session, birds_only=not all_kinds, **filters)
+            for event in store.find_events(session, birds_only=not all_kinds, kind=kind, **filters)
         ]
     print_rows(rows, fmt, empty="no events match")
 
@@ -506,20 +516,24 @@ def _install_folder(name: str, config: config_module.Config) -> Path:
 
 
 @cli.command()
-@click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder the paths in LABELS are relative to [default: the parent of its folder].",
+    help="Folder the paths in LABELS are relative to [default: the parent of each file's folder].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary (and with --verbose, every photo) as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summaries (all, per file, per source; --verbose: every photo) as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print one line per photo.")
 @config_option
-def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, config_path: Path | None) -> None:
+def evaluate(labels: tuple[Path, ...], root: Path | None, as_json: bool, verbose: bool, config_path: Path | None) -> None:
     """Score the daemon's own pipeline on labelled photos (truth: scientific name or none).
 
+    Counts, per labels file and per source: birds found, named right (species, genus, family,
+    order), wrong names, false birds, animals or people called blank, blank frames recognised,
+    unsure frames, invokes and time.
+
     \b
-        birdtrap evaluate ../shared/data/labels.csv --verbose
+        birdtrap evaluate ../shared/data/labels.csv ../shared/data/labels-more.csv --verbose
     """
     from tqdm import tqdm
 
@@ -527,13 +541,12 @@ def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, conf
     from birdtrap.daemon.wiring import build_identifier
 
     config = load_config(config_path)
-    photos = evaluation.read_labels(labels, root)
+    photos = [photo for file in labels for photo in evaluation.read_labels(file, root)]
     identifier = build_identifier(config)
     with tqdm(total=len(photos), unit="photo", disable=not sys.stderr.isatty(), leave=False) as bar:
         outcomes = evaluation.evaluate(photos, identifier, bar.update)
-    summary = evaluation.summarise(outcomes)
+    payload: dict[str, Any] = evaluation.report(outcomes)
     if as_json:
-        payload: dict[str, Any] = {"summary": summary.as_dict()}
         if verbose:
             payload["photos"] = [o.__dict__ for o in outcomes]
         click.echo(json.dumps(payload, indent=2, default=str))
@@ -541,20 +554,45 @@ def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, conf
     if verbose:
         click.echo(f"{'photo':34} {'truth':22} {'decided':8} {'label':40} {'conf':>5} {'inv':>3} {'gate':>4} {'det':>3}  source")
         for o in outcomes:
-            mark = "ok" if (o.species_right or o.genus_right or (o.truth is None and not o.false_bird)) else "XX"
+            right = o.species_right or o.genus_right or o.family_right or o.order_right
+            mark = "ok" if right or (o.truth is None and not o.false_bird and not o.called_blank) else "XX"
             click.echo(
                 f"{clip(Path(o.path).name, 34):34} {clip(o.truth or 'none', 22):22} {o.decided:8} {clip(o.label or '-', 40):40} "
                 f"{o.confidence:5.2f} {o.invokes:3d} {o.gate_invokes:4d} {o.detector_invokes:3d}  {o.source} {mark}"
             )
-    s = summary
-    click.echo(f"bird photos named right:     {s.named_right}/{s.bird_photos} (species {s.species_right}, genus {s.genus_right})")
-    click.echo(f"no-bird photos called birds: {s.false_birds}/{s.no_bird_photos}")
-    click.echo(f"empty photos recognised:     {s.empty_recognised}/{s.empty_photos}")
-    click.echo(f"failed to read:              {s.failed}")
-    click.echo(f"time per photo:              mean {s.mean_seconds * 1000:.0f} ms, p95 {s.p95_seconds * 1000:.0f} ms")
-    click.echo(
-        f"invokes per photo:           species {s.mean_invokes:.2f}, gate {s.mean_gate_invokes:.2f}, detector {s.mean_detector_invokes:.2f}"
+        click.echo()
+    click.echo(_evaluation_table(payload))
+
+
+def _evaluation_table(payload: dict[str, Any]) -> str:
+    """One row per labels file, per source and for all photos: what a user feels, then the cost."""
+    header = (
+        f"{'':30} {'photos':>6} {'found':>7} {'named':>7} {'sp/ge/fa/or':>11} {'wrong':>5} {'false':>5} "
+        f"{'bird>blank':>10} {'animal>blank':>12} {'blank ok':>8} {'unsure':>6} {'invokes s/g/d':>15} {'ms':>5}"
     )
+    lines = [header, "-" * len(header)]
+
+    def row(name: str, s: dict[str, Any]) -> str:
+        birds = s["bird_photos"]
+        return (
+            f"{clip(name, 30):30} {s['photos']:6d} {s['birds_found']:3d}/{birds:<3d} {s['named_right']:3d}/{birds:<3d} "
+            f"{s['species_right']:>2}/{s['genus_right']}/{s['family_right']}/{s['order_right']:<4} {s['wrong_names']:5d} "
+            f"{s['false_birds']:5d} {s['birds_called_blank']:10d} {s['animals_people_called_blank']:12d} "
+            f"{s['blank_recognised']:4d}/{s['blank_photos']:<3d} "
+            f"{s['unsure']:6d} {s['mean_invokes']:4.1f}/{s['mean_gate_invokes']:4.1f}/{s['mean_detector_invokes']:4.1f} "
+            f"{s['mean_seconds'] * 1000:5.0f}"
+        )
+
+    for group in ("files", "sources"):
+        lines += [row(name, summary) for name, summary in payload[group].items()]
+        lines.append("")
+    lines.append(row("all photos", payload["summary"]))
+    lines.append(
+        "found: bird photos given any bird answer; named: species or genus right; wrong: a species or genus "
+        "that is not the truth; false: no-bird photos called birds; bird>blank, animal>blank: a bird, or a mammal, "
+        "person or vehicle, called blank; blank ok: truly empty frames called blank; ms: mean per photo."
+    )
+    return "\n".join(lines)
 
 
 cli.add_command(export)

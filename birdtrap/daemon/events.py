@@ -15,7 +15,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from birdtrap.identify.decision import BIRD, EMPTY, Decision
+from birdtrap.identify.decision import BIRD, Decision
+from birdtrap.identify.kinds import Kind
 from birdtrap.store import DONE, EventRecord, ImageRecord
 
 # Turns an event's combined probability vector (label index -> mean probability) into a decision.
@@ -94,7 +95,7 @@ def _regroup_window(
         reusable = sorted({m.event_id for m in members if m.event_id is not None} - used)
         event = session.get(EventRecord, reusable[0]) if reusable else None
         if event is None:
-            event = EventRecord(camera_id=camera, start=members[0].captured_at, end=members[-1].captured_at, photo_count=0, kind=EMPTY)
+            event = EventRecord(camera_id=camera, start=members[0].captured_at, end=members[-1].captured_at, photo_count=0, kind=Kind.BLANK)
             session.add(event)
             session.flush()
         _summarise(event, members, decide_event, labels)
@@ -116,8 +117,7 @@ def _summarise(event: EventRecord, members: list[ImageRecord], decide_event: Eve
     birds = [m for m in members if m.kind == BIRD]
     event.bird_photo_count = len(birds)
     if not birds:
-        kinds = Counter(m.kind for m in members if m.kind and m.kind != EMPTY)
-        event.kind = kinds.most_common(1)[0][0] if kinds else EMPTY
+        event.kind = _kind_without_birds([m.kind for m in members])
         event.label = event.scientific_name = event.common_name = event.taxon_rank = None
         event.confidence = max((m.confidence or 0.0) for m in members)
         return
@@ -135,3 +135,14 @@ def _summarise(event: EventRecord, members: list[ImageRecord], decide_event: Eve
     event.kind = BIRD
     event.label, event.scientific_name, event.common_name = decision.label, decision.scientific_name, decision.common_name
     event.taxon_rank, event.confidence = decision.taxon_rank, decision.confidence
+
+
+def _kind_without_birds(kinds: list[str | None]) -> Kind:
+    """An event with no bird frame: the commonest kind a detector named, else unsure, else blank.
+
+    An event is blank only when every frame is: one unsure or unread frame means a person should look.
+    """
+    named = Counter(kind for kind in kinds if kind not in (None, Kind.BLANK, Kind.UNSURE))
+    if named:
+        return Kind(named.most_common(1)[0][0])
+    return Kind.BLANK if kinds and all(kind == Kind.BLANK for kind in kinds) else Kind.UNSURE

@@ -30,6 +30,7 @@ from birdtrap.config import Config
 from birdtrap.daemon.commit import commit_results
 from birdtrap.errors import PhotoError
 from birdtrap.identify.identifier import FrameInputs, Identification, Identifier
+from birdtrap.identify.kinds import Kind
 from birdtrap.identify.photos import Decoded, burst_key, could_not, decode_photo
 from birdtrap.identify.preprocess import Photo, PreprocessSettings, looping_link, read_photo_bytes
 
@@ -382,7 +383,7 @@ class Ingestor:
         for candidate, _, identification, _, _ in stored:
             totals["done"] += 1
             decision = identification.decision
-            if decision.kind == "bird":
+            if decision.kind == Kind.BIRD:
                 totals["birds"] += 1
                 log.info("%s: %s (%s, %.2f)", Path(candidate.path).name, decision.label, decision.taxon_rank, decision.confidence)
             else:
@@ -456,11 +457,11 @@ class Ingestor:
         totals["notifications"] += commit_results(session, self.config, self.identifier, camera.id, self.model_id, results)
 
     def archive_destination(self, path: str, kind: str) -> Path | None:
-        """Where a processed photo goes (None: it stays). Empty frames may have their own folder."""
+        """Where a processed photo goes (None: it stays). Blank frames may have their own folder; unsure ones never go there."""
         after = self.config.after
         if not self.after_actions:
             return None
-        if kind == "empty" and after.empty_action == "move" and after.empty_folder is not None:
+        if kind == Kind.BLANK and after.empty_action == "move" and after.empty_folder is not None:
             folder = after.empty_folder
         elif after.action == "move" and after.archive_folder is not None:
             folder = after.archive_folder

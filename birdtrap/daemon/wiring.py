@@ -62,6 +62,7 @@ def load_detector(config: Config) -> Detector | None:
         settings.box_order,
         decoding=settings.decoding,
         iou_threshold=settings.iou_threshold,
+        vehicle_classes=settings.vehicle_classes,
     )
     yolo = settings.decoding != "postprocess"
     mean = settings.input_mean if settings.input_mean is not None else (0.0 if yolo else 127.5)
@@ -77,6 +78,8 @@ def finder_settings(config: Config) -> FinderSettings:
         gate_threshold=config.gate.threshold,
         detector_min_score=config.detector.min_score,
         person_min_score=config.detector.person_min_score,
+        animal_min_score=config.detector.animal_min_score,
+        vehicle_min_score=config.detector.vehicle_min_score,
     )
 
 

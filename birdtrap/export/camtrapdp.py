@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, selectinload
 from birdtrap import __version__
 from birdtrap.errors import ExportError
 from birdtrap.identify import taxonomy
+from birdtrap.identify.kinds import Kind
 from birdtrap.store import DONE, CorrectionRecord, EventRecord, ImageRecord, latest_reviews
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,19 @@ FEATURE_TYPES = (
 )  # fmt: skip
 CONTRIBUTOR_ROLES = ("contact", "principalInvestigator", "rightsHolder", "publisher", "contributor")
 
-# What the daemon decided -> Camtrap DP's observationType. "animal" is the detector's non-bird
-# animal: the package says an animal was there without naming it.
-OBSERVATION_TYPES = {"bird": "animal", "animal": "animal", "person": "human", "empty": "blank", "unknown": "unknown"}
-PERSON = "person"
+# What the daemon decided -> Camtrap DP 1.0's observationType. "animal" is the detector's non-bird
+# animal: the package says an animal was there without naming it. Camtrap DP's `blank` is only
+# ever our `blank` (nothing there, on evidence); `unsure` is its `unknown` ("neither humans nor AI
+# can say what was recorded"); a photo not classified yet is `unclassified`.
+OBSERVATION_TYPES = {
+    Kind.BIRD: "animal",
+    Kind.ANIMAL: "animal",
+    Kind.PERSON: "human",
+    Kind.VEHICLE: "vehicle",
+    Kind.BLANK: "blank",
+    Kind.UNSURE: "unknown",
+}
+PERSON = Kind.PERSON
 
 DEPLOYMENT_COLUMNS = (
     "deploymentID", "locationID", "locationName", "latitude", "longitude", "coordinateUncertainty",
@@ -229,8 +239,8 @@ def write_package(
             row.update(_reviewed(correction))
     taxa = _taxonomic(
         [(e.scientific_name, e.taxon_rank, e.common_name) for e, _ in events if e.id not in reviews]
-        + [(i.scientific_name, i.taxon_rank, i.common_name) for i in images if i.kind == "bird" and i.event_id not in reviews]
-        + [(c.scientific_name, c.taxon_rank, c.common_name) for c in reviews.values() if c.kind == "bird"]
+        + [(i.scientific_name, i.taxon_rank, i.common_name) for i in images if i.kind == Kind.BIRD and i.event_id not in reviews]
+        + [(c.scientific_name, c.taxon_rank, c.common_name) for c in reviews.values() if c.kind == Kind.BIRD]
     )
     deployment_row = _deployment_row(deployment, images, start, end, tz)
 
@@ -393,18 +403,22 @@ def _classified_by(image: ImageRecord | None) -> str:
     return f"{image.model.name} {image.model.version}".strip()
 
 
-def _observation_type(kind: str | None) -> str:
-    return OBSERVATION_TYPES.get(kind or "", "unclassified")
+def observation_type(kind: str | None) -> str:
+    """Camtrap DP's observationType for a stored kind (old "empty"/"unknown" rows read as blank/unsure)."""
+    try:
+        return OBSERVATION_TYPES.get(Kind.parse(kind), "unclassified") if kind else "unclassified"
+    except ValueError:
+        return "unclassified"
 
 
 def _bbox(image: ImageRecord) -> dict[str, str]:
     """Camtrap DP's box: top-left corner, width and height, each 0-1 of the frame.
 
-    Only for an animal or a person, and not when the whole frame decided (the stored box is then
+    Only for an animal, a person or a vehicle, and not when the whole frame decided (the stored box is then
     the frame itself, which says nothing about where the animal is).
     """
     box = (image.box_x0, image.box_y0, image.box_x1, image.box_y1)
-    if _observation_type(image.kind) not in ("animal", "human") or any(v is None for v in box):
+    if observation_type(image.kind) not in ("animal", "human", "vehicle") or any(v is None for v in box):
         return {}
     x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in box)  # type: ignore[arg-type]
     width, height = round(x1 - x0, 6), round(y1 - y0, 6)
@@ -425,8 +439,8 @@ def _classification(confidence: float | None, model_of: ImageRecord | None, when
 def _reviewed(correction: CorrectionRecord) -> dict[str, str]:
     """Camtrap DP fields for an observation a person confirmed or corrected."""
     return {
-        "observationType": _observation_type(correction.kind),
-        "scientificName": (correction.scientific_name or "") if correction.kind == "bird" else "",
+        "observationType": observation_type(correction.kind),
+        "scientificName": (correction.scientific_name or "") if correction.kind == Kind.BIRD else "",
         "classificationMethod": "human",
         "classifiedBy": correction.reviewer or "birdtrap review",
         "classificationTimestamp": _utc_stamp(correction.created_at),
@@ -443,8 +457,8 @@ def _event_observation(event: EventRecord, members: list[ImageRecord], deploymen
         "eventStart": _stamp(event.start, tz),
         "eventEnd": _stamp(event.end, tz),
         "observationLevel": "event",
-        "observationType": _observation_type(event.kind),
-        "scientificName": (event.scientific_name or "") if event.kind == "bird" else "",
+        "observationType": observation_type(event.kind),
+        "scientificName": (event.scientific_name or "") if event.kind == Kind.BIRD else "",
         **_classification(event.confidence, latest, latest.processed_at),
         "observationComments": f"{event.photo_count} photo{'s' if event.photo_count != 1 else ''}, {event.bird_photo_count} with a bird",
     }
@@ -460,8 +474,8 @@ def _media_observation(image: ImageRecord, media_id: str, deployment: Deployment
         "eventStart": stamp,
         "eventEnd": stamp,
         "observationLevel": "media",
-        "observationType": _observation_type(image.kind),
-        "scientificName": (image.scientific_name or "") if image.kind == "bird" else "",
+        "observationType": observation_type(image.kind),
+        "scientificName": (image.scientific_name or "") if image.kind == Kind.BIRD else "",
         **_bbox(image),
         **_classification(image.confidence, image, image.processed_at),
     }

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from birdtrap.errors import ExportError
 from birdtrap.export import camtrapdp
 from birdtrap.export.camtrapdp import DeploymentInfo, PackageInfo
+from birdtrap.identify.kinds import Kind
 from birdtrap.scale.sync import DeploymentRecord
 from birdtrap.store import EventRecord, ImageRecord, latest_reviews
 
@@ -155,7 +156,7 @@ def write_network_package(
         event_rows += [camtrapdp._event_observation(event, members, info, tz) for event, members in events]
         photo_rows += [camtrapdp._media_observation(image, media_ids[image.id], info, tz) for image in images]
         names += [(e.scientific_name, e.taxon_rank, e.common_name, e.id) for e, _ in events]
-        names += [(i.scientific_name, i.taxon_rank, i.common_name, i.event_id) for i in images if i.kind == "bird"]
+        names += [(i.scientific_name, i.taxon_rank, i.common_name, i.event_id) for i in images if i.kind == Kind.BIRD]
     # A person's review (birdtrap serve on this database) replaces the machine's answer, as in
     # camtrapdp.write_package.
     reviews = latest_reviews(session, seen_events)
@@ -165,7 +166,7 @@ def write_network_package(
             row.update(camtrapdp._reviewed(correction))
     taxa = camtrapdp._taxonomic(
         [(name, rank, common) for name, rank, common, event_id in names if event_id not in reviews]
-        + [(c.scientific_name, c.taxon_rank, c.common_name) for c in reviews.values() if c.kind == "bird"]
+        + [(c.scientific_name, c.taxon_rank, c.common_name) for c in reviews.values() if c.kind == Kind.BIRD]
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from birdtrap.errors import ExportError
 from birdtrap.identify.bundle import sha256_file
-from birdtrap.store import DONE, KIND_BIRD, KIND_UNKNOWN, ImageRecord, as_reviewed, join_review
+from birdtrap.store import DONE, KIND_BIRD, KIND_UNSURE, ImageRecord, as_reviewed, join_review
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,14 @@ def _same_photo(target: Path, source: Path, sha256: str | None) -> bool:
 
 
 def review_candidates(session: Session, limit: int, below: float | None = None) -> list[ReviewCandidate]:
-    """Bird and unknown photos, least confident first: what a person should label first.
+    """Bird and unsure photos, least confident first: what a person should label first.
 
     With `below`, only those a training-set export at that confidence leaves out (confidence
     below it, or not decided at species rank). Returns at most `limit`.
     """
     query = (
         select(ImageRecord)
-        .where(ImageRecord.status == DONE, ImageRecord.kind.in_((KIND_BIRD, KIND_UNKNOWN)))
+        .where(ImageRecord.status == DONE, ImageRecord.kind.in_((KIND_BIRD, KIND_UNSURE)))
         .options(selectinload(ImageRecord.predictions))
         .order_by(ImageRecord.confidence.asc().nulls_first(), ImageRecord.id)
         .limit(limit)

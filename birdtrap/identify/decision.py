@@ -1,4 +1,4 @@
-"""From ranked probabilities to what is stored: a bird (species to order), an empty frame, or unsure.
+"""From ranked probabilities to what is stored: a bird (species to order), background, or unsure.
 
 When no species is confident enough but the species of one genus together are, the photo is
 recorded at genus rank with their summed probability, as SpeciesNet and other camera-trap
@@ -28,15 +28,18 @@ import numpy as np
 from birdtrap.errors import ConfigError
 from birdtrap.identify import taxonomy
 from birdtrap.identify.bundle import Label
+from birdtrap.identify.kinds import Kind
 
 SPECIES, GENUS, FAMILY, ORDER, CLASS = "species", "genus", "family", "order", "class"
-BIRD, EMPTY, UNKNOWN = "bird", "empty", "unknown"
+# The species model alone never earns `blank`: its "background" is one of several pieces of
+# evidence the Identifier weighs (issue 22). A background answer here is a candidate blank.
+BIRD, BLANK, UNSURE = Kind.BIRD, Kind.BLANK, Kind.UNSURE
 UNNAMED_BIRD = "Aves"
 
 
 @dataclass(frozen=True)
 class Decision:
-    kind: str  # bird, empty, unknown (and, from the finder, animal or person)
+    kind: Kind  # bird, blank (background: a candidate), unsure; from the Identifier also animal, person, vehicle
     label: str | None
     scientific_name: str | None
     common_name: str | None
@@ -176,7 +179,7 @@ def decide(probabilities: np.ndarray, labels: tuple[Label, ...], rules: Decision
     label = labels[best]
     confidence = float(probabilities[best])
     if label.text in background:
-        return Decision(EMPTY, label.text, None, None, None, confidence)
+        return Decision(BLANK, label.text, None, None, None, confidence)
     checklist = rules.checklist
     if checklist is None or binomial(label.scientific) in checklist:
         if confidence >= rules.threshold:
@@ -184,7 +187,7 @@ def decide(probabilities: np.ndarray, labels: tuple[Label, ...], rules: Decision
         rolled = _roll_up(probabilities, labels, rules, background)
         if rolled is not None:
             return rolled
-        return Decision(UNKNOWN, label.text, label.scientific, label.common, None, confidence)
+        return Decision(UNSURE, label.text, label.scientific, label.common, None, confidence)
     return _decide_with_checklist(probabilities, labels, rules, background, label, confidence)
 
 
@@ -214,4 +217,4 @@ def _decide_with_checklist(
             return rolled
     if confidence >= rules.threshold:
         return Decision(BIRD, UNNAMED_BIRD, UNNAMED_BIRD, "bird", CLASS, confidence)
-    return Decision(UNKNOWN, top.text, top.scientific, top.common, None, confidence)
+    return Decision(UNSURE, top.text, top.scientific, top.common, None, confidence)

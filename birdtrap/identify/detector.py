@@ -1,6 +1,7 @@
 """Object detectors that propose where an animal is: boxes, classes and scores from a TFLite model.
 
-The default is Google's COCO SSD MobileNet v1 (class 15 bird, 16-24 other animals, 0 person),
+The default is Google's COCO SSD MobileNet v1 (class 15 bird, 16-24 other animals, 0 person,
+1-8 vehicles),
 whose outputs come from the TFLite detection post-process op. Another detector plugs in through
 `DetectorSettings`: its class ids, box order and output decoding are configuration. A YOLO export
 (MegaDetector v5 is a YOLOv5: 0 animal, 1 person, 2 vehicle) has one raw output of candidate
@@ -15,18 +16,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from birdtrap.errors import ModelError
+from birdtrap.identify.kinds import Kind
 from birdtrap.identify.preprocess import InputSpec, PreprocessSettings, to_model_input
 from birdtrap.identify.regions import Box, non_max_suppression
 from birdtrap.identify.tflite import TFLiteModel
 
-BIRD, ANIMAL, PERSON, OTHER = "bird", "animal", "person", "other"
+BIRD, ANIMAL, PERSON, VEHICLE = Kind.BIRD, Kind.ANIMAL, Kind.PERSON, Kind.VEHICLE
+OTHER = "other"  # a class that names no kind (a chair, a kite): not a kind of photo, yet not nothing either
 YOLO_DECODINGS = ("yolov5", "yolov8")
 
 
 @dataclass(frozen=True)
 class Detection:
     box: Box  # x0, y0, x1, y1 in 0-1 of the image it ran on
-    kind: str  # bird, animal, person or other
+    kind: str  # Kind.BIRD, ANIMAL, PERSON, VEHICLE, or OTHER
     class_id: int
     score: float
 
@@ -44,6 +47,7 @@ class DetectorLayout:
     # centre y, width, height, objectness, class scores. yolov8: (4 + classes, N), no objectness.
     decoding: str = "postprocess"
     iou_threshold: float = 0.45  # YOLO: overlapping boxes of one class above this are one
+    vehicle_classes: tuple[int, ...] = tuple(range(1, 9))  # bicycle, car, motorcycle, airplane, bus, train, truck, boat
 
 
 class Detector:
@@ -66,7 +70,10 @@ class Detector:
         scale, zero_point = model.input_quantization
         self.spec = InputSpec(height, width, mean=mean, std=std, dtype=model.input_dtype, scale=scale, zero_point=zero_point)
         self._plain = PreprocessSettings(denoise=False, auto_contrast=False)
+        # Vehicles first, so a bird, animal or person id wins where a detector with other class ids
+        # (MegaDetector: 0 animal, 1 person, 2 vehicle) is configured without vehicle_classes.
         self._kinds = {
+            **{c: VEHICLE for c in self.layout.vehicle_classes},
             **{c: BIRD for c in self.layout.bird_classes},
             **{c: ANIMAL for c in self.layout.animal_classes},
             **{c: PERSON for c in self.layout.person_classes},

@@ -10,8 +10,18 @@ For each photo:
    plain tiles), grown to squares with context, merged, ranked and capped;
 3. the gate screens the regions and the species model names only those the gate calls birds,
    a few at a time, stopping at the first confident bird;
-4. a bird is reported only where species model and gate agree; otherwise the frame is empty
-   (background), an animal or a person (detector), or unknown.
+4. a bird is reported only where species model and gate agree; otherwise the frame is a person,
+   an animal or a vehicle (detector), `blank` only on evidence, else `unsure`.
+
+The blank rule (issue 22): a camera-trap user moves or deletes blank frames, so calling a cougar
+blank loses data, and calling a blank frame unsure only costs a look. A frame is `blank` only
+when the species model names no bird (background, or no species or genus sure), the gate agrees
+(no bird), the detector, on the frame and on its tiles, boxes nothing of any class at or above
+`blank_max_box_score`, and nothing moved against the burst. (The iNat model calls only 2 of the 5
+truly empty labelled frames "background": its other answers there are birds at 0.08-0.18, so
+"background or unsure" is its way of saying no bird; the detector is the strong witness.)
+Without a detector there is no such evidence, so nothing is ever blank.
+Frames the species model calls background therefore still get the detector's look.
 """
 
 from __future__ import annotations
@@ -23,14 +33,13 @@ from typing import TypeGuard
 import numpy as np
 
 from birdtrap.identify.classifier import Classifier, Prediction
-from birdtrap.identify.decision import BIRD, EMPTY, UNKNOWN, Decision, DecisionRules, decide
-from birdtrap.identify.detector import ANIMAL, PERSON, Detection, Detector
+from birdtrap.identify.decision import Decision, DecisionRules, decide
+from birdtrap.identify.detector import Detection, Detector
 from birdtrap.identify.gate import BirdGate
+from birdtrap.identify.kinds import Kind
 from birdtrap.identify.motion import BurstMemory, thumbnail_for_motion
 from birdtrap.identify.preprocess import InputSpec, Photo, PreprocessSettings, to_model_input
 from birdtrap.identify.regions import WHOLE, Box, Region, crop, grow_to_square, suppress, tiles
-
-KIND_ANIMAL, KIND_PERSON = "animal", "person"
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,12 @@ class FinderSettings:
     box_margin: float = 0.25
     min_region_side: float = 0.1
     person_min_score: float = 0.6
+    animal_min_score: float = 0.6
+    vehicle_min_score: float = 0.6
+    # Any detector box of any class at or above this score means "something may be there": the
+    # frame is not blank. Below the strongest box of every labelled frame with something there
+    # (python -m bench.blank_scores; bench/README.md).
+    blank_max_box_score: float = 0.2
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +103,8 @@ class _Work:
     gate_invokes: int = 0
     detector_invokes: int = 0
     detections: list[Detection] = field(default_factory=list)
+    detected: bool = False  # the detector looked at the frame (and its tiles where no bird was boxed)
+    motion: list[Region] | None = None  # motion against the burst, once asked for
 
 
 class Identifier:
@@ -192,9 +209,11 @@ class Identifier:
         if self._accept(whole_decision, work.whole_gate) and self.finder.search != "always":
             return self._result(work, whole_decision, work.whole, WHOLE, "frame", work.whole_gate)
         if self.finder.search == "never" or self.gate is None:
-            if self.gate is not None and whole_decision.kind == BIRD:
-                whole_decision = _not_a_bird(whole_decision)
-            return self._result(work, whole_decision, work.whole, WHOLE, "frame", work.whole_gate)
+            if whole_decision.kind == Kind.BIRD and self.gate is None:
+                return self._result(work, whole_decision, work.whole, WHOLE, "frame", work.whole_gate)
+            # No region search, but a frame earns blank (or animal, person) only by the detector's look.
+            self._detect(work)
+            return self._no_bird(work, whole_decision, motion_regions)
         regions = self._propose(work, motion_regions)
         best: tuple[Decision, Prediction, Region, float] | None = None
         if self._accept(whole_decision, work.whole_gate):  # search: always; a region must beat the frame
@@ -211,38 +230,57 @@ class Identifier:
             work.invokes += len(birdlike)
             for i, prediction in zip(birdlike, predictions, strict=True):
                 decision = decide(prediction.probabilities, self.species.labels, self.rules)
-                if decision.kind == BIRD and (best is None or decision.confidence > best[0].confidence):
+                if decision.kind == Kind.BIRD and (best is None or decision.confidence > best[0].confidence):
                     best = (decision, prediction, stage[i], float(gates[i]))
             if best is not None and best[2].source != "frame":
                 break  # the first confident bird in a region ends the search
         if best is not None:
             decision, prediction, region, gate = best
             return self._result(work, decision, prediction, region.box, region.source, gate)
-        return self._no_bird(work, whole_decision)
+        return self._no_bird(work, whole_decision, motion_regions)
 
     def _accept(self, decision: Decision, gate: float | None) -> bool:
-        if decision.kind != BIRD:
+        if decision.kind != Kind.BIRD:
             return False
         return gate is None or gate >= self.finder.gate_threshold
 
-    def _no_bird(self, work: _Work, whole_decision: Decision) -> Identification:
-        people = [d for d in work.detections if d.kind == PERSON and d.score >= self.finder.person_min_score]
-        animals = [d for d in work.detections if d.kind == ANIMAL and d.score >= self.finder.person_min_score]
-        if people:
-            decision = Decision(KIND_PERSON, "person", None, None, None, max(d.score for d in people))
-            box = max(people, key=lambda d: d.score).box
-        elif animals:
-            decision = Decision(KIND_ANIMAL, "animal", None, None, None, max(d.score for d in animals))
-            box = max(animals, key=lambda d: d.score).box
-        elif whole_decision.kind == EMPTY or self.gate is not None:
-            # Nothing the detector trusts and no region the gate calls a bird: an empty frame
-            # as far as a camera trap is concerned (wind, sun, an insect, a plant).
-            decision = Decision(EMPTY, whole_decision.label if whole_decision.kind == EMPTY else None, None, None, None,
-                                whole_decision.confidence if whole_decision.kind == EMPTY else 1.0 - (work.whole_gate or 0.0))
-            box = WHOLE
+    def _no_bird(self, work: _Work, whole_decision: Decision, motion_regions: Callable[[], list[Region]]) -> Identification:
+        """No bird: a person, an animal or a vehicle the detector is sure of, else blank on evidence, else unsure."""
+        finder = self.finder
+        # People first: exports can leave people out, so a person beside a dog is a person.
+        for kind, min_score in ((Kind.PERSON, finder.person_min_score), (Kind.ANIMAL, finder.animal_min_score),
+                                (Kind.VEHICLE, finder.vehicle_min_score)):
+            seen = [d for d in work.detections if d.kind == kind and d.score >= min_score]
+            if seen:
+                strongest = max(seen, key=lambda d: d.score)
+                decision = Decision(kind, kind.value, None, None, None, strongest.score)
+                return self._result(work, decision, work.whole, strongest.box, "frame", work.whole_gate)
+        if self._blank_on_evidence(work, whole_decision, motion_regions):
+            background = whole_decision.kind == Kind.BLANK
+            confidence = whole_decision.confidence if background else 1.0 - (work.whole_gate or 0.0)
+            decision = Decision(Kind.BLANK, whole_decision.label if background else None, None, None, None, confidence)
+        elif whole_decision.kind == Kind.BIRD:
+            decision = _not_a_bird(whole_decision)  # the gate disagreed; the species guess stays for review
+        elif whole_decision.kind == Kind.UNSURE:
+            decision = whole_decision  # the species model's best guess stays, for a person to review
         else:
-            decision, box = whole_decision, WHOLE
-        return self._result(work, decision, work.whole, box, "frame", work.whole_gate)
+            decision = Decision(Kind.UNSURE, whole_decision.label, None, None, None, whole_decision.confidence)
+        return self._result(work, decision, work.whole, WHOLE, "frame", work.whole_gate)
+
+    def _blank_on_evidence(self, work: _Work, whole_decision: Decision, motion_regions: Callable[[], list[Region]]) -> bool:
+        """Whether every witness says nothing is there (the module docstring's blank rule)."""
+        if whole_decision.kind not in (Kind.BLANK, Kind.UNSURE) or not work.detected:
+            return False
+        if work.whole_gate is not None and work.whole_gate >= self.finder.gate_threshold:
+            return False
+        if any(d.score >= self.finder.blank_max_box_score for d in work.detections):
+            return False
+        return not self._motion(work, motion_regions)
+
+    def _motion(self, work: _Work, motion_regions: Callable[[], list[Region]]) -> list[Region]:
+        if work.motion is None:
+            work.motion = motion_regions()
+        return work.motion
 
     def _result(self, work: _Work, decision: Decision, prediction: Prediction, box: Box, source: str, gate: float | None) -> Identification:
         return Identification(
@@ -264,31 +302,45 @@ class Identifier:
             return list
         return self.bursts.observe(burst_key, thumbnail if thumbnail is not None else thumbnail_for_motion(photo.bgr))
 
+    def _detect(self, work: _Work) -> list[tuple[Box, list[Detection]]]:
+        """Run the detector on the frame, and on its tiles unless the frame shows a bird; once per photo.
+
+        Every box down to `blank_max_box_score` is kept in `work.detections` (frame coordinates):
+        a weak box of any class is what keeps a frame from being called blank.
+        """
+        if self.detector is None or work.detected:
+            return []
+        photo, finder = work.photo, self.finder
+        height, width = photo.bgr.shape[:2]
+        min_score = min(finder.detector_min_score, finder.blank_max_box_score)
+        [on_frame] = self.detector.detect([photo.bgr], min_score=min_score)
+        views: list[Box] = [WHOLE]
+        found_per_view = [on_frame]
+        if not any(d.kind == Kind.BIRD and d.score >= finder.detector_min_score for d in on_frame):
+            tile_views = [box for scale in finder.detector_tiles for box in tiles(width, height, scale, overlap=0.3)]
+            views.extend(tile_views)
+            found_per_view.extend(self.detector.detect([crop(photo.bgr, view) for view in tile_views], min_score=min_score))
+        work.detector_invokes += len(views)
+        work.detected = True
+        for view, found in zip(views, found_per_view, strict=True):
+            work.detections.extend(Detection(_inside(view, d.box), d.kind, d.class_id, d.score) for d in found)
+        return list(zip(views, found_per_view, strict=True))
+
     def _propose(self, work: _Work, motion_regions: Callable[[], list[Region]]) -> list[Region]:
         photo = work.photo
         height, width = photo.bgr.shape[:2]
         finder = self.finder
         regions: list[Region] = []
-        if "detector" in finder.methods and self.detector is not None:
-            min_score = min(finder.detector_min_score, 0.3)
-            [on_frame] = self.detector.detect([photo.bgr], min_score=min_score)
-            views: list[Box] = [WHOLE]
-            found_per_view = [on_frame]
-            if not any(d.kind == "bird" and d.score >= finder.detector_min_score for d in on_frame):
-                tile_views = [box for scale in finder.detector_tiles for box in tiles(width, height, scale, overlap=0.3)]
-                views.extend(tile_views)
-                found_per_view.extend(self.detector.detect([crop(photo.bgr, view) for view in tile_views], min_score=min_score))
-            work.detector_invokes += len(views)
-            for view, found in zip(views, found_per_view, strict=True):
+        if "detector" in finder.methods:
+            for view, found in self._detect(work):
                 for detection in found:
-                    box = _inside(view, detection.box)
-                    work.detections.append(Detection(box, detection.kind, detection.class_id, detection.score))
-                    if detection.kind in ("bird", ANIMAL) and detection.score >= finder.detector_min_score:
+                    if detection.kind in (Kind.BIRD, Kind.ANIMAL) and detection.score >= finder.detector_min_score:
+                        box = _inside(view, detection.box)
                         grown = grow_to_square(box, width, height, finder.box_margin, finder.min_region_side)
                         # Birds first: an animal box is worth a look (detectors confuse them) but ranks lower.
-                        prior = detection.score + (1.0 if detection.kind == "bird" else 0.0)
+                        prior = detection.score + (1.0 if detection.kind == Kind.BIRD else 0.0)
                         regions.append(Region(grown, "detector", prior, detection.kind))
-        for region in motion_regions():
+        for region in self._motion(work, motion_regions):
             grown = grow_to_square(region.box, width, height, finder.box_margin, finder.min_region_side)
             regions.append(Region(grown, "motion", 1.5 + region.prior, "motion"))
         ranked = suppress(regions, 0.5)
@@ -306,7 +358,7 @@ def _inside(view: Box, box: Box) -> Box:
 
 def _not_a_bird(decision: Decision) -> Decision:
     # The species model named a bird but the gate disagrees: a mammal or a scene, not a sighting.
-    return Decision(UNKNOWN, decision.label, decision.scientific_name, decision.common_name, None, decision.confidence)
+    return Decision(Kind.UNSURE, decision.label, decision.scientific_name, decision.common_name, None, decision.confidence)
 
 
-__all__ = ["Identifier", "Identification", "FinderSettings", "FrameInputs", "EMPTY"]
+__all__ = ["Identifier", "Identification", "FinderSettings", "FrameInputs"]

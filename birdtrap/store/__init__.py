@@ -40,14 +40,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from birdtrap.errors import DatabaseFileError, StoreError
 from birdtrap.identify import taxonomy
+from birdtrap.identify.kinds import Kind, Status
 from birdtrap.store.backup import newest_backup
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parents[1] / "migrations"
 
-PENDING, DONE, FAILED, DUPLICATE = "pending", "done", "failed", "duplicate"
-KIND_BIRD, KIND_EMPTY, KIND_UNKNOWN = "bird", "empty", "unknown"
+PENDING, DONE, FAILED, DUPLICATE = Status.PENDING, Status.DONE, Status.FAILED, Status.DUPLICATE
+KIND_BIRD, KIND_BLANK, KIND_UNSURE = Kind.BIRD, Kind.BLANK, Kind.UNSURE
 
 
 def utcnow() -> datetime:
@@ -356,7 +357,7 @@ def _scripts() -> Any:
 # The newest migration's revision. Known without Alembic so that opening a current database (every
 # start of the daemon) imports none of it: Alembic and Mako cost 38 MB of RSS and 0.25 s. A test
 # keeps it equal to the head of birdtrap/migrations.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0005"
 
 
 def head_revision() -> str:
@@ -841,13 +842,16 @@ def find_events(
     camera: str | None = None,
     limit: int | None = None,
     birds_only: bool = True,
+    kind: Kind | None = None,
 ) -> list[EventRecord | Reviewed]:
-    """Events (bursts), newest first, with the same filters as `find_sightings`.
+    """Events (bursts), newest first, with the same filters as `find_sightings`; `kind` keeps one kind only.
 
     A person's correction wins over the machine's answer (see join_review).
     """
     query, review = join_review(select(EventRecord), EventRecord)
-    if birds_only:
+    if kind is not None:
+        query = query.where(review.kind == kind)
+    elif birds_only:
         query = query.where(review.kind == KIND_BIRD)
     query = _filtered(query, review, EventRecord.start, EventRecord.end, EventRecord.camera_id,
                       since, until, species, min_confidence, camera)  # fmt: skip
@@ -948,7 +952,7 @@ class CorrectionRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(Integer)
     verdict: Mapped[str] = mapped_column(String(16))  # confirmed, corrected or empty
-    kind: Mapped[str] = mapped_column(String(16))  # bird or empty
+    kind: Mapped[str] = mapped_column(String(16))  # bird or blank (a person saw no bird)
     label: Mapped[str | None] = mapped_column(Text)
     scientific_name: Mapped[str | None] = mapped_column(String(200))
     common_name: Mapped[str | None] = mapped_column(String(200))
@@ -1113,7 +1117,7 @@ def add_correction(
     correction = CorrectionRecord(
         event_id=event_id,
         verdict=verdict,
-        kind=KIND_EMPTY if verdict == MARKED_EMPTY else KIND_BIRD,
+        kind=KIND_BLANK if verdict == MARKED_EMPTY else KIND_BIRD,
         label=label,
         scientific_name=scientific_name,
         common_name=common_name,

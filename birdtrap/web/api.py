@@ -184,7 +184,7 @@ def list_events(
     filters: Filtering,
     limit: Limit = 50,
     offset: Offset = 0,
-    all: Annotated[bool, Query(description="Also events without a bird (empty, animal, person)")] = False,  # noqa: A002
+    all: Annotated[bool, Query(description="Also events without a bird (animal, person, vehicle, unsure, blank)")] = False,  # noqa: A002
 ) -> dict[str, Any]:
     items, more = context.read(lambda s: queries.events_page(s, filters, limit, offset, birds_only=not all))
     return {"items": items, "limit": limit, "offset": offset, "next": _next_url(request, limit, offset, more)}
