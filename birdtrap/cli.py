@@ -19,6 +19,7 @@ from birdtrap import config as config_module
 from birdtrap.cli_common import config_option, load_config
 from birdtrap.cli_export import export
 from birdtrap.cli_health import doctor, plot
+from birdtrap.cli_learn import learn
 from birdtrap.cli_scale import archive, export_network, sync
 from birdtrap.cli_web import serve
 from birdtrap.errors import BirdtrapError
@@ -455,8 +456,9 @@ def _install_folder(name: str, config: config_module.Config) -> Path:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (and with --verbose, every photo) as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print one line per photo.")
+@click.option("--no-camera-head", is_flag=True, help="Leave out the head `birdtrap learn` installed for this camera (see its effect).")
 @config_option
-def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, config_path: Path | None) -> None:
+def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, no_camera_head: bool, config_path: Path | None) -> None:
     """Score the daemon's own pipeline on labelled photos (truth: scientific name or none).
 
     \b
@@ -469,7 +471,7 @@ def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, conf
 
     config = load_config(config_path)
     photos = evaluation.read_labels(labels, root)
-    identifier = build_identifier(config)
+    identifier = build_identifier(config, camera_head=not no_camera_head)
     with tqdm(total=len(photos), unit="photo", disable=not sys.stderr.isatty(), leave=False) as bar:
         outcomes = evaluation.evaluate(photos, identifier, bar.update)
     summary = evaluation.summarise(outcomes)
@@ -502,6 +504,7 @@ cli.add_command(export)
 cli.add_command(plot)
 cli.add_command(doctor)
 cli.add_command(serve)
+cli.add_command(learn)
 cli.add_command(archive)
 cli.add_command(sync)
 export.add_command(export_network, "network")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from birdtrap.camera_head import CameraHead
 from birdtrap.classifier import Classifier
 from birdtrap.config import Config
 from birdtrap.decision import DecisionRules, read_checklist
 from birdtrap.detector import Detector, DetectorLayout
+from birdtrap.embedding import Embedder
 from birdtrap.errors import ModelError
 from birdtrap.gate import BirdGate
 from birdtrap.motion import BurstMemory
@@ -99,9 +101,35 @@ def preprocess_settings(config: Config, species: Classifier) -> PreprocessSettin
     return settings
 
 
-def build_identifier(config: Config, species: Classifier | None = None) -> Identifier:
-    """Load every model the configuration names and join them into one Identifier."""
+def load_embedder(config: Config) -> Embedder:
+    """The model that embeds regions for the camera's head (issue 23)."""
+    if config.camera.embedding_model is not None:
+        return Embedder(config.camera.embedding_model, threads=config.model.threads)
+    return Embedder(config.model.path, threads=config.model.threads, penultimate=True)
+
+
+def load_camera_head(config: Config) -> CameraHead | None:
+    """The head installed for config.camera.id, or None (none learnt, turned off, or no database yet)."""
+    if not config.camera.head:
+        return None
+    from birdtrap import examples_store, store
+    from birdtrap.errors import StoreError
+
+    try:
+        sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+        with sessions.begin() as session:
+            return examples_store.head_in_use(session, config.camera.id)
+    except StoreError:
+        return None
+
+
+def build_identifier(config: Config, species: Classifier | None = None, camera_head: bool = True) -> Identifier:
+    """Load every model the configuration names and join them into one Identifier.
+
+    With `camera_head`, the head `birdtrap learn` installed for this camera joins it.
+    """
     species = species or load_species_model(config)
+    head = load_camera_head(config) if camera_head else None
     checklist = read_checklist(config.decision.checklist) if config.decision.checklist else None
     rules = DecisionRules(
         threshold=config.decision.threshold, background_labels=config.decision.background_labels, checklist=checklist
@@ -115,4 +143,6 @@ def build_identifier(config: Config, species: Classifier | None = None) -> Ident
         detector=load_detector(config),
         finder=finder_settings(config),
         bursts=bursts,
+        camera_head=head,
+        embedder=load_embedder(config) if head is not None else None,
     )

@@ -117,7 +117,8 @@ class Identifier:
         self.finder = finder or FinderSettings(search="never")
         self.bursts = bursts
         # This camera's learnt head (issue 23) and the model that embeds regions for it.
-        self.camera_head = camera_head if embedder is not None and camera_head is not None and camera_head.embedder == embedder.name else None
+        usable = embedder is not None and camera_head is not None and camera_head.embedder == embedder.name
+        self.camera_head = camera_head if usable else None
         self.embedder = embedder
 
     def decide_combined(self, probabilities: np.ndarray) -> Decision:
@@ -381,9 +382,12 @@ class Identifier:
                 boxes = list(dict.fromkeys([*boxes, chosen]))
                 positive = boxes.index(chosen)
         vectors = self._vectors(work, boxes)
-        gates = tuple(float(g) for g in self._gate([work.photo.bgr if b == WHOLE else crop(work.photo.bgr, b) for b in boxes])) if self.gate is not None else ()
+        gates: tuple[float, ...] = ()
+        if self.gate is not None:
+            gates = tuple(float(g) for g in self._gate([work.photo.bgr if b == WHOLE else crop(work.photo.bgr, b) for b in boxes]))
         decided = general.decision
-        return FrameExample(key, label, vectors, tuple(boxes), positive, gates, decided.kind, decided.scientific_name if decided.kind == BIRD else None)
+        taxon = decided.scientific_name if decided.kind == BIRD else None
+        return FrameExample(key, label, vectors, tuple(boxes), positive, gates, decided.kind, taxon)
 
 
 def _inside(view: Box, box: Box) -> Box:
