@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from birdtrap.camera_head import CameraHead, FrameExample
 from birdtrap.regions import Box
-from birdtrap.store import CameraExampleRecord, CameraHeadRecord
+from birdtrap.store import KIND_BIRD, CameraExampleRecord, CameraHeadRecord, CorrectionRecord, event_photos
 
 REVIEW, LABELS = "review", "labels"
 
@@ -35,6 +35,24 @@ def add_example(
     record.x0, record.y0, record.x1, record.y1 = box if box is not None else (None, None, None, None)
     session.flush()
     return record
+
+
+def add_review_examples(session: Session, event_id: int, correction: CorrectionRecord, site_class: str | None = None) -> int:
+    """Every photo of a reviewed event becomes an example of its camera; returns how many.
+
+    The label is the reviewed taxon, else `site_class` ("fence post", "animal", "person") or
+    `blank`. The region is the box stored with the photo's result where the machine found
+    something there (the reviewer named it, not moved it); otherwise the head's learning chooses.
+    """
+    label = correction.scientific_name if correction.kind == KIND_BIRD and correction.scientific_name else (site_class or "blank")
+    photos = event_photos(session, [event_id]).get(event_id, [])
+    for image in photos:
+        if not image.sha256:
+            continue
+        box = (image.box_x0, image.box_y0, image.box_x1, image.box_y1)
+        found = image.kind in (KIND_BIRD, "animal") and None not in box and box != (0.0, 0.0, 1.0, 1.0)
+        add_example(session, image.camera_id, image.sha256, image.path, label, box if found else None, REVIEW)  # type: ignore[arg-type]
+    return len(photos)
 
 
 def _box(record: CameraExampleRecord) -> Box | None:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from birdtrap import __version__, store
+from birdtrap import __version__, examples_store, store
 from birdtrap.bundle import parse_label
 from birdtrap.errors import StoreError
 from birdtrap.web import queries, schemas
@@ -353,6 +353,8 @@ def review(
                     404, "no-such-event", f"there is no event {event_id}; events are regrouped as photos arrive, so list them again."
                 )
             correction = store.add_correction(session, event_id, kind, reviewer=verdict.reviewer, note=verdict.note, **names)
+            # Every review teaches the camera's head (issue 23); `birdtrap learn` relearns from them.
+            examples_store.add_review_examples(session, event_id, correction, verdict.site_class)
             return queries.review_dict(correction)
     except StoreError as e:
         raise Problem(422, "review-refused", str(e)) from None

@@ -219,5 +219,9 @@ class ReviewIn(Schema):
     species: str | None = Field(
         None, min_length=2, max_length=200, description="For 'correct': a model label ('Ardea cinerea (Grey Heron)') or a scientific name"
     )
+    site_class: str | None = Field(
+        None, min_length=2, max_length=100, pattern=r"^[a-z][a-z0-9 _-]*$",
+        description="For 'empty': what is there instead, taught to the camera's head: animal, person or a site class ('fence post')",
+    )
     reviewer: str | None = Field(None, max_length=100)
     note: str | None = Field(None, max_length=1000)
