@@ -250,14 +250,17 @@ def _learn_margin(examples: Sequence[FrameExample], head: CameraHead) -> float:
 
 
 def _means_only(examples: Sequence[FrameExample], like: CameraHead) -> CameraHead | None:
+    """Class means of `examples` alone, over the classes they still hold (a held-out frame may take
+    a class's only example with it: the rest must then judge it without that class)."""
     vectors, labels = _stack(examples)
     label_array = np.array(labels)
-    if any((label_array == c).sum() == 0 for c in like.classes):
+    classes = tuple(c for c in like.classes if (label_array == c).any())
+    if not any(is_bird_label(c) for c in classes) or all(is_bird_label(c) for c in classes):
         return None
     center = vectors.mean(axis=0)
     centred = _normalise(vectors - center)
-    means = _normalise(np.stack([centred[label_array == c].mean(axis=0) for c in like.classes]))
-    return CameraHead(like.classes, means, center, 0.0, like.embedder)
+    means = _normalise(np.stack([centred[label_array == c].mean(axis=0) for c in classes]))
+    return CameraHead(classes, means, center, 0.0, like.embedder)
 
 
 # --- cross-validation: the head against the general models on the camera's own frames ----------
