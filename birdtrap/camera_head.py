@@ -131,6 +131,16 @@ class CameraHead:
     margin: float
     embedder: str
     counts: tuple[int, ...] = ()
+    # The whole-frame vectors of the frames its birds were seen in, and how alike a new frame must
+    # be to one of them: the head claims birds only in this camera's own scenes (see fit).
+    scenes: np.ndarray | None = None
+    scene_min: float = -1.0
+
+    def knows_scene(self, frame_vector: np.ndarray) -> bool:
+        """Whether a whole-frame vector looks like a scene the head's birds were seen in."""
+        if self.scenes is None or not len(self.scenes):
+            return True
+        return float((self.scenes @ frame_vector).max()) >= self.scene_min
 
     @property
     def bird_classes(self) -> tuple[str, ...]:
@@ -157,7 +167,7 @@ class CameraHead:
             return None
         margins = scores[:, bird].max(axis=1) - scores[:, ~bird].max(axis=1)
         row = int(np.argmax(margins))
-        if margins[row] < self.margin:
+        if margins[row] < self.margin or not self.knows_scene(vectors[0]):
             return None
         best = np.flatnonzero(bird)[int(np.argmax(scores[row, bird]))]
         return Judgement(self.classes[best], float(margins[row]), row)
@@ -176,8 +186,14 @@ class CameraHead:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        meta = json.dumps({"classes": self.classes, "margin": self.margin, "embedder": self.embedder, "counts": self.counts})
-        np.savez_compressed(buffer, means=self.means.astype(np.float32), center=self.center.astype(np.float32), meta=np.array(meta))
+        meta = json.dumps(
+            {"classes": self.classes, "margin": self.margin, "embedder": self.embedder, "counts": self.counts, "scene_min": self.scene_min}
+        )
+        scenes = self.scenes if self.scenes is not None else np.zeros((0, len(self.center)))
+        np.savez_compressed(
+            buffer, means=self.means.astype(np.float32), center=self.center.astype(np.float32), scenes=scenes.astype(np.float16),
+            meta=np.array(meta),
+        )
         return buffer.getvalue()
 
     @classmethod
@@ -191,6 +207,8 @@ class CameraHead:
                 float(meta["margin"]),
                 meta["embedder"],
                 tuple(meta.get("counts", ())),
+                arrays["scenes"].astype(np.float32),
+                float(meta.get("scene_min", -1.0)),
             )
 
 
@@ -219,7 +237,23 @@ def fit(examples: Sequence[FrameExample], embedder: str) -> CameraHead:
     label_array = np.array(labels)
     means = _normalise(np.stack([centred[label_array == c].mean(axis=0) for c in classes]))
     head = CameraHead(classes, means, center, 0.0, embedder, tuple(int((label_array == c).sum()) for c in classes))
-    return CameraHead(classes, means, center, _learn_margin(examples, head), embedder, head.counts)
+    scenes, scene_min = _bird_scenes(examples)
+    return CameraHead(classes, means, center, _learn_margin(examples, head), embedder, head.counts, scenes, scene_min)
+
+
+def _bird_scenes(examples: Sequence[FrameExample]) -> tuple[np.ndarray | None, float]:
+    """The whole frames the birds were seen in, and the least alike a held-out one was to the rest.
+
+    A region of a foreign scene can fall on the bird's side of the class means by chance (the
+    means know only this camera's classes); a frame unlike every bird frame of this camera is left
+    to the general models. With fewer than two bird frames there is nothing to measure: no limit.
+    """
+    frames = np.stack([e.vectors[0] for e in examples if is_bird_label(e.label)]) if examples else np.zeros((0, 1))
+    if len(frames) < 2:
+        return None, -1.0
+    alike = frames @ frames.T
+    np.fill_diagonal(alike, -np.inf)
+    return frames, float(alike.max(axis=1).min()) - 1e-3
 
 
 def _stack(examples: Sequence[FrameExample]) -> tuple[np.ndarray, list[str]]:
