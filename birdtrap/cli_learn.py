@@ -56,7 +56,7 @@ def learn(labels: Path | None, root: Path | None, camera: str | None, show_statu
             if not labels.is_file():
                 raise click.BadParameter(f"{labels} does not exist; give the labels CSV (path,truth).", param_hint="LABELS")
             photos = evaluate.read_labels(labels, root)
-            species = {label.scientific for label in identifier.species.labels}
+            species = {" ".join(label.scientific.split()[:2]) for label in identifier.species.labels}
             with sessions.begin() as session:
                 added = learning.add_labelled(session, photos, camera_id, species)
                 counts = examples_store.example_counts(session, camera_id)
@@ -67,10 +67,10 @@ def learn(labels: Path | None, root: Path | None, camera: str | None, show_statu
                         "at least one other (e.g. this camera's blank frames). Add rows of another kind and run learn again."
                     )
             click.echo(f"added {added} examples for camera {camera_id}", err=True)
-        outcome = learning.relearn(sessions, identifier, camera_id)
+        learning.relearn(sessions, identifier, camera_id)
     except BirdtrapError as e:
         raise click.ClickException(str(e)) from e
-    _print_figures(outcome.counts, outcome.figures.as_dict(), outcome.installed)
+    _print_status(sessions, camera_id)
 
 
 def _print_status(sessions, camera_id: str) -> None:

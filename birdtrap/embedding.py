@@ -12,6 +12,7 @@ Nothing here knows about cameras, examples or the database: images in, vectors o
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,11 @@ class Embedder:
         if penultimate:
             options["experimental_preserve_all_tensors"] = True
         try:
-            self.interpreter = runtime.interpreter(**options)
+            with warnings.catch_warnings():
+                # "intended for debugging ... can increase memory": the cost is the intermediate
+                # tensors of one 224x224 MobileNet (a few MB), paid only while a head is in use.
+                warnings.simplefilter("ignore", UserWarning)
+                self.interpreter = runtime.interpreter(**options)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError, TypeError) as e:
             raise ModelError(f"{self.path} cannot be opened for embeddings ({e}).") from None

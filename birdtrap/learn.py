@@ -36,17 +36,18 @@ class Outcome:
 def label_for(photo: LabelledPhoto, species: set[str]) -> str:
     """The example label of a labels.csv row: its taxon, else its kind as a no-bird class.
 
-    Raises LearnError for a taxon the species model has no species or genus of (a typo, usually).
+    Raises LearnError for a species the species model does not know (a typo, usually). A genus or
+    family (one word) is taken as given: the model's labels cannot check a family.
     """
     if photo.truth is None:
         return {"mammal": "animal", "animal": "animal", "human": "person", "person": "person", "vehicle": "person"}.get(photo.kind, "blank")
     if photo.truth[:1].islower() and photo.truth in NOT_BIRD_KINDS:
         return photo.truth
-    genus = photo.truth.split()[0]
-    if photo.truth not in species and not any(name.split()[0] == genus for name in species):
+    binomial = " ".join(photo.truth.split()[:2])
+    if len(photo.truth.split()) >= 2 and binomial not in species:
         raise LearnError(
-            f"{photo.path}: label {photo.truth!r} is not a species or genus the species model knows; "
-            "write a scientific name from its labels.txt (e.g. 'Athene cunicularia'), or none."
+            f"{photo.path}: label {photo.truth!r} is not a species the species model knows; write a scientific name from "
+            "its labels.txt (e.g. 'Athene cunicularia'), its genus or family alone, or none."
         )
     return photo.truth
 
