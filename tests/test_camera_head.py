@@ -119,7 +119,9 @@ def test_learn_with_an_unknown_path_an_unknown_label_or_one_class_changes_nothin
     assert f"{SHARED / 'images/camtrap_owls/no_such_photo.JPG'} does not exist; fix the path column" in result.output
 
     typo = tmp_path / "typo.csv"
-    typo.write_text("path,truth\nimages/camtrap_owls/IMG_1435.JPG,Athene cunicularis\nimages/camtrap_nonbird/B013_IMG_0005_empty.jpeg,none\n")
+    typo.write_text(
+        "path,truth\nimages/camtrap_owls/IMG_1435.JPG,Athene cunicularis\nimages/camtrap_nonbird/B013_IMG_0005_empty.jpeg,none\n"
+    )
     result = run(config, "learn", str(typo), "--root", str(SHARED))
     assert result.exit_code == 1 and "label 'Athene cunicularis' is not a species the species model knows" in result.output
 
@@ -148,3 +150,42 @@ def test_cross_validation_holds_out_whole_frames_and_the_head_never_names_a_taxo
     figures = heads.cross_validate(examples, name)
     assert figures.frames == 17 and figures.folds == 17 and figures.bird_frames == 9
     assert heads.CameraHead.from_bytes(head.to_bytes()).margin == pytest.approx(head.margin)
+
+
+def test_a_review_through_the_web_api_adds_an_example_and_changes_the_next_decision(tmp_path):
+    pytest.importorskip("fastapi", reason="the review API needs the web extra")
+    httpx = pytest.importorskip("httpx")
+    from birdtrap.web import ServeSettings, create_app
+    from birdtrap.web.app import BackgroundServer
+
+    config = write_config(tmp_path)
+    # This camera knows two owl frames the general models name too, its empty burrow and other projects' no-bird frames.
+    known = {"images/camtrap_owls/IMG_1435.JPG", "images/camtrap_owls/IMG_4818.JPG"}
+    labels = labels_file(tmp_path, "known.csv", lambda row: row["path"] in known or row["truth"] == "none")
+    first = run(config, "learn", str(labels), "--root", str(SHARED))
+    assert first.exit_code == 0 and "head: not in use" in first.output, first.output  # nothing to gain yet
+
+    owl = SHARED / "images" / "camtrap_owls" / "IMG_0827.JPG"  # half hidden: the general models see an animal
+    recorded = run(config, "classify", str(owl), "--record", "--json")
+    assert recorded.exit_code == 0 and '"kind": "animal"' in recorded.output, recorded.output
+    with sqlite3.connect(tmp_path / "birdtrap.db") as db:
+        (event_id,) = db.execute("select event_id from images where path = ?", (str(owl),)).fetchone()
+
+    app = create_app(config_module.load(config), ServeSettings(token="owl-review-token-0123456"))
+    server = BackgroundServer(app).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as api:
+            response = api.post(
+                f"/api/v1/events/{event_id}/review",
+                json={"verdict": "correct", "species": "Athene cunicularia"},
+                headers={"Authorization": "Bearer owl-review-token-0123456"},
+            )
+        assert response.status_code == 201, response.text
+    finally:
+        server.stop()
+    assert ("Athene cunicularia", "review") in example_rows(tmp_path)
+
+    relearnt = run(config, "learn")
+    assert relearnt.exit_code == 0 and "head: in use" in relearnt.output, relearnt.output
+    again = run(config, "classify", str(owl), "--json")
+    assert '"kind": "bird"' in again.output and "Athene cunicularia" in again.output, again.output
