@@ -35,10 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from birdtrap.config import load
-    from birdtrap.daemon.ingest import decode_photo
     from birdtrap.daemon.wiring import build_identifier
     from birdtrap.errors import BirdtrapError
     from birdtrap.evaluate import read_labels
+    from birdtrap.identify.photos import decode_photo
     from birdtrap.identify.regions import crop, tiles
 
     try:

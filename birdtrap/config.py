@@ -258,6 +258,10 @@ class CameraSettings(Settings):
     utc_offset: str | None = Field(
         None, pattern=r"^(Z|[+-](0\d|1[0-4]):?[0-5]\d)$", description="Offset of the camera's clock from UTC, e.g. +02:00"
     )
+    head: bool = Field(True, description="Use the head `birdtrap learn` installed for this camera, if any (issue 23)")
+    embedding_model: Path | None = Field(
+        None, description="Model whose output embeds regions for the camera's head; null: the species model's penultimate layer"
+    )
 
 
 class LoggingSettings(Settings):
@@ -345,6 +349,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             "detector": config.detector.model_copy(update={"path": absolute(config.detector.path)}),
             "decision": config.decision.model_copy(update={"checklist": absolute(config.decision.checklist)}),
             "database": config.database.model_copy(update={"url": url}),
+            "camera": config.camera.model_copy(update={"embedding_model": absolute(config.camera.embedding_model)}),
             "serve": config.serve.model_copy(
                 update={"thumbnail_cache": absolute(config.serve.thumbnail_cache), "upload_folder": absolute(config.serve.upload_folder)}
             ),

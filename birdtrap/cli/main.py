@@ -18,6 +18,7 @@ from birdtrap import config as config_module
 from birdtrap.cli.common import BirdtrapGroup, config_option, load_config
 from birdtrap.cli.export import export
 from birdtrap.cli.health import doctor, plot
+from birdtrap.cli.learn import learn
 from birdtrap.cli.output import clip, output_options, print_rows
 from birdtrap.cli.scale import archive, export_network, sync
 from birdtrap.cli.web import serve
@@ -524,8 +525,11 @@ def _install_folder(name: str, config: config_module.Config) -> Path:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summaries (all, per file, per source; --verbose: every photo) as JSON.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print one line per photo.")
+@click.option("--no-camera-head", is_flag=True, help="Leave out the head `birdtrap learn` installed for this camera (see its effect).")
 @config_option
-def evaluate(labels: tuple[Path, ...], root: Path | None, as_json: bool, verbose: bool, config_path: Path | None) -> None:
+def evaluate(
+    labels: tuple[Path, ...], root: Path | None, as_json: bool, verbose: bool, no_camera_head: bool, config_path: Path | None
+) -> None:
     """Score the daemon's own pipeline on labelled photos (truth: scientific name or none).
 
     Counts, per labels file and per source: birds found, named right (species, genus, family,
@@ -542,7 +546,7 @@ def evaluate(labels: tuple[Path, ...], root: Path | None, as_json: bool, verbose
 
     config = load_config(config_path)
     photos = [photo for file in labels for photo in evaluation.read_labels(file, root)]
-    identifier = build_identifier(config)
+    identifier = build_identifier(config, camera_head=not no_camera_head)
     with tqdm(total=len(photos), unit="photo", disable=not sys.stderr.isatty(), leave=False) as bar:
         outcomes = evaluation.evaluate(photos, identifier, bar.update)
     payload: dict[str, Any] = evaluation.report(outcomes)
@@ -599,6 +603,7 @@ cli.add_command(export)
 cli.add_command(plot)
 cli.add_command(doctor)
 cli.add_command(serve)
+cli.add_command(learn)
 cli.add_command(archive)
 cli.add_command(sync)
 export.add_command(export_network, "network")

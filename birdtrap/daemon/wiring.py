@@ -11,9 +11,11 @@ from pathlib import Path
 from birdtrap.config import Config, domain_settings
 from birdtrap.errors import ModelError
 from birdtrap.identify.bundle import resolve_input
+from birdtrap.identify.camera_head import CameraHead
 from birdtrap.identify.classifier import Classifier
 from birdtrap.identify.decision import DecisionRules, read_checklist
 from birdtrap.identify.detector import Detector, DetectorLayout
+from birdtrap.identify.embedding import Embedder
 from birdtrap.identify.gate import BirdGate
 from birdtrap.identify.identifier import FinderSettings, Identifier
 from birdtrap.identify.motion import BurstMemory
@@ -96,9 +98,36 @@ def preprocess_settings(config: Config, species: Classifier) -> PreprocessSettin
     return settings
 
 
-def build_identifier(config: Config, species: Classifier | None = None) -> Identifier:
-    """Load every model the configuration names and join them into one Identifier."""
+def load_embedder(config: Config) -> Embedder:
+    """The model that embeds regions for the camera's head (issue 23)."""
+    if config.camera.embedding_model is not None:
+        return Embedder(config.camera.embedding_model, threads=config.model.threads)
+    return Embedder(config.model.path, threads=config.model.threads, penultimate=True)
+
+
+def load_camera_head(config: Config) -> CameraHead | None:
+    """The head installed for config.camera.id, or None (none learnt, turned off, or no database yet)."""
+    if not config.camera.head:
+        return None
+    from birdtrap import store
+    from birdtrap.errors import StoreError
+    from birdtrap.store import examples as examples_store
+
+    try:
+        sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+        with sessions.begin() as session:
+            return examples_store.head_in_use(session, config.camera.id)
+    except StoreError:
+        return None
+
+
+def build_identifier(config: Config, species: Classifier | None = None, camera_head: bool = True) -> Identifier:
+    """Load every model the configuration names and join them into one Identifier.
+
+    With `camera_head`, the head `birdtrap learn` installed for this camera joins it.
+    """
     species = species or load_species_model(config)
+    head = load_camera_head(config) if camera_head else None
     checklist = read_checklist(config.decision.checklist) if config.decision.checklist else None
     rules = domain_settings(DecisionRules, config.decision, checklist=checklist)
     bursts = BurstMemory(config.events.gap_seconds) if "motion" in config.finder.methods else None
@@ -110,4 +139,6 @@ def build_identifier(config: Config, species: Classifier | None = None) -> Ident
         detector=load_detector(config),
         finder=finder_settings(config),
         bursts=bursts,
+        camera_head=head,
+        embedder=load_embedder(config) if head is not None else None,
     )

@@ -32,9 +32,11 @@ from typing import TypeGuard
 
 import numpy as np
 
+from birdtrap.identify.camera_head import ANIMAL, PERSON, CameraHead, FrameExample, is_bird_label
 from birdtrap.identify.classifier import Classifier, Prediction
-from birdtrap.identify.decision import Decision, DecisionRules, decide
+from birdtrap.identify.decision import GENUS, SPECIES, Decision, DecisionRules, decide
 from birdtrap.identify.detector import Detection, Detector
+from birdtrap.identify.embedding import Embedder
 from birdtrap.identify.gate import BirdGate
 from birdtrap.identify.kinds import Kind
 from birdtrap.identify.motion import BurstMemory, thumbnail_for_motion
@@ -105,6 +107,8 @@ class _Work:
     detections: list[Detection] = field(default_factory=list)
     detected: bool = False  # the detector looked at the frame (and its tiles where no bird was boxed)
     motion: list[Region] | None = None  # motion against the burst, once asked for
+    regions: list[Region] | None = None  # the proposals, once made
+    vectors: dict[Box, np.ndarray] = field(default_factory=dict)  # camera-head embeddings by box
 
 
 class Identifier:
@@ -119,6 +123,8 @@ class Identifier:
         detector: Detector | None = None,
         finder: FinderSettings | None = None,
         bursts: BurstMemory | None = None,
+        camera_head: CameraHead | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         self.species = species
         self.preprocess = preprocess
@@ -127,6 +133,10 @@ class Identifier:
         self.detector = detector
         self.finder = finder or FinderSettings(search="never")
         self.bursts = bursts
+        # This camera's learnt head (issue 23) and the model that embeds regions for it.
+        usable = embedder is not None and camera_head is not None and camera_head.embedder == embedder.name
+        self.camera_head = camera_head if usable else None
+        self.embedder = embedder
 
     def decide_combined(self, probabilities: np.ndarray) -> Decision:
         """The decision rules applied to combined probabilities (an event's mean over its frames)."""
@@ -204,6 +214,12 @@ class Identifier:
         return self.frame_inputs(photo)
 
     def _identify_one(self, work: _Work, burst_key: object, thumbnail: np.ndarray | None) -> Identification:
+        general = self._identify_general(work, burst_key, thumbnail)
+        if self.camera_head is None:
+            return general
+        return self._with_head(work, general)
+
+    def _identify_general(self, work: _Work, burst_key: object, thumbnail: np.ndarray | None) -> Identification:
         motion_regions = self._motion_regions(work.photo, burst_key, thumbnail)
         whole_decision = decide(work.whole.probabilities, self.species.labels, self.rules)
         if self._accept(whole_decision, work.whole_gate) and self.finder.search != "always":
@@ -347,7 +363,83 @@ class Identifier:
         if "tiles" in finder.methods and len(ranked) < finder.max_regions:
             plain = [Region(box, "tile", 0.0) for scale in finder.tile_scales for box in tiles(width, height, scale, finder.tile_overlap)]
             ranked.extend(plain)
-        return ranked[: finder.max_regions]
+        ranked = ranked[: finder.max_regions]
+        if self.camera_head is not None:
+            # The regions this camera's head takes for its bird are searched first.
+            scores = self.camera_head.bird_scores(self._vectors(work, [region.box for region in ranked])) if ranked else []
+            ranked = [region for _, region in sorted(zip(scores, ranked, strict=True), key=lambda pair: -pair[0])]
+        work.regions = ranked
+        return ranked
+
+    # --- this camera's head (issue 23) -----------------------------------------------------
+
+    def _vectors(self, work: _Work, boxes: list[Box]) -> np.ndarray:
+        assert self.embedder is not None
+        for box in boxes:
+            if box not in work.vectors:
+                work.vectors[box] = self.embedder.embed(work.photo.bgr if box == WHOLE else crop(work.photo.bgr, box), self.preprocess)
+        return np.stack([work.vectors[box] for box in boxes])
+
+    def _head_boxes(self, work: _Work) -> list[Box]:
+        regions = work.regions if work.regions is not None else self._propose(work, list)
+        return list(dict.fromkeys([WHOLE, *(region.box for region in regions)]))
+
+    def _with_head(self, work: _Work, general: Identification) -> Identification:
+        """The general answer joined to the camera's head by the rule in birdtrap.identify.camera_head."""
+        head = self.camera_head
+        assert head is not None
+        boxes = self._head_boxes(work)
+        judgement = head.judge(self._vectors(work, boxes))
+        if judgement is not None:
+            rank = SPECIES if len(judgement.label.split()) >= 2 else GENUS
+            confidence = max(self.rules.threshold, min(1.0, 0.5 + judgement.margin))
+            decision = Decision(Kind.BIRD, judgement.label, judgement.label, None, rank, confidence)
+            return self._result(work, decision, general.prediction, boxes[judgement.row], "camera-head", general.gate_probability)
+        decided = general.decision
+        if decided.kind == Kind.BIRD and general.box is not None:
+            named = head.not_a_bird(self._vectors(work, [general.box])[0], decided.scientific_name)
+            if named is not None:
+                kind = {ANIMAL: Kind.ANIMAL, PERSON: Kind.PERSON}.get(named, Kind.BLANK)  # a site class the owner named is no bird
+                decision = Decision(kind, named, None, None, None, decided.confidence)
+                return self._result(work, decision, general.prediction, general.box, "camera-head", general.gate_probability)
+        return general
+
+    def example(self, photo: Photo, key: str, label: str, box: Box | None = None) -> FrameExample:
+        """One labelled frame as the camera's head learns it: its regions embedded, its bird's region marked.
+
+        `box` is the bird's region when a person or the finder chose it; otherwise the region the
+        general models named a bird in, or one chosen later (`camera_head.choose_positives`).
+        """
+        if self.embedder is None:
+            raise ValueError("an Identifier without an embedder cannot make examples")
+        inputs = self.frame_inputs(photo)
+        [whole] = self.species.predict_batch([inputs.species])
+        gate = float(self.gate.bird_probability(inputs.gate[None])[0]) if self.gate is not None and inputs.gate is not None else None
+        work = _Work(photo, whole, gate, gate_invokes=1 if self.gate else 0)
+        head, self.camera_head = self.camera_head, None
+        try:
+            general = self._identify_general(work, None, None)
+            boxes = self._head_boxes(work)
+        finally:
+            self.camera_head = head
+        positive = None
+        if is_bird_label(label):
+            if box is not None and box != WHOLE:
+                chosen = box
+            elif general.decision.kind == Kind.BIRD and general.box is not None and general.box != WHOLE:
+                chosen = general.box
+            else:
+                chosen = None
+            if chosen is not None:
+                boxes = list(dict.fromkeys([*boxes, chosen]))
+                positive = boxes.index(chosen)
+        vectors = self._vectors(work, boxes)
+        gates: tuple[float, ...] = ()
+        if self.gate is not None:
+            gates = tuple(float(g) for g in self._gate([work.photo.bgr if b == WHOLE else crop(work.photo.bgr, b) for b in boxes]))
+        decided = general.decision
+        taxon = decided.scientific_name if decided.kind == Kind.BIRD else None
+        return FrameExample(key, label, vectors, tuple(boxes), positive, gates, decided.kind, taxon)
 
 
 def _inside(view: Box, box: Box) -> Box:

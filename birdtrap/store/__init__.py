@@ -357,7 +357,7 @@ def _scripts() -> Any:
 # The newest migration's revision. Known without Alembic so that opening a current database (every
 # start of the daemon) imports none of it: Alembic and Mako cost 38 MB of RSS and 0.25 s. A test
 # keeps it equal to the head of birdtrap/migrations.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 
 def head_revision() -> str:
@@ -1259,3 +1259,47 @@ def activity_reviewed(session: Session, by: str, since: datetime | None = None, 
         bucket = when.strftime("%Y-%m-%d") if by == "day" else f"{when.hour:02d}"
         counts[(name, bucket)] = counts.get((name, bucket), 0) + 1
     return sorted((name, bucket, count) for (name, bucket), count in counts.items())
+
+
+# --- this camera's examples and head (issue 23) --------------------------------------------
+
+from sqlalchemy import LargeBinary  # noqa: E402
+
+
+class CameraExampleRecord(Base):
+    """A labelled frame of one camera: a review or a labelled folder teaches the camera's head.
+
+    One row per camera and photo content (sha256): a later review of the same frame replaces its
+    label. `box` is the bird's region when a person or the finder chose it. `vectors` caches the
+    frame's region embeddings (by `embedder`) so relearning does not run the model again.
+    """
+
+    __tablename__ = "camera_examples"
+    __table_args__ = (UniqueConstraint("camera_id", "sha256", name="uq_camera_examples_camera_sha256"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(200))
+    x0: Mapped[float | None] = mapped_column(Float)
+    y0: Mapped[float | None] = mapped_column(Float)
+    x1: Mapped[float | None] = mapped_column(Float)
+    y1: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16))  # review or labels
+    embedder: Mapped[str | None] = mapped_column(String(200))
+    vectors: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class CameraHeadRecord(Base):
+    """A head learnt for one camera, its cross-validated figures, and whether it is in use."""
+
+    __tablename__ = "camera_heads"
+    __table_args__ = (Index("ix_camera_heads_camera", "camera_id", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(100))
+    embedder: Mapped[str] = mapped_column(String(200))
+    head: Mapped[bytes] = mapped_column(LargeBinary)
+    figures: Mapped[str] = mapped_column(Text)  # JSON of camera_head.Figures and counts per class
+    in_use: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from birdtrap import __version__, store
 from birdtrap.errors import DatabaseFileError, StoreError, first_line
 from birdtrap.identify.bundle import parse_label
+from birdtrap.store import examples as examples_store
 from birdtrap.web import queries, schemas
 from birdtrap.web.classify import READY, TOP_LABELS, Upload
 from birdtrap.web.context import Context, WebContext
@@ -416,6 +417,8 @@ def review(
                     404, "no-such-event", f"there is no event {event_id}; events are regrouped as photos arrive, so list them again."
                 )
             correction = store.add_correction(session, event_id, kind, reviewer=verdict.reviewer, note=verdict.note, **names)
+            # Every review teaches the camera's head (issue 23); `birdtrap learn` relearns from them.
+            examples_store.add_review_examples(session, event_id, correction, getattr(verdict, "site_class", None))
             return queries.review_dict(correction)
     except (SQLAlchemyError, DatabaseFileError) as e:
         raise Problem(

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from birdtrap import store
+from birdtrap.store import examples as examples_store
 from birdtrap.web import queries
 from birdtrap.web.api import EventId
 from birdtrap.web.context import Context
@@ -118,6 +119,9 @@ def stats_page(request: Request, context: Context) -> HTMLResponse:
             "by_status": sorted(store.counts_by_status(session).items()),
             "queue": store.pending_count(session),
             "hours": queries.hourly_counts(session),
+            "camera": context.config.camera.id,
+            "examples": examples_store.example_counts(session, context.config.camera.id),
+            "head": examples_store.latest_head(session, context.config.camera.id),
         }
 
     data = context.read(load)

@@ -291,10 +291,17 @@ class Correct(_Verdict):
 
 
 class MarkEmpty(_Verdict):
-    """Nothing there: the event becomes `blank`."""
+    """No bird there: the event becomes `blank`, or what `site_class` names."""
 
     verdict: Literal["empty"]
     species: None = Field(None, description="Not used")
+    site_class: str | None = Field(
+        None,
+        min_length=2,
+        max_length=100,
+        pattern=r"^[a-z][a-z0-9 _-]*$",
+        description="What is there instead, taught to the camera's head: animal, person or a site class ('fence post')",
+    )
 
 
 # One schema per verdict, so the OpenAPI document says that only a correction needs a species.
