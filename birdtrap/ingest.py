@@ -60,7 +60,7 @@ def classify_files(paths: Iterable[Path], identifier: Identifier) -> Iterable[tu
     """
     for path in paths:
         try:
-            data = read_photo_bytes(path)
+            data = read_photo_bytes(path, identifier.preprocess.max_bytes)
             decoded = decode_photo(data, str(path), path.stat().st_mtime, identifier.preprocess)
         except PhotoError as e:
             yield path, e
@@ -143,7 +143,7 @@ def read_and_decode(
     decoded 12 MP frame is ~2 MB, its inputs ~0.2 MB, and the daemon holds two batches of them.
     """
     try:
-        data = read_photo_bytes(Path(path))
+        data = read_photo_bytes(Path(path), settings.max_bytes)
         mtime = os.stat(path).st_mtime
         identity.set_result(FileIdentity(hashlib.sha256(data).hexdigest(), len(data), mtime))
     except BaseException as e:

@@ -9,6 +9,7 @@ the served OpenAPI document.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -334,6 +335,21 @@ def test_every_error_is_problem_details(api):
     problem(api.post("/api/v1/events/1/review", json={"verdict": "maybe"}, headers=auth()), 422, "bad-parameters")
     problem(api.post("/api/v1/events/1/review", content=b"{", headers={**auth(), "content-type": "application/json"}), 422)
     problem(api.post("/api/v1/events/424242/review", json={"verdict": "empty"}, headers=auth()), 404, "no-such-event")
+
+
+def test_a_tiny_very_wide_png_upload_is_refused_before_decoding_and_good_photos_are_still_named(api):
+    # Issue 16: a ~100-byte 2x3000 PNG took the server to 3.3 GB and no answer in 100 s.
+    out = io.BytesIO()
+    Image.new("RGB", (3000, 2), (90, 120, 60)).save(out, "PNG")
+    assert len(out.getvalue()) < 200
+    body = problem(api.post("/api/v1/classify", files=files(("line.png", out.getvalue()))), 422, "no-image-classified")
+    (item,) = body["items"]
+    assert item["error"]["type"].endswith("image-out-of-bounds")
+    assert "line.png is 3000x2 pixels" in item["error"]["detail"] and "preprocess." in item["error"]["detail"]
+    mixed = api.post("/api/v1/classify", files=files(("line.png", out.getvalue()), ("bird.bmp", photo("bird.bmp").read_bytes())))
+    assert mixed.status_code == 200, mixed.text
+    refused, named = mixed.json()["items"]
+    assert refused["error"]["status"] == 422 and named["error"] is None and named["result"]["top"]
 
 
 def test_classify_answers_503_while_the_model_loads(site):
