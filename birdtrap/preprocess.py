@@ -233,7 +233,25 @@ def decode_pixels(data: bytes, factor: int = 1) -> np.ndarray:
             rgb = image if image.mode == "RGB" else image.convert("RGB")
             for method in _ORIENTATION.get(image.getexif().get(0x0112), ()):
                 rgb = rgb.transpose(method)
-            return np.asarray(rgb)[..., ::-1]
+            return _as_array(rgb)[..., ::-1]
+
+
+def _as_array(rgb: Image.Image) -> np.ndarray:
+    """Pillow's RGB pixels as a numpy array, copied a band of rows at a time.
+
+    `np.asarray` goes through `tobytes()`, which joins encoded chunks: two more frame-sized
+    buffers at once (bench.memory: 2.3x the frame beyond it, 534 MB for an 80 MP PNG). Band by
+    band, the copy costs the array itself plus one band of _CHUNK_BYTES.
+    """
+    width, height = rgb.size
+    step = max(1, _CHUNK_BYTES // (3 * width))
+    if step >= height:
+        return np.asarray(rgb)
+    out = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, step):
+        bottom = min(height, top + step)
+        out[top:bottom] = np.asarray(rgb.crop((0, top, width, bottom)))
+    return out
 
 
 def read_photo_bytes(path: Path, max_bytes: int | None = None) -> bytes:

@@ -75,6 +75,27 @@ def jpeg_claiming(data: bytes, width: int, height: int) -> bytes:
     raise ValueError("no SOF marker")
 
 
+# The daemon's watch.patterns must include these for every file to be looked at.
+SUFFIXES = (
+    "*.jpg",
+    "*.jpeg",
+    "*.png",
+    "*.bmp",
+    "*.webp",
+    "*.tif",
+    "*.gif",
+    "*.ppm",
+    "*.tga",
+    "*.ico",
+    "*.pcx",
+    "*.sgi",
+    "*.jp2",
+    "*.dds",
+    "*.qoi",
+    "*.im",
+)
+
+
 def make(folder: Path, good: list[Path]) -> dict[str, list[str]]:
     folder.mkdir(parents=True, exist_ok=True)
     corpus = Corpus(folder)
@@ -148,13 +169,17 @@ def make(folder: Path, good: list[Path]) -> dict[str, list[str]]:
         "JPEG2000": (".jp2", ("RGB",)),
         "DDS": (".dds", ("RGBA",)),
         "QOI": (".qoi", ("RGB",)),
-        "IM": (".im", ("RGB",)),
     }
     for fmt, (suffix, modes) in formats.items():
         for mode in modes:
-            base = small.resize((96, 64)).convert(mode) if mode not in ("I;16", "I", "F") else Image.fromarray(
-                corpus.numbers.integers(0, 65535, (64, 96), dtype=np.uint16)
-            ).convert(mode)
+            base = (
+                small.resize((96, 64)).convert(mode)
+                if mode not in ("I;16", "I", "F")
+                else Image.fromarray(corpus.numbers.integers(0, 65535, (64, 96), dtype=np.uint16)).convert(mode)
+            )
+            base.putpixel(
+                (0, 0), corpus.count % 200 if base.mode not in ("CMYK", "RGB", "RGBA") else (corpus.count % 200,) * len(base.mode)
+            )
             try:
                 data = encoded(base, fmt)
             except (OSError, KeyError, ValueError):
@@ -184,13 +209,21 @@ def make(folder: Path, good: list[Path]) -> dict[str, list[str]]:
     corpus.write("huge-metadata", ".png", plain[:33] + icc + plain[33:])
 
     # Noise photos in random shapes and formats, each a real (tiny) decode and identification.
-    for _ in range(60):
+    for _ in range(40):
         width, height = corpus.random.randint(16, 700), corpus.random.randint(16, 700)
         fmt, suffix = corpus.random.choice((("JPEG", ".jpg"), ("PNG", ".png"), ("BMP", ".bmp"), ("WEBP", ".webp")))
         corpus.write("random-noise-photo", suffix, encoded(corpus.noise(width, height), fmt))
 
     # Names: spaces, quotes, non-Latin scripts, leading dashes and dots (all valid UTF-8).
-    for name in ("a photo with spaces", "quote's \"and\" more", "eichelhäher-Ünïcödé", "鳥の写真", "-starts-with-dash", "..dots..", "semi;colon&amp"):
+    for name in (
+        "a photo with spaces",
+        'quote\'s "and" more',
+        "eichelhäher-Ünïcödé",
+        "鳥の写真",
+        "-starts-with-dash",
+        "dots..in..name",
+        "semi;colon&amp",
+    ):
         corpus.write("odd-name", ".jpg", encoded(corpus.noise(64, 48), "JPEG"), stem=name)
 
     # Symlinks: to a good photo outside the folder, and one that points nowhere.

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import fuzz_corpus
+
 from conftest import HERON, photo, rows, wait_for, write_config
 
 # The daemon with its three models maps ~1 GB of address space at rest (thread stacks, arenas,
@@ -38,7 +39,7 @@ def test_a_few_hundred_hostile_files_each_end_done_or_failed_under_a_memory_limi
     good = [photo("bird.bmp"), HERON[0], HERON[5], photo("IMG_0708.JPG")]
     inbox = tmp_path / "inbox"
     kinds = fuzz_corpus.make(inbox, good)
-    config = write_config(tmp_path, batch={"size": 8, "max_wait_seconds": 0.3})
+    config = write_config(tmp_path, batch={"size": 8, "max_wait_seconds": 0.3}, watch={"patterns": list(fuzz_corpus.SUFFIXES)})
     files = sorted(p.name for p in inbox.iterdir() if p.is_file() and not p.is_symlink())
     log = tmp_path / "daemon.log"
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -66,7 +67,9 @@ def test_a_few_hundred_hostile_files_each_end_done_or_failed_under_a_memory_limi
             daemon.terminate()
             daemon.wait(60)
     statuses = {Path(path).name: (status, error) for path, status, _, _, _, error in rows(tmp_path)}
-    assert {statuses[name][0] for name in files} <= {"done", "failed"}, {n: statuses[n] for n in files if statuses[n][0] not in ("done", "failed")}
+    assert {statuses[name][0] for name in files} <= {"done", "failed"}, {
+        n: statuses[n] for n in files if statuses[n][0] not in ("done", "failed")
+    }
     for name in kinds["good"]:
         assert statuses[name][0] == "done", (name, statuses[name])
     for name in kinds["extreme-shape"]:
