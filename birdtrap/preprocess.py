@@ -229,28 +229,36 @@ def decode_pixels(data: bytes, factor: int = 1) -> np.ndarray:
             if factor > 1:
                 image.draft("RGB", (max(1, image.width // factor), max(1, image.height // factor)))
             image.load()
+            orientation = _ORIENTATION.get(image.getexif().get(0x0112), ())
+            if not orientation:
+                return _as_rgb_array(image)[..., ::-1]
             # Pillow's convert() copies even an RGB image: skip it when the decoder gave RGB.
             rgb = image if image.mode == "RGB" else image.convert("RGB")
-            for method in _ORIENTATION.get(image.getexif().get(0x0112), ()):
+            for method in orientation:
                 rgb = rgb.transpose(method)
-            return _as_array(rgb)[..., ::-1]
+            return _as_rgb_array(rgb)[..., ::-1]
 
 
-def _as_array(rgb: Image.Image) -> np.ndarray:
-    """Pillow's RGB pixels as a numpy array, copied a band of rows at a time.
+_COPY_BYTES = 4 * 2**20  # rows of decoded pixels converted and copied at once
 
-    `np.asarray` goes through `tobytes()`, which joins encoded chunks: two more frame-sized
-    buffers at once (bench.memory: 2.3x the frame beyond it, 534 MB for an 80 MP PNG). Band by
-    band, the copy costs the array itself plus one band of _CHUNK_BYTES.
+
+def _as_rgb_array(image: Image.Image) -> np.ndarray:
+    """Pillow's pixels as an RGB numpy array, converted and copied a band of rows at a time.
+
+    `np.asarray` goes through `tobytes()`, which joins encoded chunks, and `convert("RGB")`
+    makes a whole second frame: together 2.3x the frame beyond it (bench.memory, 534 MB for an
+    80 MP PNG). Band by band, the cost is the array itself plus a few bands of _COPY_BYTES.
+    Every mode conversion to RGB is per pixel, so the bands give the same pixels.
     """
-    width, height = rgb.size
-    step = max(1, _CHUNK_BYTES // (3 * width))
+    width, height = image.size
+    step = max(1, _COPY_BYTES // (3 * width))
     if step >= height:
-        return np.asarray(rgb)
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     out = np.empty((height, width, 3), np.uint8)
     for top in range(0, height, step):
         bottom = min(height, top + step)
-        out[top:bottom] = np.asarray(rgb.crop((0, top, width, bottom)))
+        band = image.crop((0, top, width, bottom))
+        out[top:bottom] = np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
     return out
 
 
