@@ -213,6 +213,11 @@ class PreprocessConfig(Settings):
     denoise: bool = Field(False, description="Bilateral noise reduction on the downscaled image")
     auto_contrast: bool = Field(False, description="CLAHE on lightness, on the downscaled image")
     max_pixels: int = Field(100_000_000, ge=1, description="Refuse photos whose header claims more pixels")
+    max_aspect_ratio: float = Field(
+        20.0, ge=1, le=1000, description="Refuse photos whose long side is more than this many times the short side"
+    )
+    min_side: int = Field(16, ge=1, le=4096, description="Refuse photos with a side shorter than this, in pixels")
+    max_file_mb: float = Field(200.0, gt=0, description="Refuse photo files larger than this, in MB, before reading them")
 
     def settings(self) -> PreprocessSettings:
         return domain_settings(PreprocessSettings, self)

@@ -136,14 +136,14 @@ def test_an_error_inside_identification_of_one_photo_fails_it_alone_and_the_batc
     inbox.mkdir()
     good = [copy_photo(path.name, inbox) for path in HERON[:2]]
     poison = inbox / "tiny.png"
-    Image.new("RGB", (3, 3), (200, 10, 10)).save(poison)
+    Image.new("RGB", (24, 24), (200, 10, 10)).save(poison)
     good_copy = copy_photo(HERON[0].name, inbox, "copy_of_good.jpg")
     config = load(write_config(tmp_path))
     identifier = build_identifier(config)
     real = identifier._identify_one
 
     def choke_on_tiny(work, burst_key, thumbnail):
-        if work.photo.original_size == (3, 3):
+        if work.photo.original_size == (24, 24):
             raise ValueError("cannot reshape array of size 0 into shape (0,0,3)")
         return real(work, burst_key, thumbnail)
 

@@ -153,3 +153,59 @@ def test_a_trailer_after_the_end_marker_is_not_truncation_but_a_cut_scan_is():
     for fraction in (0.2, 0.5, 0.9, 0.999):
         with pytest.raises(PhotoError, match="truncated JPEG"):
             decode(whole[: int(len(whole) * fraction)], "cut.jpg", PreprocessSettings())
+
+
+# --- memory bounds (issue 16) ---------------------------------------------------------------
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (80, 110, 70)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 5000), (5000, 1), (2, 3000), (3000, 2), (25, 600)])
+def test_a_tiny_very_tall_or_wide_image_is_refused_before_decoding_naming_the_key(width, height):
+    # A 106-byte 1x5000 PNG asked preprocess._bands for a (960000, 5000) float32 matrix: 17.9 GiB.
+    data = png_bytes(width, height)
+    with pytest.raises(PhotoError, match=rf"line.png is {width}x{height} pixels.*preprocess\.(max_aspect_ratio|min_side)"):
+        decode(data, "line.png", PreprocessSettings())
+
+
+def test_a_panorama_of_six_to_one_is_decoded_and_shrunk_for_the_model_and_the_motion_thumbnail():
+    from birdtrap.identify.motion import THUMB_MAX_HEIGHT, thumbnail_for_motion
+
+    for width, height in ((6000, 1000), (1000, 6000)):
+        photo_ = decode(png_bytes(width, height), "panorama.png", PreprocessSettings(crop_info_bars=False))
+        assert photo_.bgr.shape[:2] == (height, width)
+        assert to_model_input(photo_.bgr, SPEC).shape == (224, 224, 3)
+        thumb = thumbnail_for_motion(photo_.bgr)
+        assert thumb.shape[1] == 192 and thumb.shape[0] <= THUMB_MAX_HEIGHT
+
+
+def test_the_aspect_and_side_bounds_follow_the_config_keys():
+    data = png_bytes(30, 900)
+    settings = PreprocessSettings(max_aspect_ratio=40, min_side=16)
+    assert decode(data, "tall.png", settings).bgr.shape[:2] == (900, 30)
+    with pytest.raises(PhotoError, match=r"preprocess\.min_side \(64\)"):
+        decode(data, "tall.png", PreprocessSettings(max_aspect_ratio=40, min_side=64))
+
+
+def test_a_photo_file_over_max_file_mb_is_refused_before_it_is_read(tmp_path):
+    big = tmp_path / "video.jpg"
+    big.write_bytes(bytes(3 * 2**20))
+    with pytest.raises(PhotoError, match=r"video.jpg is 3 MB, more than preprocess.max_file_mb \(2\)"):
+        load(big, PreprocessSettings(max_file_mb=2))
+
+
+def test_resampling_in_chunks_gives_the_same_pixels_as_in_one_piece(monkeypatch):
+    from birdtrap.identify import preprocess
+
+    image = np.random.default_rng(7).integers(0, 256, (3000, 500, 3), dtype=np.uint8)
+    whole = [preprocess.resample(image, 192, 1152), preprocess.resample(image, 224, 224, "linear")]
+    # Chunks of a few rows and a few source rows at a time: every split of the work is exercised.
+    monkeypatch.setattr(preprocess, "_CHUNK_BYTES", 40 * 500 * 3 * 4)
+    monkeypatch.setattr(preprocess, "_SOURCE_BYTES", 3 * 500 * 3 * 4)
+    chunked = [preprocess.resample(image, 192, 1152), preprocess.resample(image, 224, 224, "linear")]
+    for one, other in zip(whole, chunked, strict=True):
+        assert np.array_equal(one, other)

@@ -132,7 +132,9 @@ def check_photo(path: Path, settings: PreprocessSettings) -> str | None:
     data turns out broken is skipped (and logged) later by the pipeline instead.
     """
     try:
-        read_header(read_photo_bytes(path), str(path), settings.max_pixels)
+        # The daemon's bounds (issue 16): what it refuses in the field is not trained on either.
+        data = read_photo_bytes(path, settings.max_bytes)
+        read_header(data, str(path), settings.max_pixels, settings.max_aspect_ratio, settings.min_side)
     except PhotoError as e:
         return str(e)
     return None

@@ -125,7 +125,7 @@ def read_and_decode(
     decoded 12 MP frame is ~2 MB, its inputs ~0.2 MB, and the daemon holds two batches of them.
     """
     try:
-        data = read_photo_bytes(Path(path))
+        data = read_photo_bytes(Path(path), settings.max_bytes)
         mtime = os.stat(path).st_mtime
         identity.set_result(FileIdentity(hashlib.sha256(data).hexdigest(), len(data), mtime))
     except BaseException as e:

@@ -101,7 +101,8 @@ def relearn(
 def _embed(identifier: Identifier, record) -> FrameExample | None:
     path = Path(record.path)
     try:
-        photo = decode_photo(read_photo_bytes(path), str(path), path.stat().st_mtime, identifier.preprocess).photo
+        settings = identifier.preprocess
+        photo = decode_photo(read_photo_bytes(path, settings.max_bytes), str(path), path.stat().st_mtime, settings).photo
     except (PhotoError, OSError) as e:
         log.warning("example %s cannot be read (%s); left out of learning", path, e)
         return None

@@ -18,6 +18,10 @@ from birdtrap.identify.preprocess import LUMA_RGB, resample
 from birdtrap.identify.regions import Region
 
 THUMB_WIDTH = 192
+# A portrait frame's thumbnail is at most this tall (boxes are 0-1, so squashing a very tall
+# frame changes no coordinate): a thumbnail, its resampling and the burst's copies stay small
+# whatever the frame's shape (issue 16: a 1x5000 PNG asked for a 192x960000 thumbnail).
+THUMB_MAX_HEIGHT = 4 * THUMB_WIDTH
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def thumbnail_for_motion(bgr: np.ndarray) -> np.ndarray:
     `birdtrap.identify.preprocess.opencv`): an area shrink, ITU-R 601 grey, a 3x3 Gaussian.
     """
     height, width = bgr.shape[:2]
-    size = (THUMB_WIDTH, max(1, round(height * THUMB_WIDTH / width)))
+    size = (THUMB_WIDTH, min(THUMB_MAX_HEIGHT, max(1, round(height * THUMB_WIDTH / width))))
     if bgr.ndim == 3:
         # Shrink first, then grey: the grey of 26,000 pixels, not of the whole decode.
         small_rgb = resample(np.ascontiguousarray(bgr[..., ::-1]), size[0], size[1])

@@ -43,7 +43,7 @@ def classify_files(paths: Iterable[Path], identifier: Identifier) -> Iterable[tu
     """
     for path in paths:
         try:
-            data = read_photo_bytes(path)
+            data = read_photo_bytes(path, identifier.preprocess.max_bytes)
             decoded = decode_photo(data, str(path), path.stat().st_mtime, identifier.preprocess)
         except PhotoError as e:
             yield path, e

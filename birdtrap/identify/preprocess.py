@@ -70,9 +70,17 @@ class PreprocessSettings:
     denoise: bool = False
     auto_contrast: bool = False
     max_pixels: int = 100_000_000
+    max_aspect_ratio: float = 20.0
+    min_side: int = 16
+    max_file_mb: float = 200.0
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def max_bytes(self) -> int:
+        """preprocess.max_file_mb in bytes: the largest photo file that is read."""
+        return int(self.max_file_mb * 2**20)
 
     @classmethod
     def from_dict(cls, values: dict) -> PreprocessSettings:
@@ -117,11 +125,15 @@ class Photo:
     crop: tuple[int, int] = field(default=(0, 0))
 
 
-def read_header(data: bytes, name: str, max_pixels: int) -> tuple[str, int, int]:
+def read_header(
+    data: bytes, name: str, max_pixels: int, max_aspect_ratio: float = 20.0, min_side: int = 16
+) -> tuple[str, int, int]:
     """Return (format, width, height) from the header alone.
 
-    Raises PhotoError for a non-image or for one whose header claims more pixels than allowed,
-    before a single pixel is decoded.
+    Raises PhotoError for a non-image or for one whose header claims a shape outside the bounds
+    (more pixels than `max_pixels`, a long side more than `max_aspect_ratio` times the short one,
+    a side under `min_side`), before a single pixel is decoded: these bounds are what keep every
+    buffer and resampling matrix a photo can cause small (RELIABILITY.md, issue 16).
     """
     if not data:
         raise PhotoError(f"{name} is empty (0 bytes); the camera or copy may have failed. Copy it again.")
@@ -134,12 +146,33 @@ def read_header(data: bytes, name: str, max_pixels: int) -> tuple[str, int, int]
         raise PhotoError(f"{name} is not a readable image (unknown format); remove it or replace it with a JPEG.") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken headers
         raise PhotoError(f"{name} is not a readable image ({e}); remove it or replace it with a JPEG.") from None
+    check_shape(name, width, height, max_pixels, max_aspect_ratio, min_side)
+    return fmt, width, height
+
+
+def check_shape(name: str, width: int, height: int, max_pixels: int, max_aspect_ratio: float, min_side: int) -> None:
+    """Raise PhotoError, naming the config key to change, for a shape outside the preprocess bounds.
+
+    The aspect bound matters as much as the pixel bound: a 106-byte 1x5000 PNG is 5000 pixels,
+    but scaled to a fixed thumbnail width it asked for a 960000-row resampling matrix (17.9 GiB).
+    """
     if width * height > max_pixels:
         raise PhotoError(
             f"{name} claims {width}x{height} pixels, more than preprocess.max_pixels "
             f"({max_pixels}); refused without decoding. Raise the limit if the photo is genuine."
         )
-    return fmt, width, height
+    if min(width, height) < min_side:
+        raise PhotoError(
+            f"{name} is {width}x{height} pixels, a side under preprocess.min_side ({min_side}); refused without "
+            "decoding: no camera writes such a photo. Lower preprocess.min_side if it is genuine."
+        )
+    aspect = max(width, height) / min(width, height)
+    if aspect > max_aspect_ratio:
+        raise PhotoError(
+            f"{name} is {width}x{height} pixels, an aspect ratio of {aspect:.0f}:1, more than "
+            f"preprocess.max_aspect_ratio ({max_aspect_ratio:g}:1); refused without decoding. "
+            "Raise preprocess.max_aspect_ratio if the photo is a genuine panorama."
+        )
 
 
 def _looks_truncated(data: bytes) -> bool:
@@ -166,7 +199,7 @@ def decode(data: bytes, name: str, settings: PreprocessSettings) -> Photo:
 
     Raises PhotoError naming ``name`` for empty, truncated, oversized or undecodable data.
     """
-    fmt, width, height = read_header(data, name, settings.max_pixels)
+    fmt, width, height = read_header(data, name, settings.max_pixels, settings.max_aspect_ratio, settings.min_side)
     if fmt in JPEG_FORMATS and _looks_truncated(data):
         raise PhotoError(f"{name} is a truncated JPEG (no end-of-image marker); the copy was cut short. Copy it again.")
     factor = 1
@@ -197,11 +230,14 @@ def decode_pixels(data: bytes, factor: int = 1) -> np.ndarray:
             if factor > 1:
                 image.draft("RGB", (max(1, image.width // factor), max(1, image.height // factor)))
             image.load()
+            orientation = _ORIENTATION.get(image.getexif().get(0x0112), ())
+            if not orientation:
+                return _as_rgb_array(image)[..., ::-1]
             # Pillow's convert() copies even an RGB image: skip it when the decoder gave RGB.
             rgb = image if image.mode == "RGB" else image.convert("RGB")
-            for method in _ORIENTATION.get(image.getexif().get(0x0112), ()):
+            for method in orientation:
                 rgb = rgb.transpose(method)
-            return np.asarray(rgb)[..., ::-1]
+            return _as_rgb_array(rgb)[..., ::-1]
 
 
 def looping_link(path: str | Path) -> PhotoError:
@@ -212,8 +248,35 @@ def looping_link(path: str | Path) -> PhotoError:
     )
 
 
-def read_photo_bytes(path: Path) -> bytes:
-    """Read a regular file's bytes; refuse FIFOs, devices and folders without blocking on them."""
+_COPY_BYTES = 4 * 2**20  # rows of decoded pixels converted and copied at once
+
+
+def _as_rgb_array(image: Image.Image) -> np.ndarray:
+    """Pillow's pixels as an RGB numpy array, converted and copied a band of rows at a time.
+
+    `np.asarray` goes through `tobytes()`, which joins encoded chunks, and `convert("RGB")`
+    makes a whole second frame: together 2.3x the frame beyond it (bench.memory, 534 MB for an
+    80 MP PNG). Band by band, the cost is the array itself plus a few bands of _COPY_BYTES.
+    Every mode conversion to RGB is per pixel, so the bands give the same pixels.
+    """
+    width, height = image.size
+    step = max(1, _COPY_BYTES // (3 * width))
+    if step >= height:
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    out = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, step):
+        bottom = min(height, top + step)
+        band = image.crop((0, top, width, bottom))
+        out[top:bottom] = np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+    return out
+
+
+def read_photo_bytes(path: Path, max_bytes: int | None = None) -> bytes:
+    """Read a regular file's bytes; refuse FIFOs, devices and folders without blocking on them.
+
+    A file over `max_bytes` (preprocess.max_file_mb) is refused before it is read: a video or a
+    disk image named like a photo must not be held in memory whole.
+    """
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -239,15 +302,28 @@ def read_photo_bytes(path: Path) -> bytes:
     except OSError as e:
         raise PhotoError(f"{path} cannot be opened ({e.strerror}).") from None
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        opened = os.fstat(handle.fileno())
+        if not stat.S_ISREG(opened.st_mode):
             raise PhotoError(f"{path} is not a regular file; only photo files are processed.")
-        return handle.read()
+        if max_bytes is not None and opened.st_size > max_bytes:
+            raise PhotoError(
+                f"{path} is {opened.st_size / 2**20:.0f} MB, more than preprocess.max_file_mb "
+                f"({max_bytes / 2**20:g}); refused without reading. Raise the limit if the photo is genuine."
+            )
+        # Read at most one byte over the bound: a file that grows after the stat is cut, not held whole.
+        data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise PhotoError(
+                f"{path} grew past preprocess.max_file_mb ({max_bytes / 2**20:g}) while it was read; refused. "
+                "Raise the limit if the photo is genuine."
+            )
+        return data
 
 
 def load(path: Path, settings: PreprocessSettings | None = None) -> Photo:
     """Read and decode one photo file (see `decode`)."""
     settings = settings or PreprocessSettings()
-    return decode(read_photo_bytes(Path(path)), str(path), settings)
+    return decode(read_photo_bytes(Path(path), settings.max_bytes), str(path), settings)
 
 
 def crop_info_bars(bgr: np.ndarray, max_fraction: float = 0.05) -> tuple[np.ndarray, tuple[int, int]]:
@@ -364,24 +440,33 @@ def linear_taps(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
 
 _TAPS = {"area": area_taps, "linear": linear_taps}
 _BAND_ROWS = 4  # output pixels per band: small bands skip the most zeros (bench: 4 beat 8 and 16)
+# Float working memory of one resample is bounded by these, whatever the shapes (issue 16: a
+# 1x5000 PNG asked for a 17.9 GiB matrix): rows of the intermediate image held at once, and
+# source rows cast to float at once. A normal photo fits both in one piece (same numbers).
+_CHUNK_BYTES = 16 * 2**20
+_SOURCE_BYTES = 8 * 2**20
 
 
 @functools.lru_cache(maxsize=64)
 def _bands(kind: str, size: int, out: int, channels: int = 0) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
     """The taps as dense weight blocks, each a few output pixels and the source span they read.
 
+    Built band by band from the taps, never as the whole (out, size) matrix: memory is the
+    taps' (out x taps) and the blocks' (about size + out), whatever the two lengths.
     With `channels` the block is for the right side of a product over interleaved pixels
     (a kron with the identity), so the second pass needs no transpose of the image.
     """
     index, weight = _TAPS[kind](size, out)
-    dense = np.zeros((out, size), np.float32)
-    np.add.at(dense, (np.repeat(np.arange(out), index.shape[1]), index.ravel()), weight.ravel())
     bands = []
     for first in range(0, out, _BAND_ROWS):
         last = min(out, first + _BAND_ROWS)
-        used = np.flatnonzero(dense[first:last].any(axis=0))
-        start, stop = int(used[0]), int(used[-1]) + 1
-        block = dense[first:last, start:stop]
+        taps, weights = index[first:last], weight[first:last]
+        used = taps[weights != 0]
+        start, stop = (int(used.min()), int(used.max()) + 1) if used.size else (int(taps.min()), int(taps.min()) + 1)
+        block = np.zeros((last - first, stop - start), np.float32)
+        inside = weights != 0
+        rows = np.broadcast_to(np.arange(last - first)[:, None], taps.shape)
+        np.add.at(block, (rows[inside], taps[inside] - start), weights[inside])
         if channels:
             block = np.kron(block.T, np.eye(channels, dtype=np.float32))
         bands.append((first, last, start, stop, np.ascontiguousarray(block)))
@@ -395,16 +480,37 @@ def resample(image: np.ndarray, width: int, height: int, kind: str = "area") -> 
     small matrix products over bands of the banded weight matrix, in float (OpenCV's fixed-point
     rounding flipped a borderline owl frame). Pillow's BOX filter is not this: it takes whole
     pixels in or out, and that shifted borderline birds of the shared camera-trap set.
+    The output is made in chunks of rows, so the float intermediate stays under _CHUNK_BYTES
+    (plus one band) and the source is cast to float _SOURCE_BYTES at a time: the transient
+    memory is bounded by design, not by the photo's shape.
     """
     rows, columns, channels = image.shape
     flat = image.reshape(rows, columns * channels)
-    tall = np.empty((height, columns * channels), np.float32)
-    for first, last, start, stop, block in _bands(kind, rows, height):
-        np.matmul(block, flat[start:stop], out=tall[first:last])
-    out = np.empty((height, width * channels), np.float32)
-    for first, last, start, stop, block in _bands(kind, columns, width, channels):
-        np.matmul(tall[:, start * channels : stop * channels], block, out=out[:, first * channels : last * channels])
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(height, width, channels)
+    vertical = _bands(kind, rows, height)
+    horizontal = _bands(kind, columns, width, channels)
+    row_bytes = 4 * columns * channels
+    chunk = max(_BAND_ROWS, _CHUNK_BYTES // row_bytes // _BAND_ROWS * _BAND_ROWS)
+    source_rows = max(1, _SOURCE_BYTES // row_bytes)
+    out = np.empty((height, width * channels), np.uint8)
+    tall = np.empty((min(chunk, height), columns * channels), np.float32)
+    for top in range(0, height, chunk):
+        bottom = min(height, top + chunk)
+        part = tall[: bottom - top]
+        for first, last, start, stop, block in vertical[top // _BAND_ROWS : -(-bottom // _BAND_ROWS)]:
+            target = part[first - top : last - top]
+            if stop - start <= source_rows:
+                np.matmul(block, flat[start:stop], out=target)
+                continue
+            target[:] = 0
+            for at in range(start, stop, source_rows):
+                end = min(stop, at + source_rows)
+                target += block[:, at - start : end - start] @ flat[at:end]
+        wide = np.empty((bottom - top, width * channels), np.float32)
+        for first, last, start, stop, block in horizontal:
+            np.matmul(part[:, start * channels : stop * channels], block, out=wide[:, first * channels : last * channels])
+        np.clip(np.rint(wide), 0, 255, out=wide)
+        out[top:bottom] = wide
+    return out.reshape(height, width, channels)
 
 
 def _enhance(bgr: np.ndarray, spec: InputSpec, settings: PreprocessSettings) -> np.ndarray:

@@ -35,8 +35,8 @@ from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import BirdtrapError, PhotoError
 from birdtrap.identify.answer import answer
 from birdtrap.identify.exif import read_metadata
-from birdtrap.identify.identifier import Identifier
-from birdtrap.identify.preprocess import Photo, decode, read_header
+from birdtrap.identify.identifier import Identification, Identifier
+from birdtrap.identify.preprocess import Photo, check_shape, decode, read_header
 from birdtrap.web.metrics import Metrics
 from birdtrap.web.problems import Problem, problem_body
 from birdtrap.web.settings import ServeSettings
@@ -208,6 +208,11 @@ class ClassifyService:
                 item.photo = decode(item.data, item.filename, identifier.preprocess)
             except PhotoError as e:
                 item.error = problem_body(422, str(e), "unreadable-image")
+            except Exception as e:  # noqa: BLE001 - one hostile upload fails its own item, never the server
+                log.warning("POST /classify: %s could not be decoded (%s: %s)", item.filename, type(e).__name__, e)
+                item.error = problem_body(
+                    422, f"{item.filename} could not be decoded ({type(e).__name__}); send it as a JPEG.", "unreadable-image"
+                )
         self._identify(identifier, [i for i in work if i.error is None])
         by_sha = {i.sha256: i for i in work if i.answer is not None}
         for item in items:  # a photo sent twice in one request is invoked once
@@ -240,10 +245,24 @@ class ClassifyService:
         except Exception as e:  # noqa: BLE001 - Pillow raises many types for hostile headers
             item.error = problem_body(422, f"{item.filename} has a broken image header ({type(e).__name__}).", "unreadable-image")
             return
+        bounds = self.config.preprocess
+        if len(item.data) > bounds.settings().max_bytes:
+            item.error = problem_body(
+                413,
+                f"{item.filename} is {len(item.data) / 2**20:.0f} MB, more than preprocess.max_file_mb ({bounds.max_file_mb:g}).",
+                "image-out-of-bounds",
+            )
+            return
         try:
-            _, width, height = read_header(item.data, item.filename, self.config.preprocess.max_pixels)
+            _, width, height = read_header(item.data, item.filename, 2**62, float("inf"), 1)
         except PhotoError as e:
             item.error = problem_body(422, str(e), "unreadable-image")
+            return
+        try:
+            # The daemon's own bounds, on the header: what it would refuse is never decoded here.
+            check_shape(item.filename, width, height, bounds.max_pixels, bounds.max_aspect_ratio, bounds.min_side)
+        except PhotoError as e:
+            item.error = problem_body(422, str(e), "image-out-of-bounds")
             return
         item.size = (width, height)
 
@@ -264,11 +283,9 @@ class ClassifyService:
             started = time.monotonic()
             try:
                 identifications = identifier.identify([item.photo for item in todo])  # type: ignore[misc]
-            except BirdtrapError as e:
-                log.error("the model failed on a POST /classify batch: %s", e)
-                for item in todo:
-                    item.error = problem_body(500, "the model failed on this batch; the server log has the details.", "model-failed")
-                return
+            except Exception as e:  # noqa: BLE001 - find the photo that failed; the others are answered
+                log.warning("POST /classify: a batch of %d failed (%s: %s); identifying one by one", len(todo), type(e).__name__, e)
+                todo, identifications = self._identify_alone(identifier, todo)
             if self.metrics is not None:
                 self.metrics.invoke_seconds.observe(time.monotonic() - started)
         labels = identifier.species.labels
@@ -282,6 +299,25 @@ class ClassifyService:
                     store.save_classification(session, item.sha256, self.pipeline, json.dumps(item.answer))
         except SQLAlchemyError as e:
             log.warning("classify cache: answers could not be stored (%s); they stay in memory", e)
+
+    @staticmethod
+    def _identify_alone(identifier: Identifier, todo: list[_Item]) -> tuple[list[_Item], list[Identification]]:
+        """Identify each photo by itself; one that still fails gets its own problem (per-photo isolation)."""
+        done, identifications = [], []
+        for item in todo:
+            try:
+                identifications.extend(identifier.identify([item.photo]))  # type: ignore[list-item]
+            except Exception as e:  # noqa: BLE001 - one photo's failure is its own 422, never a 500
+                log.error("POST /classify: %s could not be identified (%s: %s)", item.filename, type(e).__name__, e)
+                item.photo = None
+                item.error = problem_body(
+                    422,
+                    f"{item.filename} could not be identified ({type(e).__name__}); the server log has the details.",
+                    "identify-failed",
+                )
+                continue
+            done.append(item)
+        return done, identifications
 
     # --- record --------------------------------------------------------------------------
 

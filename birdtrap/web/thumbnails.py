@@ -15,6 +15,7 @@ import os
 import stat
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from sqlalchemy.exc import ArgumentError
 
 from birdtrap.config import Config
 from birdtrap.errors import PhotoError
-from birdtrap.identify.preprocess import PreprocessSettings, decode, read_photo_bytes, resample
+from birdtrap.identify.preprocess import decode, read_photo_bytes, resample
 from birdtrap.web.problems import Problem
 from birdtrap.web.settings import ServeSettings
 
@@ -65,7 +66,8 @@ class Thumbnails:
         self.folders = allowed_folders(config, upload_folder)
         self.cache = (settings.thumbnail_cache or default_cache_folder(config)).resolve()
         self.max_bytes = int(settings.thumbnail_cache_mb * 1024 * 1024)
-        self.max_pixels = config.preprocess.max_pixels
+        # The daemon's bounds (max_pixels, aspect, side, file size): what it refuses is never decoded here.
+        self.preprocess = config.preprocess.settings()
         self._writes = 0
         self._lock = threading.Lock()
         # A Pi Zero has 512 MB and 4 slow cores: decode at most two originals at a time.
@@ -130,9 +132,11 @@ class Thumbnails:
         return target
 
     def _encode(self, source: Path, size: int) -> bytes:
-        settings = PreprocessSettings(reduced_decode=True, decode_min_side=size, crop_info_bars=False, max_pixels=self.max_pixels)
+        settings = replace(
+            self.preprocess, reduced_decode=True, decode_min_side=size, crop_info_bars=False, denoise=False, auto_contrast=False
+        )
         try:
-            photo = decode(read_photo_bytes(source), str(source), settings)
+            photo = decode(read_photo_bytes(source, settings.max_bytes), str(source), settings)
         except PhotoError as e:
             raise Problem(422, "unreadable-image", str(e)) from None
         except OSError as e:  # an I/O error while reading (a failing card)
