@@ -18,6 +18,7 @@ from birdtrap import config as config_module
 from birdtrap.cli.common import BirdtrapGroup, config_option, load_config
 from birdtrap.cli.export import export
 from birdtrap.cli.health import doctor, plot
+from birdtrap.cli.install import install, uninstall
 from birdtrap.cli.output import clip, output_options, print_rows
 from birdtrap.cli.scale import archive, export_network, sync
 from birdtrap.cli.web import serve
@@ -350,8 +351,8 @@ def model_fetch(name: str, mirror: str | None, dest: Path | None, config_path: P
     if dest is None:
         dest = _install_folder(name, config)
     files = fetch.fetch(name, dest, mirror or config_module.model_mirror(), progress=sys.stderr.isatty())
-    for path in files:
-        click.echo(f"installed {path}")
+    for file in files:
+        click.echo(f"installed {file.path}" if file.downloaded else f"already installed and verified: {file.path}")
 
 
 @cli.group()
@@ -554,6 +555,8 @@ def evaluate(labels: Path, root: Path | None, as_json: bool, verbose: bool, conf
 cli.add_command(export)
 cli.add_command(plot)
 cli.add_command(doctor)
+cli.add_command(install)
+cli.add_command(uninstall)
 cli.add_command(serve)
 cli.add_command(archive)
 cli.add_command(sync)
