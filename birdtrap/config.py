@@ -314,8 +314,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     def absolute(path: Path | None) -> Path | None:
         if path is None:
             return None
-        path = path.expanduser()
-        return path if path.is_absolute() else base / path
+        # normpath: `watch.folder: ../photos` is stored in every photo's path, and a path with
+        # `..` in it fails Camtrap DP's filePath constraint (issue 18).
+        return Path(os.path.normpath(base / path.expanduser()))
 
     url = config.database.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":

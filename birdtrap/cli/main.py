@@ -27,6 +27,9 @@ from birdtrap.identify.answer import ANSWER_FIELDS, answer
 
 log = logging.getLogger(__name__)
 
+# The table view is for a glance; csv/json/ndjson are exports and are whole unless --limit (issue 18).
+TABLE_ROWS = 50
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -168,7 +171,7 @@ def query_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--species", help="Scientific or common name, case-insensitive; a prefix is enough.")
     @click.option("--camera", help="Only this camera id.")
     @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Only decisions at least this sure.")
-    @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="At most this many rows.")
+    @click.option("--limit", type=click.IntRange(1), help=f"At most this many rows [default: all; the table shows {TABLE_ROWS}].")
     @functools.wraps(command)
     def wrapper(*args: Any, since: str | None, until: str | None, species: str | None, camera: str | None,
                 min_confidence: float | None, limit: int, **kwargs: Any) -> Any:
@@ -204,9 +207,31 @@ def sightings(filters: dict[str, Any], fmt: str, config_path: Path | None) -> No
     """
     from birdtrap import store
 
+    shown = _shown_limit(filters, fmt)
     with open_database(config_path)() as session:
-        rows = [_sighting_row(image) for image in store.find_sightings(session, **filters)]
+        rows = [_sighting_row(image) for image in store.find_sightings(session, **{**filters, "limit": shown})]
+        total = _total(rows, shown, fmt, lambda: store.count_sightings(session, **_without_limit(filters)))
     print_rows(rows, fmt, empty="no sightings match")
+    _say_how_many_more(rows, total)
+
+
+def _shown_limit(filters: dict[str, Any], fmt: str) -> int | None:
+    """--limit if given; else all rows, except that the table shows the first TABLE_ROWS."""
+    return filters["limit"] if filters["limit"] is not None or fmt != "table" else TABLE_ROWS
+
+
+def _without_limit(filters: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in filters.items() if key != "limit"}
+
+
+def _total(rows: list[Any], shown: int | None, fmt: str, count: Callable[[], int]) -> int:
+    """How many rows match, counted only when a table was cut (an export prints nothing else)."""
+    return count() if fmt == "table" and shown is not None and len(rows) == shown else len(rows)
+
+
+def _say_how_many_more(rows: list[Any], total: int) -> None:
+    if total > len(rows):
+        click.echo(f"... and {total - len(rows)} more ({total} in all): --limit {total} lists them, --format csv|json|ndjson writes all")
 
 
 def _sighting_row(image: Any) -> dict[str, Any]:
@@ -235,6 +260,7 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path
     """
     from birdtrap import store
 
+    shown = _shown_limit(filters, fmt)
     with open_database(config_path)() as session:
         rows = [
             {
@@ -250,9 +276,11 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path
                 "taxon_rank": event.taxon_rank,
                 "confidence": round(event.confidence, 4) if event.confidence is not None else None,
             }
-            for event in store.find_events(session, birds_only=not all_kinds, **filters)
+            for event in store.find_events(session, birds_only=not all_kinds, **{**filters, "limit": shown})
         ]
+        total = _total(rows, shown, fmt, lambda: store.count_events(session, birds_only=not all_kinds, **_without_limit(filters)))
     print_rows(rows, fmt, empty="no events match")
+    _say_how_many_more(rows, total)
 
 
 @cli.command()

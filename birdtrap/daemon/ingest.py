@@ -354,7 +354,9 @@ def record_files(config: Config, identifier: Identifier, paths: list[Path]) -> l
     from concurrent.futures import ThreadPoolExecutor
 
     sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds)
-    names = [str(Path(p).absolute()) for p in paths]
+    # Absolute and without `..` (abspath, not resolve: a symlinked folder keeps the name the user
+    # gave): `classify --record ../photos/../x.jpg` must not store a path Camtrap DP refuses (issue 18).
+    names = [os.path.abspath(p) for p in paths]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
         # The user named these files: any folder is allowed, so the root is the filesystem's.
         ingestor = Ingestor(config, identifier, sessions, Path("/"), pool, after_actions=False)
