@@ -120,7 +120,8 @@ def classify(paths: tuple[Path, ...], fmt: str, model_path: Path | None, record:
             if row["kind"] == "failed":
                 click.echo(f"{name:40} {'failed':8} {'':10} {'':>10}  {row['error']}")
             else:
-                click.echo(f"{name:40} {row['kind']:8} {row['taxon_rank'] or '-':10} {row['confidence']:10.2f}  {row['label']}")
+                # A blank or unsure frame has no label: '-', never the word None (issue 18).
+                click.echo(f"{name:40} {row['kind']:8} {row['taxon_rank'] or '-':10} {row['confidence']:10.2f}  {row['label'] or '-'}")
     else:
         print_rows(rows(), fmt, empty="no photos")
     if failures:
@@ -281,6 +282,32 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, config_path: Path
         total = _total(rows, shown, fmt, lambda: store.count_events(session, birds_only=not all_kinds, **_without_limit(filters)))
     print_rows(rows, fmt, empty="no events match")
     _say_how_many_more(rows, total)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1), help="At most this many photos [default: all].")
+@output_options()
+@config_option
+def failed(limit: int | None, fmt: str, config_path: Path | None) -> None:
+    """List the photos that could not be read, newest first, with the reason for each.
+
+    \b
+        birdtrap failed
+        birdtrap failed --format csv > unreadable.csv
+    """
+    from birdtrap import store
+
+    with open_database(config_path)() as session:
+        rows = [
+            {
+                "path": image.path,
+                "error": image.error,
+                "seen": image.discovered_at.isoformat(sep=" ", timespec="seconds") if image.discovered_at else None,
+                "moved_to": image.archived_path,
+            }
+            for image in store.find_failed(session, limit)
+        ]
+    print_rows(rows, fmt, empty="no photo has failed")
 
 
 @cli.command()

@@ -299,7 +299,9 @@ class Ingestor:
                 totals["birds"] += 1
                 log.info("%s: %s (%s, %.2f)", Path(candidate.path).name, decision.label, decision.taxon_rank, decision.confidence)
             else:
-                log.debug("%s: %s (%.2f)", Path(candidate.path).name, decision.kind, decision.confidence)
+                # INFO too: a frame that is not a bird must show in the journal, or a missed bird
+                # cannot be traced (issue 18); kind and how sure, one line a photo.
+                log.info("%s: not a bird: %s (%.2f)", Path(candidate.path).name, decision.kind, decision.confidence)
         for candidate, reason in failed:
             totals["failed"] += 1
             log.warning("failed: %s", reason)

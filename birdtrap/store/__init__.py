@@ -769,6 +769,13 @@ def _events_query(since: datetime | None, until: datetime | None, species: str |
                      since, until, species, min_confidence, camera)  # fmt: skip
 
 
+def find_failed(session: Session, limit: int | None = None) -> list[ImageRecord]:
+    """Photos that could not be read, newest first, with the reason (`birdtrap failed`)."""
+    query = select(ImageRecord).where(ImageRecord.status == FAILED)
+    query = query.order_by(ImageRecord.discovered_at.desc(), ImageRecord.id.desc())
+    return list(session.scalars(query.limit(limit) if limit is not None else query))
+
+
 def count_sightings(session: Session, since: datetime | None = None, until: datetime | None = None, species: str | None = None,
                     min_confidence: float | None = None, camera: str | None = None) -> int:  # fmt: skip
     """How many rows `find_sightings` with the same filters and no limit returns."""
