@@ -107,3 +107,25 @@ def test_the_readme_recipe_fetches_every_default_model_and_points_the_config_at_
         for key, value in values.items():
             if f"{section}.{key}" != "camera.id":
                 assert keys.get(f"{section}.{key}") == str(value), f"{section}.{key}"
+
+
+def test_on_the_real_system_the_unit_is_enabled_once_and_reloaded_only_when_it_changed(tmp_path, monkeypatch):
+    """The systemctl steps, recorded instead of run (a test must not touch this machine's systemd)."""
+    monkeypatch.setattr(installer.Layout, "real_system", property(lambda self: True))
+    layout = installer.Layout(tmp_path / "root")
+    commands: list[list[str]] = []
+    unit = ROOT / "systemd" / "birdtrap.service"
+
+    def install() -> None:
+        installer.install(layout, unit, Path(sys.prefix) / "bin" / "birdtrap", str(MODELS), create_user=False, run=commands.append)
+
+    install()
+    assert commands == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "birdtrap.service"],
+                        ["systemctl", "restart", "birdtrap.service"]]  # fmt: skip
+    commands.clear()
+    install()
+    assert commands == [["systemctl", "enable", "--now", "birdtrap.service"]]
+    commands.clear()
+    installer.uninstall(layout, run=commands.append)
+    assert commands == [["systemctl", "disable", "--now", "birdtrap.service"], ["systemctl", "daemon-reload"]]
+    assert layout.config.exists() and layout.database.exists() and (layout.models / "inat-birds" / "model.tflite").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -77,7 +78,10 @@ def install(system: bool, root: Path, mirror: str | None, unit_template: Path, n
     # doctor's lines below say it (no Edge TPU, say); the library's log would say it again.
     logging.getLogger("birdtrap").addHandler(logging.NullHandler())
     create_user, use_systemctl = _skips(no_user, no_systemctl)
+    # The unit starts the birdtrap of this environment (install.sh's venv), else the one on PATH.
     executable = Path(sys.prefix) / "bin" / "birdtrap"
+    if not executable.exists() and shutil.which("birdtrap"):
+        executable = Path(shutil.which("birdtrap") or executable)
     layout = installer.Layout(root.resolve())
     report = installer.install(
         layout, unit_template, executable, mirror or config_module.model_mirror(), create_user=create_user, use_systemctl=use_systemctl
