@@ -145,13 +145,35 @@ class WebhookSettings(Settings):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers, e.g. an Authorization token")
 
 
+class AppriseSettings(Settings):
+    urls: tuple[str, ...] = Field(
+        (),
+        description="Apprise URLs, one per service (tgram://, ntfy://, pover://, mailto://, discord:// ...; "
+        "https://github.com/caronc/apprise/wiki); empty: no Apprise. Needs pip install 'birdtrap[notify]'",
+    )
+
+
 class NotifySettings(Settings):
     mqtt: MqttSettings = MqttSettings()
     webhook: WebhookSettings = WebhookSettings()
+    apprise: AppriseSettings = AppriseSettings()
     species: tuple[str, ...] = Field((), description="Only these species (scientific or common name prefixes); empty: all")
+    exclude_species: tuple[str, ...] = Field(
+        (), description="Never these species (scientific or common name prefixes), e.g. the house sparrows"
+    )
     min_confidence: float = Field(0.0, ge=0, le=1, description="Only events at least this sure")
-    only_first: Literal["none", "season", "ever"] = Field(
-        "none", description="season: only a species' first event of the year; ever: only its first event at all"
+    only_first: Literal["none", "day", "season", "ever"] = Field(
+        "none",
+        description="day: only a species' first event of the day; season: its first of the year; ever: its first event at all",
+    )
+    not_seen_days: float | None = Field(
+        None, gt=0, description="Only when the species had no event in this many days before (a returning species); null: off"
+    )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where phones reach `birdtrap serve` (e.g. http://birdtrap.local:8080); notifications then carry "
+        "event_url and image_url (the event's best photo)",
     )
     max_attempts: int = Field(50, ge=1, description="Give up on a notification after this many failed sends")
     quiet_seconds: float = Field(15.0, ge=0, description="Send an event this long after its first bird photo, with the whole burst")
@@ -334,8 +356,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     def absolute(path: Path | None) -> Path | None:
         if path is None:
             return None
-        path = path.expanduser()
-        return path if path.is_absolute() else base / path
+        # normpath: `watch.folder: ../photos` is stored in every photo's path, and a path with
+        # `..` in it fails Camtrap DP's filePath constraint (issue 18).
+        return Path(os.path.normpath(base / path.expanduser()))
 
     url = config.database.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":

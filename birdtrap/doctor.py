@@ -65,12 +65,16 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-def run_checks(config_path: Path | None = None, unit_path: Path = UNIT_PATH, service_user: str = SERVICE_USER) -> list[Check]:
+def run_checks(
+    config_path: Path | None = None, unit_path: Path = UNIT_PATH, service_user: str = SERVICE_USER, root: Path | None = None
+) -> list[Check]:
     """Run every check and return them in a fixed order; never raises.
 
     `config_path` is found as the daemon finds it (--config, $BIRDTRAP_CONFIG, ./config.yaml,
     /etc/birdtrap/config.yaml). A config that does not load is one FAIL; the checks that need
-    it are then skipped, the others (runtime, systemd unit) still run.
+    it are then skipped, the others (runtime, systemd unit) still run. `root` is the folder an
+    installation was staged under (`birdtrap install --root`): the unit's sandbox is judged as
+    the system will see it once that folder is /.
     """
     checks: list[Check] = []
     config: Config | None = None
@@ -95,7 +99,7 @@ def run_checks(config_path: Path | None = None, unit_path: Path = UNIT_PATH, ser
         checks += _guarded("folders", check_folders, config)
         checks += _guarded("service user", check_service_user, config, service_user)
         checks += _guarded("disk", check_disk, config)
-    checks += _guarded("systemd unit", check_systemd_unit, unit_path, config)
+    checks += _guarded("systemd unit", check_systemd_unit, unit_path, config, root)
     return checks
 
 
@@ -629,15 +633,21 @@ def _directives(text: str) -> dict[str, list[str]]:
     return found
 
 
-def sandbox_problems(unit_text: str, config: Config) -> list[str]:
+def sandbox_problems(unit_text: str, config: Config, root: Path | None = None) -> list[str]:
     """Paths the daemon must write that the unit's sandboxing hides or makes read-only.
 
     The unit runs with ProtectSystem=strict (all read-only but ReadWritePaths= and the
     StateDirectory), ProtectHome and PrivateTmp: a folder that works from a shell can still be
     read-only, empty or invisible to the service.
     """
+    staged = root.resolve() if root is not None and root.resolve() != Path("/") else None
+
+    def as_installed(path: Path) -> Path:
+        path = path.resolve()
+        return Path("/") / path.relative_to(staged) if staged is not None and staged in path.parents else path
+
     unit = _directives(unit_text)
-    writable = [Path(p.lstrip("-+")) for value in unit.get("ReadWritePaths", []) for p in value.split()]
+    writable = [as_installed(Path(p.lstrip("-+"))) for value in unit.get("ReadWritePaths", []) for p in value.split()]
     writable += [Path("/var/lib") / p for value in unit.get("StateDirectory", []) for p in value.split()]
     strict = unit.get("ProtectSystem", [""])[-1] == "strict"
     hidden = []
@@ -651,7 +661,7 @@ def sandbox_problems(unit_text: str, config: Config) -> list[str]:
         needs.append((database.parent, "database.url's folder"))
     problems = []
     for path, key in needs:
-        path = path.resolve()
+        path = as_installed(path)
         cover = next((h for h in hidden if path == h or h in path.parents), None)
         if cover is not None:
             problems.append(f"{key} {path} is under {cover}, which the unit hides from the service")
@@ -660,7 +670,7 @@ def sandbox_problems(unit_text: str, config: Config) -> list[str]:
     return problems
 
 
-def check_systemd_unit(unit_path: Path = UNIT_PATH, config: Config | None = None) -> list[Check]:
+def check_systemd_unit(unit_path: Path = UNIT_PATH, config: Config | None = None, root: Path | None = None) -> list[Check]:
     if not unit_path.exists():
         return [Check("systemd unit", WARN, f"{unit_path} is not installed: birdtrap runs only while you start it", INSTALL_UNIT)]
     analyze = shutil.which("systemd-analyze")
@@ -677,7 +687,7 @@ def check_systemd_unit(unit_path: Path = UNIT_PATH, config: Config | None = None
         else:
             checks.append(Check("systemd unit", OK, f"{unit_path} passes systemd-analyze verify"))
     if config is not None:
-        problems = sandbox_problems(unit_path.read_text(encoding="utf-8", errors="replace"), config)
+        problems = sandbox_problems(unit_path.read_text(encoding="utf-8", errors="replace"), config, root)
         if problems:
             checks.append(
                 Check(

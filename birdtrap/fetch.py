@@ -39,6 +39,14 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
+class Installed:
+    """One installed file, and whether this call downloaded it (else it was there, verified)."""
+
+    path: Path
+    downloaded: bool
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     key: str
     description: str
@@ -173,10 +181,11 @@ def _download_member(source: str, target: Path, expected: str, progress: bool) -
         os.replace(partial, target)
 
 
-def fetch(key: str, destination: Path, mirror: str | None = None, progress: bool = False) -> list[Path]:
+def fetch(key: str, destination: Path, mirror: str | None = None, progress: bool = False) -> list[Installed]:
     """Install catalogue model `key` into `destination` (a folder); returns the installed files.
 
-    Files already there with the right sha256 are kept. Raises FetchError on any failure, with
+    Files already there with the right sha256 are kept (`downloaded` False), so running it
+    again changes nothing and says so once, in the caller's words. Raises FetchError on any failure, with
     nothing half-written in `destination`.
     """
     entry = CATALOG.get(key)
@@ -186,11 +195,11 @@ def fetch(key: str, destination: Path, mirror: str | None = None, progress: bool
     for remote in entry.files:
         target = Path(destination) / remote.name
         if target.exists() and sha256_file(target) == remote.sha256:
-            log.info("%s is already installed and verified", target)
-        else:
-            source = _source(entry, remote, mirror)
-            log.info("fetching %s", source)
-            _download(source, target, remote.sha256, progress)
-        installed.append(target)
+            installed.append(Installed(target, downloaded=False))
+            continue
+        source = _source(entry, remote, mirror)
+        log.debug("fetching %s", source)
+        _download(source, target, remote.sha256, progress)
+        installed.append(Installed(target, downloaded=True))
     return installed
 

@@ -138,3 +138,23 @@ def daemon_factory():
             daemon.process.kill()
             daemon.process.wait()
         daemon.handle.close()
+
+
+def bird_variants(folder: Path, count: int, start: float, step_seconds: float, prefix: str = "bird") -> list[Path]:
+    """`count` distinct PNGs of the real chickadee close-up (one pixel differs, so each has its
+    own sha256), their file times `step_seconds` apart from `start` (their capture time: PNGs
+    have no EXIF). Real pixels, so the real models decide them."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = Image.open(photo("bird.bmp")).convert("RGB")
+    paths = []
+    for i in range(count):
+        variant = source.copy()
+        variant.putpixel((0, 0), (i % 256, (i // 256) % 256, 7))
+        variant.putpixel((1, 0), (sum(map(ord, prefix)) % 256, len(prefix), 7))  # another prefix, other bytes
+        path = folder / f"{prefix}-{i:03d}.png"
+        variant.save(path)
+        os.utime(path, (start + i * step_seconds, start + i * step_seconds))
+        paths.append(path)
+    return paths

@@ -115,6 +115,7 @@ def test_a_model_that_fails_to_invoke_says_so(tmp_path):
         ["export"],
         ["export", "camtrap-dp"],
         ["export", "training-set"], ["plot"], ["doctor"], ["serve"], ["archive"], ["sync"], ["export", "network"],
+        ["export", "ebird"], ["install"], ["uninstall"], ["failed"],
     ],
 )
 def test_every_command_has_help_with_an_example(command):

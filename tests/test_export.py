@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import shutil
 import socket
 from pathlib import Path
@@ -359,3 +360,41 @@ def test_a_reviewed_event_is_exported_as_a_human_classification_and_trains_under
     trained = CliRunner().invoke(cli, ["export", "training-set", str(out), "--min-confidence", "0.99", "-c", str(config)])
     assert trained.exit_code == 0, trained.output
     assert len(list((out / "Ardea cinerea").iterdir())) == 10
+
+
+def test_a_photo_recorded_by_a_path_with_dot_dot_is_stored_normalised_and_its_package_validates(tmp_path, monkeypatch, no_network):
+    """`classify --record ../photos/../x.jpg` stored the path as typed; the media row then failed
+    the standard's filePath constraint (issue 18)."""
+    config = write_config(tmp_path, camera={"id": "pond-cam", "deployment_id": "pond-2021"})
+    copy_photo(HERON[0].name, tmp_path / "photos")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    typed = f"../photos/../photos/{HERON[0].name}"
+    result = CliRunner().invoke(cli, ["classify", "--record", typed, "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert rows(tmp_path, "select path from images") == [(str(tmp_path / "photos" / HERON[0].name),)]
+    out = tmp_path / "package"
+    assert CliRunner().invoke(cli, ["export", "camtrap-dp", str(out), *DEPLOYMENT, *CONTRIBUTOR, "-c", str(config)]).exit_code == 0
+    assert problems(out) == []
+
+
+def test_the_camtrap_dp_help_example_works_on_a_config_that_names_no_deployment(tmp_path):
+    config = write_config(tmp_path, camera={"id": "pond-cam"})
+    photos = [copy_photo(path.name, tmp_path / "photos") for path in HERON[:2]]
+    assert CliRunner().invoke(cli, ["classify", "--record", *map(str, photos), "-c", str(config)]).exit_code == 0
+    help_text = CliRunner().invoke(cli, ["export", "camtrap-dp", "--help"]).output
+    example = help_text.split("\b", 1)[-1] if "\b" in help_text else help_text
+    line = " ".join(part.strip().rstrip("\\") for part in example.split("Options:")[0].splitlines() if part.strip())
+    args = shlex.split(line[line.index("birdtrap export camtrap-dp") :])[3:]
+    args[0] = str(tmp_path / "season-2024")
+    result = CliRunner().invoke(cli, ["export", "camtrap-dp", *args, "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert read_csv(tmp_path / "season-2024" / "deployments.csv")[0]["deploymentID"] == "pond-cam"
+
+
+def test_export_network_on_a_device_database_says_to_give_the_central_one(season, tmp_path):
+    _, config = season
+    result = CliRunner().invoke(cli, ["export", "network", str(tmp_path / "out"), "--contributor", "Jane Doe", "-c", str(config)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "no such table" not in result.output
+    assert "is not a central database" in result.output and "--from URL" in result.output and "birdtrap sync --to URL" in result.output

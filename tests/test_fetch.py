@@ -83,3 +83,17 @@ def test_an_unreachable_server_says_how_to_use_a_mirror(tmp_path, serve):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert "cannot download" in result.output and "BIRDTRAP_MODEL_MIRROR" in result.output
+
+
+def test_fetching_again_says_already_installed_once_and_never_installed(tmp_path):
+    destination = tmp_path / "gate"
+    config = write_config(tmp_path)
+    args = ["model", "fetch", "imagenet-mobilenet-v2", "--mirror", str(MODELS), "--dest", str(destination), "--config", str(config)]
+    first = CliRunner().invoke(cli, args)
+    assert first.output.splitlines() == [f"installed {destination / 'model.tflite'}", f"installed {destination / 'labels.txt'}"]
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0
+    assert again.output.splitlines() == [
+        f"already installed and verified: {destination / 'model.tflite'}",
+        f"already installed and verified: {destination / 'labels.txt'}",
+    ]

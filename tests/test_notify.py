@@ -17,6 +17,7 @@ import pytest
 from birdtrap import store
 from birdtrap.config import NotifySettings
 from birdtrap.daemon import notify
+from birdtrap.errors import BirdtrapError
 
 from conftest import HERON, copy_photo, rows, wait_for, write_config
 
@@ -177,3 +178,97 @@ def test_back_off_grows_and_is_capped():
     assert notify.backoff(1) == timedelta(seconds=5)
     assert notify.backoff(3) == timedelta(seconds=20)
     assert notify.backoff(40) == timedelta(hours=1)
+
+
+def _photo(session, event: store.EventRecord, name: str, confidence: float, kind: str = "bird") -> store.ImageRecord:
+    image = store.ImageRecord(
+        path=f"/srv/inbox/{name}", sha256=name.ljust(64, "0")[:64], camera_id=event.camera_id, status="done", kind=kind,
+        confidence=confidence, event_id=event.id, captured_at=event.start,
+    )  # fmt: skip
+    session.add(image)
+    session.flush()
+    return image
+
+
+def test_apprise_delivers_an_event_to_a_real_local_json_target_with_the_photo_link(tmp_path):
+    """Apprise's own json:// service posting to a receiver on loopback: the real library, no network."""
+    receiver = Receiver(free_port())
+    settings = NotifySettings(
+        apprise={"urls": (f"json://127.0.0.1:{receiver.server.server_port}/birds",)}, public_url="http://birdtrap.local:8080",
+        quiet_seconds=0,
+    )  # fmt: skip
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'n.db'}")
+    with sessions.begin() as session:
+        heron = _event(session, "Ardea cinerea", datetime(2024, 5, 1, 6))
+        heron.common_name = "Grey Heron"
+        _photo(session, heron, "a.jpg", 0.7)
+        best = _photo(session, heron, "b.jpg", 0.95)
+        assert notify.enqueue(session, [heron], settings) == 1
+    sender = notify.OutboxSender(sessions, settings)
+    try:
+        assert sender.deliver_due() == 1
+    finally:
+        receiver.close()
+    (body,) = receiver.bodies
+    assert body["title"] == "birdtrap cam: Grey Heron"
+    assert f"http://birdtrap.local:8080/api/v1/photos/{best.id}/thumbnail?size=640" in body["message"]
+    assert f"http://birdtrap.local:8080/events/{heron.id}" in body["message"]
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "n.db") as db:
+        assert db.execute("select channel, sent_at is not null, last_error from outbox").fetchall() == [("apprise-0", 1, None)]
+
+
+def test_an_apprise_target_that_is_down_is_retried_and_its_url_never_logged(tmp_path, caplog):
+    port = free_port()  # nothing listens
+    settings = NotifySettings(apprise={"urls": (f"json://secret-token@127.0.0.1:{port}/birds",)}, quiet_seconds=0)
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'n.db'}")
+    with sessions.begin() as session:
+        notify.enqueue(session, [_event(session, "Ardea cinerea", datetime(2024, 5, 1, 6))], settings)
+    assert notify.OutboxSender(sessions, settings).deliver_due() == 0
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "n.db") as db:
+        ((attempts, error, sent),) = db.execute("select attempts, last_error, sent_at from outbox").fetchall()
+    assert (attempts, sent) == (1, None)
+    assert error == "Apprise could not deliver to notify.apprise.urls[0] (its log line above says why)"
+    assert "secret-token" not in " ".join(r.getMessage() for r in caplog.records if r.name.startswith("birdtrap"))
+
+
+def test_an_url_apprise_does_not_know_is_refused_naming_the_key():
+    with pytest.raises(BirdtrapError, match=r"notify\.apprise\.urls\[0\] is not a URL Apprise knows"):
+        notify.AppriseChannel("nosuchservice://x", 0)
+
+
+def test_the_webhook_and_mqtt_message_carry_the_event_id_and_the_best_photos_url(tmp_path):
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'n.db'}")
+    with sessions.begin() as session:
+        heron = _event(session, "Ardea cinerea", datetime(2024, 5, 1, 6))
+        _photo(session, heron, "empty.jpg", 0.99, kind="empty")
+        best = _photo(session, heron, "bird.jpg", 0.8)
+        message = notify.payload(heron, session, "https://pond.example.org/")
+        assert message["event"] == heron.id
+        assert message["image_url"] == f"https://pond.example.org/api/v1/photos/{best.id}/thumbnail?size=640"
+        assert message["event_url"] == f"https://pond.example.org/events/{heron.id}"
+        assert "image_url" not in notify.payload(heron, session, None)
+
+
+def test_novelty_first_of_the_day_not_seen_in_n_days_and_a_block_list(tmp_path):
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'n.db'}")
+    hook = {"webhook": {"url": "http://127.0.0.1:9/hook"}}
+    with sessions.begin() as session:
+        morning = _event(session, "Ardea cinerea", datetime(2024, 5, 1, 6))
+        noon = _event(session, "Ardea cinerea", datetime(2024, 5, 1, 12))
+        next_day = _event(session, "Ardea cinerea", datetime(2024, 5, 2, 6))
+        day = NotifySettings(**hook, only_first="day")
+        assert notify.enqueue(session, [noon], day) == 0
+        assert notify.enqueue(session, [morning, next_day], day) == 2
+        returning = NotifySettings(**hook, not_seen_days=7)
+        back = _event(session, "Ardea cinerea", datetime(2024, 5, 20, 6))
+        soon = _event(session, "Ardea cinerea", datetime(2024, 5, 22, 6))
+        assert notify.enqueue(session, [soon], returning) == 0  # seen two days before
+        assert notify.enqueue(session, [back], returning) == 1  # 18 days without a heron
+        sparrow = _event(session, "Passer domesticus", datetime(2024, 5, 1, 7))
+        blocked = NotifySettings(**hook, exclude_species=("passer",))
+        assert notify.enqueue(session, [sparrow], blocked) == 0
+        assert notify.enqueue(session, [sparrow], NotifySettings(**hook, species=("passer", "ardea"), exclude_species=("ardea",))) == 1

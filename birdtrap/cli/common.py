@@ -41,7 +41,7 @@ def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
 EXTRAS = {
     "fastapi": "web", "uvicorn": "web", "jinja2": "web", "multipart": "web", "prometheus_client": "web", "starlette": "web",
     "dask": "scale", "distributed": "scale", "psycopg": "scale",
-    "matplotlib": "plot", "paho": "notify", "cv2": "opencv", "tensorflow": "train",
+    "matplotlib": "plot", "paho": "notify", "apprise": "notify", "cv2": "opencv", "tensorflow": "train",
 }
 
 

@@ -73,7 +73,7 @@ def export() -> None:
 
 @export.command("camtrap-dp")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--deployment-id", help="Deployment id [default: camera.deployment_id in the config].")
+@click.option("--deployment-id", help="Deployment id [default: camera.deployment_id in the config, else camera.id].")
 @click.option("--latitude", type=click.FloatRange(-90, 90), help="Where the camera stood, decimal degrees (WGS84). Required.")
 @click.option("--longitude", type=click.FloatRange(-180, 180), help="Where the camera stood, decimal degrees (WGS84). Required.")
 @click.option("--utc-offset", type=UtcOffset(), help="Offset of the camera's clock from UTC, e.g. +02:00. Required.")
@@ -125,7 +125,8 @@ def camtrap_dp(
     config = load_config(config_path)
     camera = config.camera
     # Flags win; the config's camera section supplies what they leave out.
-    deployment_id = deployment_id or camera.deployment_id
+    # camera.id is always set: the --help example works on a config that names no deployment (issue 18).
+    deployment_id = deployment_id or camera.deployment_id or camera.id
     latitude = latitude if latitude is not None else camera.latitude
     longitude = longitude if longitude is not None else camera.longitude
     if utc_offset is None and camera.utc_offset is not None:
@@ -134,7 +135,6 @@ def camtrap_dp(
         if deployment_fields.get(field) is None:
             deployment_fields[field] = getattr(camera, field)
     required = {
-        "--deployment-id (or camera.deployment_id in the config)": deployment_id,
         "--latitude (or camera.latitude)": latitude,
         "--longitude (or camera.longitude)": longitude,
         "--utc-offset (or camera.utc_offset)": utc_offset,
@@ -214,3 +214,73 @@ def training_set(out_dir: Path, min_confidence: float, copy: bool, review: bool,
         click.echo(f"{target.name}: {photo.name} was taken by another file in {target.parent}")
     if summary.missing:
         click.echo(f"{len(summary.missing)} photos are no longer on disk, e.g. {summary.missing[0]}")
+
+
+@export.command("ebird")
+@click.argument("out_file", metavar="OUT.csv", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--since", help="Only events from this date/time on (YYYY-MM-DD[THH:MM], camera time).")
+@click.option("--until", help="Only events before this date/time.")
+@click.option("--reviewed-only", is_flag=True, help="Only events a person reviewed (confirmed or corrected).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1),
+              help="Unreviewed events need at least this confidence [default: decision.threshold].")
+@click.option("--per", type=click.Choice(["day", "event"]), default="day", show_default=True,
+              help="One checklist a day (a row per species per day) or one per event.")
+@click.option("--latitude", type=click.FloatRange(-90, 90), help="Where the camera stood [default: camera.latitude].")
+@click.option("--longitude", type=click.FloatRange(-180, 180), help="Where the camera stood [default: camera.longitude].")
+@click.option("--location-name", help="eBird location name [default: camera.location_name, else camera.id].")
+@click.option("--state", default="", help="State/province code, e.g. NY or ON (eBird's State/Province column).")
+@click.option("--country", default="", help="Two-letter country code, e.g. US or BE.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT.csv if it exists.")
+@config_option
+def ebird(
+    out_file: Path,
+    since: str | None,
+    until: str | None,
+    reviewed_only: bool,
+    min_confidence: float | None,
+    per: str,
+    latitude: float | None,
+    longitude: float | None,
+    location_name: str | None,
+    state: str,
+    country: str,
+    overwrite: bool,
+    config_path: Path | None,
+) -> None:
+    """Write verified bird events as an eBird Record Format file (eBird's spreadsheet import).
+
+    Counts are the most birds seen in one frame (MaxN), never a sum of frames; only events a
+    person reviewed, or at least --min-confidence sure, go in.
+
+    \b
+        birdtrap export ebird season.csv --since 2024-05-01 --reviewed-only --state NY --country US
+    """
+    from birdtrap.export import ebird as module
+
+    config = load_config(config_path)
+    camera = config.camera
+    latitude = latitude if latitude is not None else camera.latitude
+    longitude = longitude if longitude is not None else camera.longitude
+    missing = [flag for flag, value in (("--latitude (or camera.latitude)", latitude), ("--longitude (or camera.longitude)", longitude))
+               if value is None]  # fmt: skip
+    if missing:
+        raise click.UsageError(f"eBird needs {' and '.join(missing)}, e.g. --latitude 51.0543 --longitude 3.7174.")
+    site = module.Site(location_name or camera.location_name or camera.id, latitude, longitude, camera.id, state, country)
+    offset = timedelta(0)  # eBird takes the camera's local clock, the database's convention: no conversion
+    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+    with sessions() as session:
+        rows, summary = module.ebird_rows(
+            session,
+            site,
+            min_confidence=config.decision.threshold if min_confidence is None else min_confidence,
+            since=_local_time(since, "--since", offset),
+            until=_local_time(until, "--until", offset),
+            reviewed_only=reviewed_only,
+            per=per,  # type: ignore[arg-type]
+        )
+    written = module.write_ebird(out_file, rows, overwrite=overwrite)
+    click.echo(f"wrote {written}: {summary.rows} rows from {summary.events} events ({', '.join(summary.species) or 'no species'})")
+    if summary.unverified_left_out:
+        click.echo(f"left out {summary.unverified_left_out} events neither reviewed nor sure enough (--min-confidence, --reviewed-only)")
+    if summary.above_genus_left_out:
+        click.echo(f"left out {summary.above_genus_left_out} events named only to family or order (review them to name the species)")

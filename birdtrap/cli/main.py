@@ -18,6 +18,7 @@ from birdtrap import config as config_module
 from birdtrap.cli.common import BirdtrapGroup, config_option, load_config
 from birdtrap.cli.export import export
 from birdtrap.cli.health import doctor, plot
+from birdtrap.cli.install import install, uninstall
 from birdtrap.cli.learn import learn
 from birdtrap.cli.output import clip, output_options, print_rows
 from birdtrap.cli.scale import archive, export_network, sync
@@ -27,6 +28,9 @@ from birdtrap.identify.answer import ANSWER_FIELDS, answer
 from birdtrap.identify.kinds import Status
 
 log = logging.getLogger(__name__)
+
+# The table view is for a glance; csv/json/ndjson are exports and are whole unless --limit (issue 18).
+TABLE_ROWS = 50
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -123,7 +127,8 @@ def classify(paths: tuple[Path, ...], fmt: str, model_path: Path | None, record:
             if row["kind"] == "failed":
                 click.echo(f"{name:40} {'failed':8} {'':10} {'':>10}  {row['error']}")
             else:
-                click.echo(f"{name:40} {row['kind']:8} {row['taxon_rank'] or '-':10} {row['confidence']:10.2f}  {row['label']}")
+                # A blank or unsure frame has no label: '-', never the word None (issue 18).
+                click.echo(f"{name:40} {row['kind']:8} {row['taxon_rank'] or '-':10} {row['confidence']:10.2f}  {row['label'] or '-'}")
     else:
         print_rows(rows(), fmt, empty="no photos")
     if failures:
@@ -175,7 +180,7 @@ def query_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--species", help="Scientific or common name, case-insensitive; a prefix is enough.")
     @click.option("--camera", help="Only this camera id.")
     @click.option("--min-confidence", type=click.FloatRange(0, 1), help="Only decisions at least this sure.")
-    @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="At most this many rows.")
+    @click.option("--limit", type=click.IntRange(1), help=f"At most this many rows [default: all; the table shows {TABLE_ROWS}].")
     @functools.wraps(command)
     def wrapper(*args: Any, since: str | None, until: str | None, species: str | None, camera: str | None,
                 min_confidence: float | None, limit: int, **kwargs: Any) -> Any:
@@ -211,9 +216,31 @@ def sightings(filters: dict[str, Any], fmt: str, config_path: Path | None) -> No
     """
     from birdtrap import store
 
+    shown = _shown_limit(filters, fmt)
     with open_database(config_path)() as session:
-        rows = [_sighting_row(image) for image in store.find_sightings(session, **filters)]
+        rows = [_sighting_row(image) for image in store.find_sightings(session, **{**filters, "limit": shown})]
+        total = _total(rows, shown, fmt, lambda: store.count_sightings(session, **_without_limit(filters)))
     print_rows(rows, fmt, empty="no sightings match")
+    _say_how_many_more(rows, total)
+
+
+def _shown_limit(filters: dict[str, Any], fmt: str) -> int | None:
+    """--limit if given; else all rows, except that the table shows the first TABLE_ROWS."""
+    return filters["limit"] if filters["limit"] is not None or fmt != "table" else TABLE_ROWS
+
+
+def _without_limit(filters: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in filters.items() if key != "limit"}
+
+
+def _total(rows: list[Any], shown: int | None, fmt: str, count: Callable[[], int]) -> int:
+    """How many rows match, counted only when a table was cut (an export prints nothing else)."""
+    return count() if fmt == "table" and shown is not None and len(rows) == shown else len(rows)
+
+
+def _say_how_many_more(rows: list[Any], total: int) -> None:
+    if total > len(rows):
+        click.echo(f"... and {total - len(rows)} more ({total} in all): --limit {total} lists them, --format csv|json|ndjson writes all")
 
 
 def _sighting_row(image: Any) -> dict[str, Any]:
@@ -251,6 +278,7 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, kind_name: str | 
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--kind") from None
 
+    shown = _shown_limit(filters, fmt)
     with open_database(config_path)() as session:
         rows = [
             {
@@ -266,9 +294,38 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, kind_name: str | 
                 "taxon_rank": event.taxon_rank,
                 "confidence": round(event.confidence, 4) if event.confidence is not None else None,
             }
-            for event in store.find_events(session, birds_only=not all_kinds, kind=kind, **filters)
+            for event in store.find_events(session, birds_only=not all_kinds, kind=kind, **{**filters, "limit": shown})
         ]
+        unlimited = _without_limit(filters)
+        total = _total(rows, shown, fmt, lambda: store.count_events(session, birds_only=not all_kinds, kind=kind, **unlimited))
     print_rows(rows, fmt, empty="no events match")
+    _say_how_many_more(rows, total)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1), help="At most this many photos [default: all].")
+@output_options()
+@config_option
+def failed(limit: int | None, fmt: str, config_path: Path | None) -> None:
+    """List the photos that could not be read, newest first, with the reason for each.
+
+    \b
+        birdtrap failed
+        birdtrap failed --format csv > unreadable.csv
+    """
+    from birdtrap import store
+
+    with open_database(config_path)() as session:
+        rows = [
+            {
+                "path": image.path,
+                "error": image.error,
+                "seen": image.discovered_at.isoformat(sep=" ", timespec="seconds") if image.discovered_at else None,
+                "moved_to": image.archived_path,
+            }
+            for image in store.find_failed(session, limit)
+        ]
+    print_rows(rows, fmt, empty="no photo has failed")
 
 
 @cli.command()
@@ -367,8 +424,8 @@ def model_fetch(name: str, mirror: str | None, dest: Path | None, config_path: P
     if dest is None:
         dest = _install_folder(name, config)
     files = fetch.fetch(name, dest, mirror or config_module.model_mirror(), progress=sys.stderr.isatty())
-    for path in files:
-        click.echo(f"installed {path}")
+    for file in files:
+        click.echo(f"installed {file.path}" if file.downloaded else f"already installed and verified: {file.path}")
 
 
 @cli.group()
@@ -602,6 +659,8 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
 cli.add_command(export)
 cli.add_command(plot)
 cli.add_command(doctor)
+cli.add_command(install)
+cli.add_command(uninstall)
 cli.add_command(serve)
 cli.add_command(learn)
 cli.add_command(archive)

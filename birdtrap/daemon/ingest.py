@@ -387,7 +387,9 @@ class Ingestor:
                 totals["birds"] += 1
                 log.info("%s: %s (%s, %.2f)", Path(candidate.path).name, decision.label, decision.taxon_rank, decision.confidence)
             else:
-                log.debug("%s: %s (%.2f)", Path(candidate.path).name, decision.kind, decision.confidence)
+                # INFO too: a frame that is not a bird must show in the journal, or a missed bird
+                # cannot be traced (issue 18); kind and how sure, one line a photo.
+                log.info("%s: not a bird: %s (%.2f)", Path(candidate.path).name, decision.kind, decision.confidence)
         for failure in failed:
             totals["failed"] += 1
             log.warning("failed: %s", failure.reason)
@@ -509,7 +511,9 @@ def record_files(config: Config, identifier: Identifier, paths: list[Path]) -> l
     from concurrent.futures import ThreadPoolExecutor
 
     sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds)
-    names = [str(Path(p).absolute()) for p in paths]
+    # Absolute and without `..` (abspath, not resolve: a symlinked folder keeps the name the user
+    # gave): `classify --record ../photos/../x.jpg` must not store a path Camtrap DP refuses (issue 18).
+    names = [os.path.abspath(p) for p in paths]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
         # The user named these files: any folder is allowed, so the root is the filesystem's.
         ingestor = Ingestor(config, identifier, sessions, Path("/"), pool, after_actions=False)

@@ -1,4 +1,5 @@
-"""Notifications per event (never per frame): MQTT (with Home Assistant discovery) and a webhook.
+"""Notifications per event (never per frame): MQTT (with Home Assistant discovery), a webhook and
+Apprise (one URL per service: Telegram, ntfy, Pushover, e-mail, Discord ...).
 
 Delivery goes through an outbox table: the notification is written in the same transaction as
 the event it announces, and a sender thread delivers it with retries and back-off. The pipeline
@@ -20,18 +21,37 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from birdtrap.config import NotifySettings
 from birdtrap.errors import BirdtrapError
-from birdtrap.store import KIND_BIRD, EventRecord, OutboxRecord, utcnow
+from birdtrap.store import KIND_BIRD, EventRecord, ImageRecord, OutboxRecord, utcnow
 
 log = logging.getLogger(__name__)
 
-MQTT, WEBHOOK = "mqtt", "webhook"
+MQTT, WEBHOOK, APPRISE = "mqtt", "webhook", "apprise"
 
 
 def channels(settings: NotifySettings) -> list[str]:
-    return [name for name, on in ((MQTT, settings.mqtt.host), (WEBHOOK, settings.webhook.url)) if on]
+    """The outbox channels: one per Apprise URL, so a retry goes only to the service that failed."""
+    named = [name for name, on in ((MQTT, settings.mqtt.host), (WEBHOOK, settings.webhook.url)) if on]
+    return named + [f"{APPRISE}-{i}" for i in range(len(settings.apprise.urls))]
 
 
-def payload(event: EventRecord) -> dict[str, Any]:
+def _best_photo(session: Session, event: EventRecord) -> int | None:
+    """The event's surest bird photo (else its first photo): the one a notification links to."""
+    query = select(ImageRecord.id).where(ImageRecord.event_id == event.id)
+    ordered = query.order_by((ImageRecord.kind == KIND_BIRD).desc(), ImageRecord.confidence.desc(), ImageRecord.id)
+    return session.scalar(ordered.limit(1))
+
+
+def payload(event: EventRecord, session: Session | None = None, public_url: str | None = None) -> dict[str, Any]:
+    """The message every channel sends. With `public_url` (notify.public_url) it links the event
+    page and its best photo, so a phone can show the bird (issue 18)."""
+    links: dict[str, Any] = {}
+    if public_url and session is not None:
+        base = public_url.rstrip("/")
+        photo = _best_photo(session, event)
+        links = {
+            "event_url": f"{base}/events/{event.id}",
+            "image_url": f"{base}/api/v1/photos/{photo}/thumbnail?size=640" if photo is not None else None,
+        }
     return {
         "event": event.id,
         "camera": event.camera_id,
@@ -44,7 +64,13 @@ def payload(event: EventRecord) -> dict[str, Any]:
         "common_name": event.common_name,
         "taxon_rank": event.taxon_rank,
         "confidence": round(event.confidence or 0.0, 4),
+        **links,
     }
+
+
+def _matches(event: EventRecord, prefixes: tuple[str, ...]) -> bool:
+    names = [n.lower() for n in (event.scientific_name, event.common_name) if n]
+    return any(name.startswith(prefix.lower()) for name in names for prefix in prefixes)
 
 
 def _wanted_now(event: EventRecord, settings: NotifySettings) -> bool:
@@ -52,23 +78,34 @@ def _wanted_now(event: EventRecord, settings: NotifySettings) -> bool:
     # decided when it was queued).
     if event.kind != KIND_BIRD or (event.confidence or 0.0) < settings.min_confidence:
         return False
-    if settings.species:
-        names = [n.lower() for n in (event.scientific_name, event.common_name) if n]
-        return any(name.startswith(prefix.lower()) for name in names for prefix in settings.species)
-    return True
+    if settings.exclude_species and _matches(event, settings.exclude_species):
+        return False
+    return not settings.species or _matches(event, settings.species)
 
 
 def _wanted(session: Session, event: EventRecord, settings: NotifySettings) -> bool:
     if not _wanted_now(event, settings):
         return False
-    if settings.only_first != "none":
+    # Novelty: each rule names the window in which an earlier event of the species makes this
+    # one old news; the event is wanted only if every window is empty.
+    windows: list[datetime | None] = []
+    if settings.only_first == "day":
+        windows.append(datetime(event.start.year, event.start.month, event.start.day))
+    elif settings.only_first == "season":
+        windows.append(datetime(event.start.year, 1, 1))
+    elif settings.only_first == "ever":
+        windows.append(None)
+    if settings.not_seen_days is not None:
+        windows.append(event.start - timedelta(days=settings.not_seen_days))
+    for since in windows:
         earlier = select(EventRecord.id).where(
             EventRecord.kind == KIND_BIRD,
             EventRecord.scientific_name == event.scientific_name,
             EventRecord.start < event.start,
+            EventRecord.id != event.id,
         )
-        if settings.only_first == "season":
-            earlier = earlier.where(EventRecord.start >= datetime(event.start.year, 1, 1))
+        if since is not None:
+            earlier = earlier.where(EventRecord.start >= since)
         if session.scalar(earlier.limit(1)) is not None:
             return False
     return True
@@ -87,7 +124,8 @@ def enqueue(session: Session, events: list[EventRecord], settings: NotifySetting
             exists = session.scalar(select(OutboxRecord.id).where(OutboxRecord.event_id == event.id, OutboxRecord.channel == channel))
             if exists is None:
                 due = utcnow() + timedelta(seconds=settings.quiet_seconds)
-                session.add(OutboxRecord(event_id=event.id, channel=channel, payload=json.dumps(payload(event)), next_attempt_at=due))
+                message = payload(event, session, settings.public_url)
+                session.add(OutboxRecord(event_id=event.id, channel=channel, payload=json.dumps(message), next_attempt_at=due))
                 queued += 1
     session.flush()
     return queued
@@ -185,6 +223,36 @@ class MqttChannel:
             self.connected = False
 
 
+class AppriseChannel:
+    """One Apprise URL (a service: Telegram, ntfy, Pushover, e-mail ...); Apprise does the talking."""
+
+    def __init__(self, url: str, index: int) -> None:
+        try:
+            import apprise
+        except ImportError:
+            raise BirdtrapError("notify.apprise.urls is set but apprise is not installed; run `pip install 'birdtrap[notify]'`.") from None
+        self.where = f"notify.apprise.urls[{index}]"  # the URL itself holds tokens: never logged
+        self.apprise = apprise.Apprise()
+        if not self.apprise.add(url):
+            raise BirdtrapError(
+                f"{self.where} is not a URL Apprise knows (e.g. tgram://bottoken/chatid, ntfys://topic); "
+                "see https://github.com/caronc/apprise/wiki and fix it in the config."
+            )
+
+    def send(self, message: dict[str, Any]) -> None:
+        name = message.get("common_name") or message.get("scientific_name") or "a bird"
+        lines = [
+            f"{name} ({message.get('scientific_name') or '-'}), {round(100 * (message.get('confidence') or 0))}% sure",
+            f"{message.get('photos')} photos from {message.get('start')}",
+        ]
+        lines += [message[key] for key in ("event_url", "image_url") if message.get(key)]
+        if not self.apprise.notify(title=f"birdtrap {message.get('camera')}: {name}", body="\n".join(lines)):
+            raise BirdtrapError(f"Apprise could not deliver to {self.where} (its log line above says why)")
+
+    def close(self) -> None:
+        pass
+
+
 def backoff(attempts: int) -> timedelta:
     """5 s, 10 s, 20 s ... capped at an hour."""
     return timedelta(seconds=min(3600, 5 * 2 ** max(0, attempts - 1)))
@@ -205,6 +273,8 @@ class OutboxSender(threading.Thread):
             self.channels[MQTT] = MqttChannel(settings)
         if settings.webhook.url:
             self.channels[WEBHOOK] = WebhookChannel(settings.webhook.url, settings.webhook.timeout_seconds, settings.webhook.headers)
+        for i, url in enumerate(settings.apprise.urls):
+            self.channels[f"{APPRISE}-{i}"] = AppriseChannel(url, i)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -241,7 +311,7 @@ class OutboxSender(threading.Thread):
             # The event as it stands now: the burst may have grown since it was queued.
             with self.sessions() as session:
                 event = session.get(EventRecord, row.event_id)
-                message = payload(event) if event is not None else None
+                message = payload(event, session, self.settings.public_url) if event is not None else None
                 wanted = event is not None and _wanted_now(event, self.settings)
             if message is None or not wanted:
                 with self.sessions.begin() as session:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from birdtrap.errors import ExportError
@@ -120,6 +120,13 @@ def write_network_package(
     existing = [name for name in camtrapdp.PACKAGE_FILES if (out_dir / name).exists()]
     if existing and not overwrite:
         raise ExportError(f"{out_dir} already holds {', '.join(existing)}; choose another folder or pass --overwrite to replace them.")
+    if not inspect(session.get_bind()).has_table(DeploymentRecord.__tablename__):
+        # A device's own database has no deployments table: only `birdtrap sync` makes one (issue 18).
+        raise ExportError(
+            f"{session.get_bind().url.render_as_string(hide_password=True)} is not a central database (it has no deployments "
+            "table). Give the central database that `birdtrap sync --to URL` fills with --from URL; for this device's own "
+            "photos use `birdtrap export camtrap-dp OUT_DIR`."
+        )
     infos = deployment_infos(session, deployments)
     chosen: list[tuple[DeploymentInfo, list[ImageRecord]]] = []
     seen_images: set[int] = set()

@@ -52,6 +52,20 @@ def find_runtime() -> Runtime:
     raise ModelError("no TFLite runtime is installed; run `pip install ai-edge-litert`.")
 
 
+_edgetpu_warned = False
+
+
+def _warn_no_edgetpu_once() -> None:
+    """Say it once per process: every model (species, gate, detector) tries, and the CLI and
+    daemon load them again on reload; three identical warnings per command was noise (issue 18)."""
+    global _edgetpu_warned
+    if _edgetpu_warned:
+        log.debug("no Edge TPU found (%s); running on the CPU", EDGETPU_LIBRARY)
+        return
+    _edgetpu_warned = True
+    log.warning("no Edge TPU found (%s); running on the CPU", EDGETPU_LIBRARY)
+
+
 def open_interpreter(model_path: Path, threads: int, delegate: str) -> tuple[Any, Runtime, str]:
     """Build an interpreter with tensors allocated; returns it, the runtime and the delegate used.
 
@@ -74,7 +88,7 @@ def open_interpreter(model_path: Path, threads: int, delegate: str) -> tuple[Any
                     f"model.delegate is 'edgetpu' but {EDGETPU_LIBRARY} could not be loaded ({e}). Install "
                     "libedgetpu1-std and plug in the Coral, or set model.delegate to auto or cpu."
                 ) from None
-            log.warning("no Edge TPU found (%s); running on the CPU", EDGETPU_LIBRARY)
+            _warn_no_edgetpu_once()
     try:
         interpreter = runtime.interpreter(
             model_path=str(model_path), num_threads=threads, experimental_delegates=delegates or None

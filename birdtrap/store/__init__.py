@@ -795,11 +795,7 @@ def find_sightings(
 
     A person's correction of the photo's event wins over the machine's answer (see join_review).
     """
-    query = select(ImageRecord).where(ImageRecord.status == DONE, ImageRecord.kind == KIND_BIRD)
-    query, review = join_review(query, ImageRecord)
-    query = query.where(review.kind == KIND_BIRD)
-    query = _filtered(query, review, ImageRecord.captured_at, ImageRecord.captured_at, ImageRecord.camera_id,
-                      since, until, species, min_confidence, camera)  # fmt: skip
+    query = _sightings_query(since, until, species, min_confidence, camera)
     query = query.order_by(ImageRecord.captured_at.desc(), ImageRecord.id.desc())
     if limit is not None:
         query = query.limit(limit)
@@ -848,17 +844,56 @@ def find_events(
 
     A person's correction wins over the machine's answer (see join_review).
     """
+    query = _events_query(since, until, species, min_confidence, camera, birds_only, kind)
+    query = query.order_by(EventRecord.start.desc(), EventRecord.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    return as_reviewed(session.execute(query))
+
+
+# --- counts behind a shortened listing (issue 18: a table says how many rows it left out) ---
+
+
+def _sightings_query(since: datetime | None, until: datetime | None, species: str | None, min_confidence: float | None,
+                     camera: str | None) -> Any:  # fmt: skip
+    query = select(ImageRecord).where(ImageRecord.status == DONE, ImageRecord.kind == KIND_BIRD)
+    query, review = join_review(query, ImageRecord)
+    query = query.where(review.kind == KIND_BIRD)
+    return _filtered(query, review, ImageRecord.captured_at, ImageRecord.captured_at, ImageRecord.camera_id,
+                     since, until, species, min_confidence, camera)  # fmt: skip
+
+
+def _events_query(since: datetime | None, until: datetime | None, species: str | None, min_confidence: float | None,
+                  camera: str | None, birds_only: bool, kind: str | None = None) -> Any:  # fmt: skip
     query, review = join_review(select(EventRecord), EventRecord)
     if kind is not None:
         query = query.where(review.kind == kind)
     elif birds_only:
         query = query.where(review.kind == KIND_BIRD)
-    query = _filtered(query, review, EventRecord.start, EventRecord.end, EventRecord.camera_id,
-                      since, until, species, min_confidence, camera)  # fmt: skip
-    query = query.order_by(EventRecord.start.desc(), EventRecord.id.desc())
-    if limit is not None:
-        query = query.limit(limit)
-    return as_reviewed(session.execute(query))
+    return _filtered(query, review, EventRecord.start, EventRecord.end, EventRecord.camera_id,
+                     since, until, species, min_confidence, camera)  # fmt: skip
+
+
+def find_failed(session: Session, limit: int | None = None) -> list[ImageRecord]:
+    """Photos that could not be read, newest first, with the reason (`birdtrap failed`)."""
+    query = select(ImageRecord).where(ImageRecord.status == FAILED)
+    query = query.order_by(ImageRecord.discovered_at.desc(), ImageRecord.id.desc())
+    return list(session.scalars(query.limit(limit) if limit is not None else query))
+
+
+def count_sightings(session: Session, since: datetime | None = None, until: datetime | None = None, species: str | None = None,
+                    min_confidence: float | None = None, camera: str | None = None) -> int:  # fmt: skip
+    """How many rows `find_sightings` with the same filters and no limit returns."""
+    query = _sightings_query(since, until, species, min_confidence, camera)
+    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+
+
+def count_events(session: Session, since: datetime | None = None, until: datetime | None = None, species: str | None = None,
+                 min_confidence: float | None = None, camera: str | None = None, birds_only: bool = True,
+                 kind: str | None = None) -> int:  # fmt: skip
+    """How many rows `find_events` with the same filters and no limit returns."""
+    query = _events_query(since, until, species, min_confidence, camera, birds_only, kind)
+    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
 
 
 def stats_rows(session: Session, by: str, since: datetime | None, until: datetime | None, camera: str | None) -> list[dict[str, Any]]:
