@@ -370,6 +370,21 @@ def convert_yolox(
     return write_bundle(out, tflite, labels, card)
 
 
+def fold_constants(source: Path, target: Path) -> Path:
+    """The graph with its shape arithmetic folded into constants (onnxruntime's basic level).
+
+    PyTorch exports TensorFlow-style "same" padding as Pad sizes computed by Shape/Slice ops;
+    onnx2tf mis-reads those, so they are folded to plain numbers first.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(target)
+    onnxruntime.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    return target
+
+
 def efficientnet_onnx(variant: int, path: Path) -> tuple[Path, str, int]:
     """Export EfficientNet-Lite<variant> with a softmax on top to ONNX; (path, weights sha256, input size)."""
     import importlib
@@ -412,7 +427,7 @@ def convert_efficientnet(variant: int, out: Path, labels: Path, quantization: st
         raise ConvertError(f"--labels {labels} has {len(names)} lines; it needs the 1000 ImageNet-1k class names (or 1001 with background first).")
     with tempfile.TemporaryDirectory(prefix="birdtrap-effnet-") as temp:
         path, digest, size = efficientnet_onnx(variant, Path(temp) / "model.onnx")
-        model = onnx.load(str(path))
+        model = onnx.load(str(fold_constants(path, Path(temp) / "folded.onnx")))
     calibrate, described = _calibration_for(quantization, calibration, size, size)
     normalise = lambda image: (image - EFFICIENTNET_MEAN) / EFFICIENTNET_STD  # noqa: E731
     tflite = _convert_onnx(model, quantization, calibrate, normalise)
