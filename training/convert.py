@@ -443,9 +443,10 @@ def yolo_layout(model: Any) -> tuple[str, int]:
     dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     if len(model.graph.output) != 1 or len(dims) != 3 or not all(dims[1:]):
         raise ConvertError(f"the ONNX outputs are {[o.name for o in model.graph.output]} of shape {dims}; a YOLO export with one output is needed.")
-    if dims[2] <= dims[1]:
-        return "yolov5", dims[2] - 5  # (1, N, 5 + classes)
-    return "yolov8", dims[1] - 4  # (1, 4 + classes, N)
+    layout, classes = ("yolov5", dims[2] - 5) if dims[2] <= dims[1] else ("yolov8", dims[1] - 4)  # (1, N, 5 + C) | (1, 4 + C, N)
+    if classes < 1:
+        raise ConvertError(f"the ONNX output {dims} has no class scores; a YOLOv5 (1, N, 5 + classes) or YOLOv8 (1, 4 + classes, N) export is needed.")
+    return layout, classes
 
 
 def convert_megadetector(
