@@ -23,7 +23,7 @@ pytest.importorskip("tensorflow", reason="conversion needs the convert extra: pi
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from training.convert import YOLOX_NANO_SHA256, cli, convert_yolox, yolox_grid  # noqa: E402
+from training.convert import REFERENCE_SHA256, REFERENCE_VERSIONS, YOLOX_NANO_SHA256, cli, convert_yolox, yolox_grid  # noqa: E402
 from training.errors import ConvertError  # noqa: E402
 
 CONVERTED = ROOT.parent / "converted"  # the real conversions, run once by hand (docs/models.md)
@@ -198,3 +198,19 @@ def test_the_real_converted_yolox_nano_finds_the_person_in_a_real_photo(tmp_path
     assert found and found[0].kind == "person"
     x0, y0, x1, y1 = found[0].box
     assert (x1 - x0) * (y1 - y0) > 0.3  # a portrait: the person fills much of the frame
+
+
+def test_the_pinned_yolox_nano_converts_to_the_recorded_bytes_and_finds_the_person(tmp_path):
+    import onnx2tf
+    import tensorflow as tf
+
+    from tests.conftest import MODELS
+
+    result = convert_yolox(MODELS / "sources" / "yolox_nano" / "yolox_nano.onnx", tmp_path / "yolox")
+    if {"tensorflow": tf.__version__, "onnx2tf": onnx2tf.__version__} == REFERENCE_VERSIONS:
+        assert result.card["output_sha256"] == REFERENCE_SHA256[("yolox-nano", "dynamic")]
+    detector = _detector(tmp_path, {"preset": "yolox-nano", "path": str(tmp_path / "yolox")})
+    from PIL import Image
+
+    bgr = np.ascontiguousarray(np.asarray(Image.open(photo("grace_hopper.bmp")).convert("RGB"))[..., ::-1])
+    assert [d.kind for d in detector.detect([bgr], min_score=0.3)[0]][:1] == ["person"]

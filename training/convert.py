@@ -40,6 +40,15 @@ QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # Megvii's YOLOX-Nano COCO release as ONNX; see ../shared/models/SOURCES.md for its provenance.
 YOLOX_NANO_SHA256 = "e8af074932d4ed7e232278e3055cefcdea3edf178874a3694ae292649fb464dd"
 YOLOX_STRIDES = (8, 16, 32)
+# What the conversions wrote here (docs/models.md): the same inputs and versions give the same
+# bytes, so a test reconverts and compares. Other TensorFlow / onnx2tf versions give other bytes.
+REFERENCE_VERSIONS = {"tensorflow": "2.21.0", "onnx2tf": "1.29.24"}
+REFERENCE_SHA256 = {
+    ("yolox-nano", "dynamic"): "1def737cdc4e61a1b297eb260b13d53fd617452eeceb8a7105a2de5c5d8ca9d4",
+    ("yolox-nano", "float16"): "ea9d3bbff9573432098285f2c26ed4d9013a01ecafd4ffcc0cc28d23a4341f93",
+    ("efficientnet-lite2", "dynamic"): "0cae95cac13c4d722d163d387936ebd0e39b2ba87895cad49d9ce5f81454950f",
+    ("efficientnet-lite2", "int8"): "b699decc4919571788cab43546755f66d990e49414f6031eebedd81d56e0cfbd",
+}
 YOLOX_SOURCE = {
     "name": "YOLOX-Nano (COCO), Megvii release weights as ONNX",
     "upstream": "Megvii-BaseDetection/YOLOX release 0.1.1rc0 yolox_nano; ONNX as re-hosted in "
