@@ -214,3 +214,20 @@ def test_the_pinned_yolox_nano_converts_to_the_recorded_bytes_and_finds_the_pers
 
     bgr = np.ascontiguousarray(np.asarray(Image.open(photo("grace_hopper.bmp")).convert("RGB"))[..., ::-1])
     assert [d.kind for d in detector.detect([bgr], min_score=0.3)[0]][:1] == ["person"]
+
+
+@pytest.mark.skipif(
+    not (CONVERTED / "efficientnet-lite2" / "model.tflite").exists(),
+    reason=f"the real conversion is not in {CONVERTED}/efficientnet-lite2 (docs/models.md)",
+)
+def test_the_real_converted_efficientnet_lite2_is_a_gate_that_tells_a_bird_from_a_cat():
+    from birdtrap.classifier import Classifier
+    from birdtrap.gate import BirdGate
+    from birdtrap.preprocess import load, to_model_input
+
+    gate = BirdGate(Classifier.from_path(CONVERTED / "efficientnet-lite2" / "model.tflite", threads=1, delegate="cpu"))
+    assert (gate.spec.mean, gate.spec.std) == (127.0, 128.0)  # from the card, not the 127.5 default
+    assert len(gate.bird_indices) > 50  # ImageNet-1k ids with no background row: the birds are found by id and name
+    inputs = np.stack([to_model_input(load(photo(name)).bgr, gate.spec) for name in ("bird.bmp", "cat.bmp")])
+    bird, cat = gate.bird_probability(inputs)
+    assert bird > 0.5 > cat

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -179,12 +180,12 @@ def synthetic_calibration(height: int, width: int, count: int = 64, seed: int = 
     real photos without using any photo of an evaluation set.
     """
 
+    from PIL import Image
+
     def images() -> Iterator[np.ndarray]:
         rng = np.random.default_rng(seed)
         for _ in range(count):
             coarse = rng.uniform(0, 255, (4 + rng.integers(0, 8), 4 + rng.integers(0, 8), 3)).astype(np.float32)
-            from PIL import Image
-
             field = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.BICUBIC), np.float32)
             noise = rng.normal(0, rng.uniform(2, 25), (height, width, 3))
             yield np.clip(field + noise, 0, 255).astype(np.float32)
@@ -214,6 +215,11 @@ def onnx_to_saved_model(onnx_path: Path, work: Path) -> Path:
     from onnx2tf import onnx2tf as onnx2tf_module
 
     target = work / "saved_model"
+    # Keras numbers its layers per process and the numbers end up in the TFLite file: a fresh
+    # session makes the bytes depend on the model alone, not on what was converted before.
+    import tf_keras
+
+    tf_keras.backend.clear_session()
     # onnx2tf fetches 20 sample photos from GitHub to run the graph once; offline, and with no
     # photo from anywhere, synthetic images (0-1, NHWC, as its file holds) serve the same purpose.
     fetch = onnx2tf_module.download_test_image_data
@@ -302,8 +308,6 @@ def write_bundle(out: Path, tflite: bytes, labels: list[str], card: dict[str, An
     card["output_sha256"] = hashlib.sha256(tflite).hexdigest()
     card["sizes"] = {"model.tflite": {"bytes": len(tflite), "mb": round(len(tflite) / 1e6, 2)}}
     write_card(out, card)
-    import json
-
     return Converted(out, json.loads((out / "model.json").read_text(encoding="utf-8")))
 
 
