@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from birdtrap.errors import ConfigError
 from birdtrap.identify.preprocess import PreprocessSettings
@@ -81,7 +81,30 @@ class GateSettings(Settings):
     threshold: float = Field(0.5, ge=0, le=1, description="Summed bird-class probability needed to call a region a bird")
 
 
+# What a `detector.preset` sets, unless the same key is also given: a YOLO file's decoding, class
+# ids and input. YOLOX (converted by `python -m training.convert yolox-nano`, grid decode in the
+# graph) takes BGR 0-255; MegaDetector v5 is a YOLOv5, v6 a YOLOv9/v10 (the yolov8 layout), both
+# RGB 0-1 with classes 0 animal, 1 person, 2 vehicle.
+DETECTOR_PRESETS: dict[str, dict[str, object]] = {
+    "yolox-nano": {
+        "decoding": "yolov5",
+        "bird_classes": (14,),
+        "animal_classes": tuple(range(15, 24)),
+        "person_classes": (0,),
+        "vehicle_classes": tuple(range(1, 9)),
+        "input_mean": 0.0,
+        "input_std": 1.0,
+        "input_channels": "BGR",
+    },
+    "megadetector-v5": {"decoding": "yolov5", "bird_classes": (), "animal_classes": (0,), "person_classes": (1,), "vehicle_classes": (2,)},
+    "megadetector-v6": {"decoding": "yolov8", "bird_classes": (), "animal_classes": (0,), "person_classes": (1,), "vehicle_classes": (2,)},
+}
+
+
 class DetectorSettings(Settings):
+    preset: Literal["yolox-nano", "megadetector-v5", "megadetector-v6"] | None = Field(
+        None, description="Sets decoding, class ids and input for a known detector file; keys given as well win"
+    )
     path: Path | None = Field(
         Path("models/coco-ssd-mobilenet-v1/model.tflite"),
         description="TFLite detector (boxes, classes, scores) that proposes where animals are; null disables it",
@@ -100,9 +123,17 @@ class DetectorSettings(Settings):
     iou_threshold: float = Field(0.45, gt=0, le=1, description="YOLO decoding: boxes of one class overlapping more than this are one")
     input_mean: float | None = Field(None, description="(pixel - mean) / std is the detector's input; null: 127.5, or 0 for YOLO")
     input_std: float | None = Field(None, gt=0, description="See input_mean; null: 127.5, or 255 for YOLO")
+    input_channels: Literal["RGB", "BGR"] | None = Field(None, description="Detector input channel order; null: the card's, else RGB")
     person_min_score: float = Field(0.6, ge=0, le=1, description="A frame with no bird and a person this sure is marked 'person'")
     animal_min_score: float = Field(0.6, ge=0, le=1, description="A frame with no bird and an animal this sure is marked 'animal'")
     vehicle_min_score: float = Field(0.6, ge=0, le=1, description="A frame with no bird and a vehicle this sure is marked 'vehicle'")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str) and data["preset"] in DETECTOR_PRESETS:
+            return {**DETECTOR_PRESETS[data["preset"]], **data}
+        return data
 
 
 class FinderConfig(Settings):

@@ -111,3 +111,23 @@ def test_any_yaml_value_either_loads_or_raises_a_config_error(value):
         assert "/tmp/hypothesis.yaml" in str(e)
     else:
         assert isinstance(loaded, config.Config)
+
+
+def test_a_detector_preset_sets_decoding_classes_and_input_and_a_key_given_too_wins(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("detector:\n  preset: megadetector-v6\n  person_classes: [1, 2]\n", encoding="utf-8")
+    detector = config.load(path).detector
+    assert (detector.decoding, detector.animal_classes, detector.bird_classes) == ("yolov8", (0,), ())
+    assert detector.person_classes == (1, 2)
+
+    path.write_text("detector:\n  preset: yolox-nano\n", encoding="utf-8")
+    yolox = config.load(path).detector
+    assert (yolox.decoding, yolox.bird_classes, yolox.input_channels, yolox.input_std) == ("yolov5", (14,), "BGR", 1.0)
+
+
+def test_an_unknown_detector_preset_names_the_key_and_the_choices(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("detector:\n  preset: megadetector-v7\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="detector.preset") as caught:
+        config.load(path)
+    assert "megadetector-v5" in str(caught.value)

@@ -21,3 +21,7 @@ class WeightsError(TrainingError):
 
 class ExportError(TrainingError):
     """A TFLite conversion failed, or the result does not run in the daemon's runtime."""
+
+
+class ConvertError(TrainingError):
+    """An upstream model could not be verified or converted (`python -m training.convert`)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from birdtrap.config import Config, domain_settings
 from birdtrap.errors import ModelError
-from birdtrap.identify.bundle import resolve_input
+from birdtrap.identify.bundle import CARD_FILE, MODEL_FILE, load_bundle, resolve_input
 from birdtrap.identify.camera_head import CameraHead
 from birdtrap.identify.classifier import Classifier
 from birdtrap.identify.decision import DecisionRules, read_checklist
@@ -66,11 +66,29 @@ def load_detector(config: Config) -> Detector | None:
         iou_threshold=settings.iou_threshold,
         vehicle_classes=settings.vehicle_classes,
     )
+    model_path = settings.path / MODEL_FILE if settings.path.is_dir() else settings.path
+    card_input = (detector_card(model_path) or {}).get("input", {})
     yolo = settings.decoding != "postprocess"
-    mean = settings.input_mean if settings.input_mean is not None else (0.0 if yolo else 127.5)
-    std = settings.input_std if settings.input_std is not None else (255.0 if yolo else 127.5)
-    model = TFLiteModel(settings.path, threads=config.model.threads, delegate=config.model.delegate)
-    return Detector(model, layout, mean=mean, std=std)
+    mean = _first(settings.input_mean, card_input.get("mean"), 0.0 if yolo else 127.5)
+    std = _first(settings.input_std, card_input.get("std"), 255.0 if yolo else 127.5)
+    channels = str(_first(settings.input_channels, card_input.get("channels"), "RGB"))
+    model = TFLiteModel(model_path, threads=config.model.threads, delegate=config.model.delegate)
+    return Detector(model, layout, mean=float(mean), std=float(std), channels=channels)
+
+
+def _first(*values: object) -> object:
+    return next(v for v in values if v is not None)
+
+
+def detector_card(model_path: Path) -> dict | None:
+    """The model card beside a detector (as `python -m training.convert` writes), checked like any bundle.
+
+    A converted YOLOX takes BGR 0-255 where other YOLO exports take RGB 0-1: the card says which,
+    so the user need not. A bare .tflite without a card has none.
+    """
+    if not (model_path.parent / CARD_FILE).exists():
+        return None
+    return load_bundle(model_path).card
 
 
 def finder_settings(config: Config) -> FinderSettings:

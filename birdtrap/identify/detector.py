@@ -51,7 +51,9 @@ class DetectorLayout:
 
 
 class Detector:
-    def __init__(self, model: TFLiteModel, layout: DetectorLayout | None = None, mean: float = 127.5, std: float = 127.5) -> None:
+    def __init__(
+        self, model: TFLiteModel, layout: DetectorLayout | None = None, mean: float = 127.5, std: float = 127.5, channels: str = "RGB"
+    ) -> None:
         self.model = model
         self.layout = layout or DetectorLayout()
         if self.layout.decoding in YOLO_DECODINGS:
@@ -68,7 +70,9 @@ class Detector:
             )
         height, width, _ = model.input_shape
         scale, zero_point = model.input_quantization
-        self.spec = InputSpec(height, width, mean=mean, std=std, dtype=model.input_dtype, scale=scale, zero_point=zero_point)
+        self.spec = InputSpec(
+            height, width, channels=channels, mean=mean, std=std, dtype=model.input_dtype, scale=scale, zero_point=zero_point
+        )
         self._plain = PreprocessSettings(denoise=False, auto_contrast=False)
         # Vehicles first, so a bird, animal or person id wins where a detector with other class ids
         # (MegaDetector: 0 animal, 1 person, 2 vehicle) is configured without vehicle_classes.
