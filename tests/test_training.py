@@ -682,3 +682,41 @@ def test_compare_reports_per_species_top1_and_what_changed(bundles: Path, datase
     assert "32 photos, 3 species; per-species top-1:" in output
     assert "old int8" in output and "new float32" in output
     assert "species added: none; dropped: none" in output and "better: none; worse: none" in output
+
+
+class Killed(Exception):
+    """Stands for a kill -9 right after a checkpoint was written."""
+
+
+@pytest.mark.slow
+def test_a_resumed_phase_continues_its_learning_rate_schedule_and_optimizer(
+    dataset_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import train as train_module
+
+    flags = ["--data", str(dataset_root), *TINIEST, "--weights", "none", "--head-epochs", "3", "--fine-tune-epochs", "0",
+             "--steps-per-epoch", "2"]  # fmt: skip
+    run_cli("train", "--out", str(tmp_path / "whole"), *flags)
+    original = train_module.Checkpoint.on_epoch_end
+
+    def kill_after_first_epoch(self: train_module.Checkpoint, epoch: int, logs: dict | None = None) -> None:
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise Killed
+
+    monkeypatch.setattr(train_module.Checkpoint, "on_epoch_end", kill_after_first_epoch)
+    with pytest.raises(Killed):
+        CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "killed"), *flags], catch_exceptions=False)
+    monkeypatch.setattr(train_module.Checkpoint, "on_epoch_end", original)
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("optimizer-head*"))
+    run_cli("train", "--out", str(tmp_path / "killed"), "--resume", "--no-progress")
+
+    def rates(run: Path) -> list[float]:
+        with open(run / "log.csv", newline="") as handle:
+            return [float(row["lr"]) for row in csv.DictReader(handle)]
+
+    whole, resumed = rates(tmp_path / "whole"), rates(tmp_path / "killed")
+    assert len(resumed) == 2, "the epoch cut short by the kill has no row; epochs 2 and 3 were trained on resume"
+    np.testing.assert_allclose(resumed, whole[1:], rtol=1e-6)  # the schedule went on, it did not restart
+    state = json.loads((tmp_path / "killed" / "checkpoints" / "state.json").read_text())
+    assert state["phase_epochs"]["head"] == 3
