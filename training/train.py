@@ -2,8 +2,10 @@
 
 A run folder holds everything needed to evaluate, export or resume it: the resolved `config.yaml`
 (saved before the first step, as timm saves `args.yaml`), `split.csv` and `labels.txt`,
-`summary.json`, `log.csv` (one row per epoch), `checkpoints/` (last and best weights, state.json)
-and, at the end, `model.weights.h5` (the best weights) and `curves.png`.
+`summary.json`, `log.csv` (one row per epoch, learning rate included), `checkpoints/` (last and
+best weights, the optimizer's state per phase, state.json; each written to a temporary name and
+renamed) and, at the end, `model.weights.h5` (the best weights), `trainable.json` (trainable layers
+and parameters per phase) and `curves.png`.
 """
 
 from __future__ import annotations
