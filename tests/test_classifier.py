@@ -71,3 +71,20 @@ def test_input_scaling_set_by_the_user_beats_the_card_and_the_cards_preprocessin
     assert (chosen.std, chosen.sources["std"]) == (128.0, "config")
     assert chosen.sources["preprocessing"] == "model card"
     assert chosen.preprocessing.crop_info_bars and chosen.preprocessing.decode_min_side == 448
+
+
+@pytest.mark.parametrize("claimed", ["float32", "float16"])
+def test_a_card_claiming_float_over_an_integer_model_is_refused_naming_the_file(tmp_path, claimed):
+    import shutil
+
+    from birdtrap.identify.bundle import write_card
+
+    bundle = tmp_path / "mislabelled"
+    bundle.mkdir()
+    shutil.copyfile(INAT / "model.tflite", bundle / "model.tflite")
+    shutil.copyfile(INAT / "labels.txt", bundle / "labels.txt")
+    write_card(bundle, {"format": claimed, "quantization": {"type": claimed}})  # sha256s right, claim wrong
+    with pytest.raises(ModelError, match=rf"has uint8 input and uint8 output tensors but its card .*model.json says {claimed}"):
+        Classifier.from_path(bundle, delegate="cpu")
+    write_card(bundle, {"format": "int8", "quantization": {"type": "int8"}})
+    assert Classifier.from_path(bundle, delegate="cpu").spec.dtype == "uint8", "a true card loads"

