@@ -280,6 +280,9 @@ class DecisionSettings(Settings):
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum confidence for a sighting")
     background_labels: tuple[str, ...] = Field(("background",), description="Labels that mean an empty frame")
     checklist: Path | None = Field(None, description="Species that occur at this deployment, one scientific name a line")
+    monochrome_rank: Literal["species", "genus", "family", "order"] = Field(
+        "family", description="The finest rank named on an infrared (monochrome) frame, where colour cannot tell congeners apart"
+    )
 
 
 class BatchSettings(Settings):

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from birdtrap.errors import BirdtrapError, ConfigError
+from birdtrap.identify import taxonomy
 from birdtrap.identify.kinds import Kind
 
 # Label-file kinds for a truly empty frame (the old word and the new), and for frames that hold
@@ -147,25 +148,44 @@ def score(photo: LabelledPhoto, decided: str, scientific: str | None, rank: str 
 def _higher_ranks(photo: LabelledPhoto, decided: str, scientific: str | None, rank: str | None) -> tuple[bool, bool, bool]:
     """(family right, order right, wrong name) for a bird answer on a bird photo.
 
-    A family or order answer is right when it names the truth's family or order. TODO(issue 22
-    part 2): with birdtrap/taxonomy.py, look the truth's family and order up; until then only a
-    truth that is itself that family or order (a labels row "Columbidae") can match by name.
-    A wrong name is a species or genus answer that is not the truth's; a truth above genus
-    (a family) cannot be checked that way, so it never counts as wrong.
+    A family or order answer is right when it names the truth's family or order, looked up in
+    the package's taxonomy (a truth given as a family, "Columbidae", is its own family). A wrong
+    name is an answer at any rank that contradicts the truth: a species that is not the truth's,
+    a genus, family or order the truth is not in. A truth above the answer's rank cannot be
+    checked at that rank, so it never counts as wrong.
     """
     if photo.truth is None or decided != Kind.BIRD or not scientific:
         return False, False, False
-    truth_words = photo.truth.split()
-    answer = scientific.split()
-    family_right = rank == "family" and answer[0] == truth_words[0]
-    order_right = rank == "order" and answer[0] == truth_words[0]
-    truth_is_genus_or_species = len(truth_words) >= 2 or not truth_words[0].endswith(("idae", "formes"))
+    truth_words, answer = photo.truth.split(), scientific.split()
+    truth_family, truth_order = _truth_family_and_order(photo.truth)
+    family_right = rank == "family" and answer[0] == truth_family
+    order_right = rank == "order" and answer[0] == truth_order
+    truth_rank = "species" if len(truth_words) >= 2 else taxonomy.rank_of(truth_words[0]) or "genus"
+    depth = {"species": 0, "genus": 1, "family": 2, "order": 3}
     wrong = False
-    if truth_is_genus_or_species and rank == "species":
-        wrong = answer[:2] != truth_words[:2]
-    elif truth_is_genus_or_species and rank == "genus":
-        wrong = answer[0] != truth_words[0]
+    if rank in depth and depth[rank] >= depth.get(truth_rank, 0):
+        if rank == "species":
+            wrong = answer[:2] != truth_words[:2]
+        elif rank == "genus":
+            wrong = answer[0] != truth_words[0]
+        elif rank == "family":
+            wrong = truth_family is not None and answer[0] != truth_family
+        elif rank == "order":
+            wrong = truth_order is not None and answer[0] != truth_order
     return family_right, order_right, wrong
+
+
+def _truth_family_and_order(truth: str) -> tuple[str | None, str | None]:
+    """The truth's family and order from the taxonomy table (None where the table lacks them)."""
+    first = truth.split()[0]
+    lineage = taxonomy.lineage_of(first)
+    if lineage is not None:
+        return lineage.family, lineage.order
+    if taxonomy.rank_of(first) == "family":
+        return first, taxonomy.order_of_family(first)
+    if taxonomy.rank_of(first) == "order":
+        return None, first
+    return None, None
 
 
 def evaluate(photos: list[LabelledPhoto], identifier, progress: Callable[[int], object] | None = None) -> list[PhotoOutcome]:

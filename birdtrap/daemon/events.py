@@ -15,12 +15,12 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from birdtrap.identify.decision import BIRD, Decision
+from birdtrap.identify.decision import BIRD, RANK_DEPTH, SPECIES, Decision
 from birdtrap.identify.kinds import Kind
 from birdtrap.store import DONE, EventRecord, ImageRecord
 
 # Turns an event's combined probability vector (label index -> mean probability) into a decision.
-EventDecider = Callable[[np.ndarray], Decision]
+EventDecider = Callable[[np.ndarray, str], Decision]  # (mean probabilities, finest rank allowed)
 
 
 def split_bursts(times: list[tuple[datetime, int]], gap: timedelta) -> list[list[int]]:
@@ -127,7 +127,10 @@ def _summarise(event: EventRecord, members: list[ImageRecord], decide_event: Eve
             if 0 <= prediction.label_index < labels:
                 combined[prediction.label_index] += prediction.confidence
     combined /= len(birds)
-    decision = decide_event(combined)
+    # An event is named no finer than its finest frame was (an infrared burst whose frames were
+    # held to family rank stays a family): the mean of frames is no new evidence of colour.
+    finest = min((m.taxon_rank or SPECIES for m in birds), key=lambda rank: RANK_DEPTH.get(rank, 0))
+    decision = decide_event(combined, finest)
     if decision.kind != BIRD:
         # The frames disagree so much that no label survives the mean: the surest frame decides.
         best = max(birds, key=lambda m: m.confidence or 0.0)

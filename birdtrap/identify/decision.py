@@ -20,7 +20,7 @@ The raw model answer is still stored in the predictions table for review.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,10 @@ class Decision:
     confidence: float
 
 
+# How coarse each rank is: a decision may be made no finer than the evidence allows.
+RANK_DEPTH = {SPECIES: 0, GENUS: 1, FAMILY: 2, ORDER: 3, CLASS: 4}
+
+
 @dataclass(frozen=True)
 class DecisionRules:
     threshold: float = 0.5
@@ -57,6 +61,9 @@ class DecisionRules:
     # Renormalising over the checklist is only trusted when the listed species hold at least this
     # much of the model's probability; below it the model is sure of something not on the list.
     checklist_min_mass: float = 0.1
+    # The finest rank named on a monochrome (infrared) frame: a species model trained on colour
+    # photos tells congeners apart by colour, which an infrared frame does not have.
+    monochrome_rank: str = FAMILY
 
 
 def binomial(scientific: str) -> str:
@@ -172,14 +179,21 @@ def _roll_up(
     return None
 
 
-def decide(probabilities: np.ndarray, labels: tuple[Label, ...], rules: DecisionRules) -> Decision:
-    """The decision for one probability vector (species model output)."""
+def decide(probabilities: np.ndarray, labels: tuple[Label, ...], rules: DecisionRules, finest: str = SPECIES) -> Decision:
+    """The decision for one probability vector (species model output).
+
+    `finest` is the finest rank the evidence allows: on a monochrome (infrared) frame, where the
+    colours that tell congeners apart are missing, the caller asks for no finer than a family,
+    so the answer is "a heron" rather than a confident wrong species (see DecisionRules.monochrome_rank).
+    """
     background = set(rules.background_labels)
     best = int(np.argmax(probabilities))
     label = labels[best]
     confidence = float(probabilities[best])
     if label.text in background:
         return Decision(BLANK, label.text, None, None, None, confidence)
+    if RANK_DEPTH.get(finest, 0) > 0:
+        return _decide_coarse(probabilities, labels, rules, background, label, confidence, finest)
     checklist = rules.checklist
     if checklist is None or binomial(label.scientific) in checklist:
         if confidence >= rules.threshold:
@@ -189,6 +203,28 @@ def decide(probabilities: np.ndarray, labels: tuple[Label, ...], rules: Decision
             return rolled
         return Decision(UNSURE, label.text, label.scientific, label.common, None, confidence)
     return _decide_with_checklist(probabilities, labels, rules, background, label, confidence)
+
+
+def _decide_coarse(
+    probabilities: np.ndarray, labels: tuple[Label, ...], rules: DecisionRules, background: set[str], top: Label, confidence: float,
+    finest: str,
+) -> Decision:
+    """Roll up from `finest` (genus, family or order) only: no species, however sure the model is.
+
+    A checklist still counts: the model's probabilities are renormalised over the listed species
+    first, as for a species answer, when they hold enough of it.
+    """
+    coarse = replace(rules, rollup=tuple(rank for rank in rules.rollup if RANK_DEPTH[rank] >= RANK_DEPTH[finest]))
+    eligible = None
+    if rules.checklist is not None:
+        allowed = np.array([binomial(lab.scientific) in rules.checklist for lab in labels])
+        mass = float(probabilities[allowed].sum())
+        if mass >= rules.checklist_min_mass:
+            probabilities, eligible = np.where(allowed, probabilities, 0.0) / mass, allowed
+    rolled = _roll_up(probabilities, labels, coarse, background, eligible)
+    if rolled is not None:
+        return rolled
+    return Decision(UNSURE, top.text, top.scientific, top.common, None, confidence)
 
 
 def _decide_with_checklist(

@@ -94,6 +94,7 @@ class FrameInputs:
     gate: np.ndarray | None
     gate_spec: InputSpec | None
     thumbnail: np.ndarray | None
+    monochrome: bool = False  # an infrared (or greyscale) frame: no colour to tell congeners apart
 
 
 @dataclass
@@ -102,6 +103,7 @@ class _Work:
     whole: Prediction
     whole_gate: float | None
     invokes: int = 1
+    finest: str = SPECIES  # the finest rank the frame's evidence allows (FAMILY on a monochrome frame)
     gate_invokes: int = 0
     detector_invokes: int = 0
     detections: list[Detection] = field(default_factory=list)
@@ -138,9 +140,9 @@ class Identifier:
         self.camera_head = camera_head if usable else None
         self.embedder = embedder
 
-    def decide_combined(self, probabilities: np.ndarray) -> Decision:
+    def decide_combined(self, probabilities: np.ndarray, finest: str = SPECIES) -> Decision:
         """The decision rules applied to combined probabilities (an event's mean over its frames)."""
-        return decide(probabilities, self.species.labels, self.rules)
+        return decide(probabilities, self.species.labels, self.rules, finest)
 
     # --- model calls ---------------------------------------------------------------------
 
@@ -162,7 +164,7 @@ class Identifier:
             # The Coral models share one input contract: one resize serves both.
             gate = species if gate_spec == self.species.spec else to_model_input(photo.bgr, gate_spec, self.preprocess)
         thumbnail = thumbnail_for_motion(photo.bgr) if self.bursts is not None and "motion" in self.finder.methods else None
-        return FrameInputs(species, self.species.spec, gate, gate_spec, thumbnail)
+        return FrameInputs(species, self.species.spec, gate, gate_spec, thumbnail, is_monochrome(photo.bgr))
 
     @property
     def searches_regions(self) -> bool:
@@ -199,7 +201,8 @@ class Identifier:
             gates = [None] * len(photos)
         results = []
         for index, (photo, frame, whole, gate) in enumerate(zip(photos, frames, wholes, gates, strict=True)):
-            work = _Work(photo, whole, None if gate is None else float(gate), gate_invokes=1 if self.gate else 0)
+            work = _Work(photo, whole, None if gate is None else float(gate), gate_invokes=1 if self.gate else 0,
+                         finest=self.rules.monochrome_rank if frame.monochrome else SPECIES)
             key = burst_keys[index] if burst_keys else None
             results.append(self._identify_one(work, key, frame.thumbnail))
         return results
@@ -221,7 +224,7 @@ class Identifier:
 
     def _identify_general(self, work: _Work, burst_key: object, thumbnail: np.ndarray | None) -> Identification:
         motion_regions = self._motion_regions(work.photo, burst_key, thumbnail)
-        whole_decision = decide(work.whole.probabilities, self.species.labels, self.rules)
+        whole_decision = decide(work.whole.probabilities, self.species.labels, self.rules, work.finest)
         if self._accept(whole_decision, work.whole_gate) and self.finder.search != "always":
             return self._result(work, whole_decision, work.whole, WHOLE, "frame", work.whole_gate)
         if self.finder.search == "never" or self.gate is None:
@@ -245,7 +248,7 @@ class Identifier:
             predictions = self._species([crops[i] for i in birdlike])
             work.invokes += len(birdlike)
             for i, prediction in zip(birdlike, predictions, strict=True):
-                decision = decide(prediction.probabilities, self.species.labels, self.rules)
+                decision = decide(prediction.probabilities, self.species.labels, self.rules, work.finest)
                 if decision.kind == Kind.BIRD and (best is None or decision.confidence > best[0].confidence):
                     best = (decision, prediction, stage[i], float(gates[i]))
             if best is not None and best[2].source != "frame":
@@ -415,7 +418,8 @@ class Identifier:
         inputs = self.frame_inputs(photo)
         [whole] = self.species.predict_batch([inputs.species])
         gate = float(self.gate.bird_probability(inputs.gate[None])[0]) if self.gate is not None and inputs.gate is not None else None
-        work = _Work(photo, whole, gate, gate_invokes=1 if self.gate else 0)
+        work = _Work(photo, whole, gate, gate_invokes=1 if self.gate else 0,
+                     finest=self.rules.monochrome_rank if inputs.monochrome else SPECIES)
         head, self.camera_head = self.camera_head, None
         try:
             general = self._identify_general(work, None, None)
@@ -454,3 +458,19 @@ def _not_a_bird(decision: Decision) -> Decision:
 
 
 __all__ = ["Identifier", "Identification", "FinderSettings", "FrameInputs"]
+
+
+# Mean |R - G| + |G - B| over a sample of pixels, 0-255 scale: infrared camera-trap frames measure
+# 0.2-1.5 (JPEG noise), colour frames 13 and more on the labelled sets; 4 sits well between.
+MONOCHROME_SPREAD = 4.0
+
+
+def is_monochrome(pixels: np.ndarray) -> bool:
+    """Whether a frame carries no colour (a camera trap's infrared night frame, a greyscale photo)."""
+    if pixels.ndim != 3 or pixels.shape[2] < 3 or pixels.size == 0:
+        return pixels.ndim == 2
+    step = max(1, int(np.sqrt(pixels.shape[0] * pixels.shape[1] / 40_000)))  # ~40k pixels: cheap at any size
+    sample = pixels[::step, ::step, :3].astype(np.int16)
+    spread = np.abs(sample[..., 0] - sample[..., 1]) + np.abs(sample[..., 1] - sample[..., 2])
+    return float(spread.mean()) < MONOCHROME_SPREAD
+
