@@ -439,8 +439,8 @@ def test_a_sync_cut_off_mid_batch_resumes_where_it_stopped(devices, postgres, pg
         assert "Run `birdtrap sync` again to resume" in str(stopped.value)
         assert cable.forwarded_after_arming >= 2  # batch 2 had begun when the link went
         assert query(pg_url, "select count(*) from images") == [(3,)]  # batch 1 whole, nothing of batch 2
-        marks = dict(_local(devices["pond-cam"], "select target, pushed from sync_state"))
-        assert marks[through_cable] == 3  # the high-water mark stayed at batch 1
+        marks = dict(_local(devices["pond-cam"], "select url, pushed from sync_state"))
+        assert marks[through_cable] == 3  # the progress stayed at batch 1
         cable.plug()
         resumed = push(pond, through_cable, batch_size=3)
         assert resumed.resumed_from is not None

@@ -19,7 +19,7 @@ from birdtrap.cli.common import BirdtrapGroup, config_option, load_config
 from birdtrap.cli.export import export
 from birdtrap.cli.health import doctor, plot
 from birdtrap.cli.output import clip, output_options, print_rows
-from birdtrap.cli.scale import archive, export_network, sync
+from birdtrap.cli.scale import archive, export_network, fleet, sync
 from birdtrap.cli.web import serve
 from birdtrap.errors import BirdtrapError
 from birdtrap.identify.answer import ANSWER_FIELDS, answer
@@ -557,6 +557,7 @@ cli.add_command(doctor)
 cli.add_command(serve)
 cli.add_command(archive)
 cli.add_command(sync)
+cli.add_command(fleet)
 export.add_command(export_network, "network")
 
 

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from birdtrap.errors import ExportError
 from birdtrap.export import camtrapdp
 from birdtrap.export.camtrapdp import DeploymentInfo, PackageInfo
-from birdtrap.scale.sync import DeploymentRecord
 from birdtrap.store import EventRecord, ImageRecord, latest_reviews
+from birdtrap.store.central import DeploymentRecord
 
 log = logging.getLogger(__name__)
 
