@@ -36,7 +36,7 @@ from birdtrap.cli import cli
 from birdtrap.daemon.ingest import Ingestor
 from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import ExportError
-from birdtrap.scale.sync import SyncError, push
+from birdtrap.scale.sync import SyncError, push, renew_device_id
 
 from conftest import HERON, DaemonProcess, copy_photo, photo, rows, wait_for, write_config
 
@@ -416,6 +416,7 @@ def test_the_same_file_at_the_same_path_on_two_devices_is_kept_for_each(devices,
         connection.execute(text("update events set camera_id = 'pond-cam-2'"))
     engine.dispose()
     config = write_config(clone, camera={"id": "pond-cam-2", "deployment_id": "pond-2021-b"})
+    renew_device_id(config_module.load(config))  # a copied database is another device
     push(config_module.load(devices["pond-cam"]), pg_url)
     push(config_module.load(config), pg_url)
     assert_central_matches(pg_url, devices["pond-cam"], config)
@@ -573,3 +574,155 @@ def test_archive_mode_writes_to_postgresql_from_two_workers(pg_url, tmp_path):
     assert (summary.done, summary.failed, summary.unfinished) == (len(photos), 0, 0)
     assert query(pg_url, "select count(*), count(distinct event_id) from images where status = 'done'") == [(24, 8)]
     assert query(pg_url, "select count(*) from events") == [(8,)]
+
+
+# --- a fleet: identity, progress by the device's sequence, reviews both ways (issue 21) ------------
+
+
+def _clone(config: Path, folder: Path, camera: dict) -> Path:
+    """A copy of a device's database in `folder`, as another trap with its own identity."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(config.parent / "birdtrap.db") as source, sqlite3.connect(folder / "birdtrap.db") as copy:
+        source.backup(copy)
+    engine = create_engine(f"sqlite:///{folder / 'birdtrap.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("update images set camera_id = :c"), {"c": camera["id"]})
+        connection.execute(text("update events set camera_id = :c"), {"c": camera["id"]})
+    engine.dispose()
+    copy_config = write_config(folder, gate={"path": None}, detector={"path": None}, camera=camera)
+    renew_device_id(config_module.load(copy_config))
+    return copy_config
+
+
+def _device_events(config: Path) -> int:
+    ((count,),) = _local(config, "select count(distinct event_id) from images where status = 'done'")
+    return count
+
+
+def test_two_spellings_of_the_central_url_are_one_central_database_and_nothing_is_duplicated(devices, postgres, pg_url):
+    pond = devices["pond-cam"]
+    name = pg_url.rsplit("/", 1)[1]
+    by_ip, by_name = postgres.url(name), postgres.url(name).replace("@127.0.0.1:", "@localhost:")
+    first = push(config_module.load(pond), by_ip, batch_size=3)
+    second = push(config_module.load(pond), by_name, batch_size=3)
+    assert first.images == len(DEVICE_A) and (second.images, second.batches) == (0, 0)
+    assert second.central == first.central and second.device == first.device
+    assert_central_matches(pg_url, pond)
+    ((events,),) = query(pg_url, "select count(*) from events")
+    assert events == _device_events(pond)  # no empty events left behind
+    assert query(pg_url, "select distinct source from sync_events") == [(first.device,)]
+    result = CliRunner().invoke(cli, ["sync", "--status", "-c", str(pond)])
+    assert result.exit_code == 0, result.output
+    assert f"device {first.device} (camera pond-cam)" in result.output
+    assert f"central {first.central} at {by_name}" in result.output and ", 0 waiting" in result.output
+
+
+def test_a_device_copied_from_another_trap_is_told_to_take_its_own_id(devices, pg_url, tmp_path):
+    pond = devices["pond-cam"]
+    push(config_module.load(pond), pg_url)
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    with sqlite3.connect(pond.parent / "birdtrap.db") as source, sqlite3.connect(folder / "birdtrap.db") as copy:
+        source.backup(copy)
+    config = write_config(folder, gate={"path": None}, detector={"path": None}, camera={"id": "pond-cam-b"})
+    result = CliRunner().invoke(cli, ["sync", "--to", pg_url, "-c", str(config)])
+    assert result.exit_code == 1
+    assert "belongs to camera 'pond-cam' in the central database" in result.output
+    assert "`birdtrap sync --new-device-id`" in result.output
+    assert query(pg_url, "select count(*) from images where camera_id <> 'pond-cam'") == [(0,)]
+
+
+@pytest.fixture
+def trap(tmp_path, identifier):
+    """A trap whose photos the test feeds one by one through the daemon's ingest path."""
+    config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}, camera={"id": "heron-cam"}))
+    sessions = store.open_store(config.database.url)
+    ingestor = Ingestor(config, identifier, sessions, tmp_path / "inbox", ThreadPoolExecutor(1), after_actions=False)
+
+    def ingest(name: str) -> Path:
+        path = copy_photo(name, tmp_path / "inbox")
+        assert ingestor.handle([str(path)])["done"] == 1
+        return path
+
+    return config, sessions, ingest
+
+
+def test_a_backdated_and_a_reprocessed_photo_arrive_and_a_run_with_nothing_new_sends_nothing(trap, pg_url):
+    config, sessions, ingest = trap
+    ingest(HERON[0].name)
+    assert push(config, pg_url).images == 1
+    idle = push(config, pg_url)
+    assert (idle.images, idle.batches, idle.predictions) == (0, 0, 0)
+    # The Pi lost its clock: the next photo is processed (and captured) two hours "before" the first.
+    late = ingest("kite_and_cold.jpg")
+    with sessions.begin() as session:
+        session.execute(
+            text("update images set processed_at = datetime(processed_at, '-2 hours'), captured_at = datetime(captured_at, '-2 hours') "
+                 "where path = :p"),
+            {"p": str(late)},
+        )  # fmt: skip
+    assert push(config, pg_url).images == 1
+    # Processed again (a new model): the photo's new answer travels.
+    with sessions.begin() as session:
+        image = session.scalar(store.select(store.ImageRecord).where(store.ImageRecord.path == str(late)))
+        result = store.Result("bird", "Milvus milvus (Red Kite)", "Milvus milvus", "Red Kite", "species", 0.91, (), image.captured_at, "exif", True)
+        store.record_result(session, image.id, result, image.model_id)
+    again = push(config, pg_url)
+    assert again.images == 1
+    assert query(pg_url, f"select scientific_name, confidence from images where path = '{late}'") == [("Milvus milvus", 0.91)]
+    assert_central_matches(pg_url, Path(config.source))
+
+
+def test_reviews_travel_both_ways_and_the_latest_wins_with_both_kept(trap, pg_url):
+    config, sessions, ingest = trap
+    for frame in HERON[:3]:
+        ingest(frame.name)
+    with sessions() as session:
+        (event_id,) = session.scalars(store.select(store.EventRecord.id)).all()
+    with sessions.begin() as session:  # a person on the trap's own web page
+        store.add_correction(session, event_id, "corrected", scientific_name="Ardea cinerea", reviewer="on the trap")
+    first = push(config, pg_url)
+    assert first.reviews_pushed == 1
+    ((central_event,),) = query(pg_url, "select distinct event_id from images")
+    assert query(pg_url, f"select scientific_name, reviewer from corrections where event_id = {central_event}") == [
+        ("Ardea cinerea", "on the trap")
+    ]
+    central = store.open_store(pg_url, create=False)
+    with central.begin() as session:  # `birdtrap serve` on the central database
+        store.add_correction(session, central_event, "corrected", scientific_name="Ardea herodias", reviewer="at the office")
+    with sessions.begin() as session:  # then, before the next sync, on the trap again: the latest
+        store.add_correction(session, event_id, "corrected", scientific_name="Ardea alba", reviewer="on the trap, later")
+    second = push(config, pg_url)
+    assert (second.reviews_pushed, second.reviews_pulled) == (1, 1)
+    assert push(config, pg_url).reviews_pulled == 0  # once each
+    with sessions() as session:
+        local_history = [(c.scientific_name, c.reviewer) for c in store.review_history(session, event_id)]
+        assert store.latest_reviews(session, [event_id])[event_id].scientific_name == "Ardea alba"
+    with central() as session:
+        central_history = [(c.scientific_name, c.reviewer) for c in store.review_history(session, central_event)]
+        assert store.latest_reviews(session, [central_event])[central_event].scientific_name == "Ardea alba"
+    assert local_history == central_history == [
+        ("Ardea alba", "on the trap, later"),
+        ("Ardea herodias", "at the office"),
+        ("Ardea cinerea", "on the trap"),
+    ]
+    result = CliRunner().invoke(cli, ["events", "-c", str(config.source)])
+    assert "Ardea alba" in result.output, result.output
+
+
+def test_fleet_status_shows_each_trap_as_its_device_counts_it(devices, pg_url):
+    for config in devices.values():
+        push(config_module.load(config), pg_url)
+    result = CliRunner().invoke(cli, ["fleet", "status", "--from", pg_url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = {row["camera"]: row for row in json.loads(result.output)}
+    assert set(rows) == set(devices)
+    for camera, config in devices.items():
+        counts = dict(_local(config, "select status, count(*) from images group by status"))
+        ((newest,),) = _local(config, "select max(captured_at) from images where status = 'done'")
+        row = rows[camera]
+        assert (row["photos"], row["failed"], row["pending"]) == (counts.get("done", 0), counts.get("failed", 0), counts.get("pending", 0))
+        assert datetime.fromisoformat(row["last_photo"]) == datetime.fromisoformat(newest)
+        assert row["version"] and row["schema"] == store.HEAD_REVISION and row["last_sync"]

@@ -83,6 +83,11 @@ def archive(
     is_flag=True,
     help="Upgrade the central database's schema when it is older than this trap's (otherwise sync refuses and says so).",
 )
+@click.option(
+    "--new-device-id",
+    is_flag=True,
+    help="Give this database a new device id first (a database copied from another trap); progress starts again.",
+)
 @click.option("--status", "show_status", is_flag=True, help="Show this device's id and its progress per central database; push nothing.")
 @config_option
 def sync(
@@ -92,6 +97,7 @@ def sync(
     retries: int,
     full: bool,
     upgrade_central: bool,
+    new_device_id: bool,
     show_status: bool,
     config_path: Path | None,
 ) -> None:
@@ -109,6 +115,8 @@ def sync(
     """
     from birdtrap.scale import sync as module
     config = load_config(config_path)
+    if new_device_id:
+        click.echo(f"this database is now device {module.renew_device_id(config)}")
     if show_status:
         status = module.local_status(config)
         click.echo(f"device {status['device']} (camera {status['camera']}), newest sync number {status['newest_sync_number']}")

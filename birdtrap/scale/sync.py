@@ -660,6 +660,18 @@ def push(
 
         central_id = run(identify, "reading the central database's id")
         state, device, legacy = _local_state(local, central_id, target)
+
+        def check_identity() -> None:
+            with central() as session:
+                known = session.get(DeviceRecord, device)
+            if known is not None and known.camera_id != config.camera.id:
+                raise SyncError(
+                    f"device id {device} belongs to camera {known.camera_id!r} in the central database {target}, not to "
+                    f"{config.camera.id!r}: this database was copied from that trap (or camera.id changed). Nothing was pushed. "
+                    "Give the copy its own identity with `birdtrap sync --new-device-id`, or set camera.id back."
+                )
+
+        run(check_identity, "checking the device's identity")
         after = 0 if full else state.image_seq
         resumed_from = None if after == 0 else after
         if legacy:
@@ -855,6 +867,13 @@ def local_status(config: Config) -> dict[str, Any]:
     return {"device": device, "camera": config.camera.id, "newest_sync_number": newest, "centrals": centrals}
 
 
+def renew_device_id(config: Config) -> str:
+    """A new identity for a device database copied from another trap; returns it."""
+    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+    with sessions.begin() as session:
+        return fleet.new_device_id(session)
+
+
 def read_fleet(url: str) -> list[dict[str, Any]]:
     """Each trap's row in the central database at `url` (`birdtrap fleet status`)."""
     engine = central_engine(url)
@@ -871,6 +890,7 @@ def read_fleet(url: str) -> list[dict[str, Any]]:
 
 __all__ = [
     "local_status",
+    "renew_device_id",
     "read_fleet",
     "SyncError",
     "SyncSummary",

@@ -49,6 +49,17 @@ def device_id(session: Session) -> str:
     return row.value
 
 
+def new_device_id(session: Session) -> str:
+    """Give this database a new identity and forget its progress: for a database copied from another trap."""
+    row = session.get(Meta, DEVICE_KEY)
+    if row is None:
+        return device_id(session)
+    row.value = str(uuid.uuid4())
+    session.execute(SyncState.__table__.delete())
+    session.flush()
+    return row.value
+
+
 def legacy_sources(session: Session) -> list[str]:
     """Source ids this device pushed under before it had one identity (one per URL spelling)."""
     row = session.get(Meta, LEGACY_KEY)
@@ -80,4 +91,4 @@ def _number_changed_photos(session: Session, _context: Any, _instances: Any) -> 
             record.sync_seq = next_sync_seq()
 
 
-__all__ = ["SyncState", "device_id", "legacy_sources", "forget_legacy_sources", "sync_states", "next_sync_seq"]
+__all__ = ["SyncState", "device_id", "new_device_id", "legacy_sources", "forget_legacy_sources", "sync_states", "next_sync_seq"]
