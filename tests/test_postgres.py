@@ -665,7 +665,8 @@ def test_a_backdated_and_a_reprocessed_photo_arrive_and_a_run_with_nothing_new_s
     # Processed again (a new model): the photo's new answer travels.
     with sessions.begin() as session:
         image = session.scalar(store.select(store.ImageRecord).where(store.ImageRecord.path == str(late)))
-        result = store.Result("bird", "Milvus milvus (Red Kite)", "Milvus milvus", "Red Kite", "species", 0.91, (), image.captured_at, "exif", True)
+        names = ("Milvus milvus (Red Kite)", "Milvus milvus", "Red Kite")
+        result = store.Result("bird", *names, "species", 0.91, (), image.captured_at, "exif", True)
         store.record_result(session, image.id, result, image.model_id)
     again = push(config, pg_url)
     assert again.images == 1
