@@ -711,7 +711,7 @@ def test_reviews_travel_both_ways_and_the_latest_wins_with_both_kept(trap, pg_ur
     assert "Ardea alba" in result.output, result.output
 
 
-def test_fleet_status_shows_each_trap_as_its_device_counts_it(devices, pg_url):
+def test_fleet_status_shows_each_trap_as_its_device_counts_it_in_the_cli_and_on_the_web(devices, pg_url, tmp_path):
     for config in devices.values():
         push(config_module.load(config), pg_url)
     result = CliRunner().invoke(cli, ["fleet", "status", "--from", pg_url, "--format", "json"])
@@ -727,3 +727,118 @@ def test_fleet_status_shows_each_trap_as_its_device_counts_it(devices, pg_url):
         assert (row["photos"], row["failed"], row["pending"]) == (counts.get("done", 0), counts.get("failed", 0), counts.get("pending", 0))
         assert datetime.fromisoformat(row["last_photo"]) == datetime.fromisoformat(newest)
         assert row["version"] and row["schema"] == store.HEAD_REVISION and row["last_sync"]
+    from fastapi.testclient import TestClient
+
+    from birdtrap.web.app import create_app
+
+    central = config_module.load(write_config(tmp_path, database={"url": pg_url}, gate={"path": None}, detector={"path": None}))
+    page = TestClient(create_app(central)).get("/fleet")
+    assert page.status_code == 200
+    cells = re.findall(r"<td>([^<]*)</td>", page.text)
+    for camera in devices:
+        row = rows[camera]
+        at = cells.index(camera)
+        assert cells[at + 3 : at + 6] == [str(row["photos"]), str(row["failed"]), str(row["pending"])]
+
+
+# --- the central schema: migrations and the compatibility rule; a role per trap --------------------
+
+
+def test_a_centre_one_revision_ahead_accepts_the_trap_and_one_too_far_ahead_says_to_upgrade_it(devices, pg_url):
+    from birdtrap.store.central import COMPATIBLE_VERSIONS
+
+    pond = config_module.load(devices["pond-cam"])
+    push(pond, pg_url)
+    ((central_id,),) = query(pg_url, "select value from central_meta where key = 'central_id'")
+    engine = create_engine(pg_url)
+
+    def centre_at(revision: str) -> None:  # the centre as a newer birdtrap would have left it
+        with engine.begin() as connection:
+            connection.execute(text("update alembic_version set version_num = :r"), {"r": revision})
+
+    try:
+        centre_at(f"{int(store.HEAD_REVISION) + 1:04d}")
+        ahead = push(pond, pg_url, full=True)
+        assert ahead.images == len(DEVICE_A) and ahead.central == central_id
+        too_far = f"{int(store.HEAD_REVISION) + COMPATIBLE_VERSIONS + 1:04d}"
+        centre_at(too_far)
+        with pytest.raises(SyncError) as refused:
+            push(pond, pg_url)
+        assert f"has device schema {too_far}, {COMPATIBLE_VERSIONS + 1} revisions newer than this trap's {store.HEAD_REVISION}" in str(
+            refused.value
+        )
+        assert "Upgrade birdtrap on this trap." in str(refused.value)
+    finally:
+        engine.dispose()
+    assert_central_matches(pg_url, devices["pond-cam"])
+
+
+def test_a_trap_newer_than_the_centre_changes_nothing_unless_told_to_upgrade_it(devices, pg_url):
+    from alembic import command
+
+    engine = create_engine(pg_url)
+    with engine.begin() as connection:  # a centre made by the release before this one
+        command.upgrade(store._alembic(connection), "0003")
+    engine.dispose()
+    marsh = devices["marsh-cam"]
+    result = CliRunner().invoke(cli, ["sync", "--to", pg_url, "-c", str(marsh)])
+    assert result.exit_code == 1
+    assert f"is older than this trap: device schema 0003 (this trap: {store.HEAD_REVISION}); central schema none (this trap: c001)" in (
+        result.output
+    )
+    assert "Upgrade it once with `birdtrap sync --upgrade-central`" in result.output
+    assert query(pg_url, "select version_num from alembic_version") == [("0003",)]
+    assert query(pg_url, "select count(*) from images") == [(0,)]
+    result = CliRunner().invoke(cli, ["sync", "--to", pg_url, "--upgrade-central", "-c", str(marsh)])
+    assert result.exit_code == 0, result.output
+    assert query(pg_url, "select version_num from alembic_version") == [(store.HEAD_REVISION,)]
+    assert query(pg_url, "select version_num from central_version") == [("c001",)]
+    assert_central_matches(pg_url, marsh)
+
+
+def test_the_central_head_constant_is_the_central_migrations_head():
+    from birdtrap.store import central
+
+    assert central.CENTRAL_HEAD == central.central_migrations_head()
+
+
+def _documented_sql(title: str) -> str:
+    """The SQL block of docs/SCALE.md that starts with `-- birdtrap: <title>`."""
+    text_ = (Path(__file__).parents[1] / "docs" / "SCALE.md").read_text()
+    (block,) = re.findall(rf"```sql\n-- birdtrap: {re.escape(title)}\n(.*?)```", text_, re.S)
+    return block
+
+
+def test_a_trap_role_writes_its_own_camera_and_is_refused_another_cameras_rows(devices, postgres, pg_url):
+    pond, marsh = devices["pond-cam"], devices["marsh-cam"]
+    push(config_module.load(marsh), pg_url)  # as the owner: makes the schema and marsh's rows
+    engine = create_engine(pg_url)
+    with engine.begin() as connection:  # the two blocks of docs/SCALE.md, as written
+        exists = connection.execute(text("select 1 from pg_roles where rolname = 'birdtrap_trap'")).first()
+        group = _documented_sql("group role for traps")
+        if exists:  # roles are the server's, shared by the session's databases: only the grants again
+            group = group.replace("CREATE ROLE birdtrap_trap NOLOGIN;", "")
+        connection.execute(text(group))
+        one_trap = _documented_sql("one trap")
+        if connection.execute(text("select 1 from pg_roles where rolname = 'trap_pond'")).first():
+            one_trap = one_trap.split(";", 1)[1]
+        connection.execute(text(one_trap))
+    engine.dispose()
+    as_pond = pg_url.replace("birdtrap@", "trap_pond@")
+    summary = push(config_module.load(pond), as_pond)  # its own camera: allowed
+    assert summary.images == len(DEVICE_A)
+    with pytest.raises(SyncError) as refused:  # pond's credentials, marsh's rows
+        push(config_module.load(marsh), as_pond, full=True, retries=0)
+    assert "refused" in str(refused.value) and "row-level security" in str(refused.value)
+    marsh_rows = query(pg_url, "select id, path, label, event_id from images where camera_id = 'marsh-cam' order by id")
+    with pytest.raises(Exception, match="row-level security"):
+        columns = "(path, sha256, camera_id, status, discovered_at)"
+        query(as_pond, f"insert into images {columns} values ('/x.jpg', 'x', 'marsh-cam', 'done', now())")
+    engine = create_engine(as_pond)
+    with engine.begin() as connection:
+        assert connection.execute(text("update images set label = 'overwritten' where camera_id = 'marsh-cam'")).rowcount == 0
+        assert connection.execute(text("delete from events where camera_id = 'marsh-cam'")).rowcount == 0
+        assert connection.execute(text("select count(*) from images where camera_id = 'marsh-cam'")).scalar() == 0
+    engine.dispose()
+    assert query(pg_url, "select id, path, label, event_id from images where camera_id = 'marsh-cam' order by id") == marsh_rows
+    assert_central_matches(pg_url, pond, marsh)
