@@ -842,3 +842,21 @@ def test_a_trap_role_writes_its_own_camera_and_is_refused_another_cameras_rows(d
     engine.dispose()
     assert query(pg_url, "select id, path, label, event_id from images where camera_id = 'marsh-cam' order by id") == marsh_rows
     assert_central_matches(pg_url, pond, marsh)
+
+
+def test_archive_takes_each_photos_camera_from_its_folder_and_no_event_spans_two_cameras(pg_url, tmp_path):
+    """Two SD cards whose bursts were taken at the same minutes: one run, two cameras, their own events."""
+    from test_archive import archive_config, make_archive
+
+    cards = tmp_path / "cards"
+    made = {camera: make_archive(cards / camera, 9, seed=seed) for seed, camera in enumerate(("cam-a", "cam-b"), start=3)}
+    config = archive_config(tmp_path, database={"url": pg_url})
+    result = CliRunner().invoke(cli, ["archive", str(cards), "--workers", "1", "--batch", "4", "--no-progress", "--camera-from-folders",
+                                      "-c", str(config)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stored = dict(query(pg_url, "select path, camera_id from images where status = 'done'"))
+    assert stored == {str(path.resolve()): camera for camera, paths in made.items() for path in paths}
+    assert query(pg_url, "select event_id from images group by event_id having count(distinct camera_id) > 1") == []
+    per_camera = dict(query(pg_url, "select camera_id, count(*) from events group by camera_id"))
+    assert per_camera == {"cam-a": 3, "cam-b": 3}  # bursts of three, 2 minutes apart, per card
+    assert query(pg_url, "select camera_id, sum(photo_count) from events group by camera_id order by 1") == [("cam-a", 9), ("cam-b", 9)]

@@ -31,9 +31,27 @@ from birdtrap.cli.output import output_options, print_rows
 @click.option("--workers", type=click.IntRange(1), help="With --scheduler local: worker processes [default: one per CPU core].")
 @click.option("--batch", "batch_size", type=click.IntRange(1, 1024), default=32, show_default=True, help="Photos per task and transaction.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (log lines instead).")
+@click.option(
+    "--camera-from-folders",
+    is_flag=True,
+    help="The first folder under each given folder is the camera id (<root>/<camera>/...) [default: camera.id of the config].",
+)
+@click.option(
+    "--cameras",
+    "camera_map",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV of folder,camera_id[,deployment_id] rows; a folder is absolute or relative to the given folders.",
+)
 @config_option
 def archive(
-    folders: tuple[Path, ...], scheduler: str, workers: int | None, batch_size: int, no_progress: bool, config_path: Path | None
+    folders: tuple[Path, ...],
+    scheduler: str,
+    workers: int | None,
+    batch_size: int,
+    no_progress: bool,
+    camera_from_folders: bool,
+    camera_map: Path | None,
+    config_path: Path | None,
 ) -> None:
     """Classify archived photo folders of any size on Dask, into database.url.
 
@@ -41,14 +59,23 @@ def archive(
     running the same command again resumes a stopped run. With a real cluster the workers must
     see the photos at the same paths and reach the database (use PostgreSQL).
 
+    Each photo's camera (events never span two) is the config's camera.id, the folder under the
+    given one with --camera-from-folders, or the mapping of --cameras.
+
     \b
-        birdtrap archive /mnt/sdcards/2023/ --workers 4
-        birdtrap archive /data/traps/ --scheduler tcp://10.0.0.5:8786 -c archive.yaml
+        birdtrap archive /mnt/sdcards/2023/ --workers 4 --camera-from-folders
+        birdtrap archive /data/traps/ --scheduler tcp://10.0.0.5:8786 --cameras cameras.csv -c archive.yaml
     """
     from birdtrap.scale import archive as module
     config = load_config(config_path)
+    if camera_from_folders and camera_map:
+        raise click.UsageError("--camera-from-folders and --cameras both say where the camera comes from; give one.")
+    default = (config.camera.id, config.camera.deployment_id)
+    cameras = module.Cameras(default, by_folder=camera_from_folders, mapping=module.load_camera_map(camera_map) if camera_map else ())
     try:
-        summary = module.run_archive(config, list(folders), scheduler, workers=workers, batch_size=batch_size, progress=not no_progress)
+        summary = module.run_archive(
+            config, list(folders), scheduler, workers=workers, batch_size=batch_size, progress=not no_progress, cameras=cameras
+        )
     except KeyboardInterrupt:
         raise click.ClickException("stopped; run the same command again to resume (finished photos are not done again).") from None
     click.echo(
