@@ -327,6 +327,7 @@ def grow_device(real: Path, target: Path, photos: int) -> Path:
                 sha256=hashlib.sha256(f"scale {index}".encode()).hexdigest(),
                 captured_at=stamp(when),
                 processed_at=stamp(when + timedelta(seconds=1)),
+                sync_seq=index + 1,  # the device's own sequence (store/fleet.py), as the daemon gives it
             )
             cursor = db.execute(
                 f"insert into images ({', '.join(columns)}, event_id) values ({', '.join('?' * len(columns))}, ?)",

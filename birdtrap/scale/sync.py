@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, func, or_, select, text
+from sqlalchemy import and_, bindparam, create_engine, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -138,7 +138,9 @@ def _local_state(sessions: sessionmaker[Session], central_id: str, target: str) 
         legacy = fleet.legacy_sources(session)
         state = session.get(SyncState, central_id)
         if state is None:
-            state = SyncState(central_id=central_id, url=target, image_seq=0, corrections_pushed=0, corrections_pulled=0, pushed=0)
+            state = SyncState(
+                central_id=central_id, url=target, image_seq=0, image_id=0, corrections_pushed=0, corrections_pulled=0, pushed=0
+            )
             session.add(state)
         state.url = target
         session.flush()
@@ -198,17 +200,23 @@ class Batch:
     models: dict[int, dict[str, Any]]
     events: dict[int, dict[str, Any]]
     members: list[dict[str, Any]]  # other photos of the batch's events: b_camera, b_sha256, local_event_id
-    last: int  # the highest images.sync_seq in the batch
+    last: tuple[int, int]  # (sync_seq, id) of the batch's last photo
     thumbnails: dict[tuple[str, str], tuple[bytes, int, int]] = field(default_factory=dict)
 
 
-def read_batch(session: Session, after: int, size: int) -> Batch | None:
-    """The next `size` done photos whose sync number is above `after`, with what they refer to."""
+def read_batch(session: Session, after: tuple[int, int], size: int) -> Batch | None:
+    """The next `size` done photos after `after` (sync number, id), with what they refer to.
+
+    The id breaks ties: on a device numbers are unique, but a database written by several
+    processes at once (archive workers on PostgreSQL) may give two photos the same number.
+    """
+    seq, last_id = after
     query = (
         select(ImageRecord)
-        .where(ImageRecord.status == DONE, ImageRecord.sync_seq > after)
+        .where(ImageRecord.status == DONE)
+        .where(or_(ImageRecord.sync_seq > seq, and_(ImageRecord.sync_seq == seq, ImageRecord.id > last_id)))
         .options(selectinload(ImageRecord.predictions))
-        .order_by(ImageRecord.sync_seq)
+        .order_by(ImageRecord.sync_seq, ImageRecord.id)
         .limit(size)
     )
     rows = list(session.scalars(query))
@@ -242,7 +250,7 @@ def read_batch(session: Session, after: int, size: int) -> Batch | None:
         )
         if image_id not in in_batch
     ]
-    return Batch(images, predictions, models, events, members, rows[-1].sync_seq)  # type: ignore[arg-type]
+    return Batch(images, predictions, models, events, members, (rows[-1].sync_seq, rows[-1].id))  # type: ignore[arg-type]
 
 
 def make_thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> tuple[bytes, int, int]:
@@ -672,8 +680,8 @@ def push(
                 )
 
         run(check_identity, "checking the device's identity")
-        after = 0 if full else state.image_seq
-        resumed_from = None if after == 0 else after
+        after = (0, 0) if full else (state.image_seq, state.image_id)
+        resumed_from = None if after == (0, 0) else after[0]
         if legacy:
 
             def adopt() -> int:
@@ -699,7 +707,7 @@ def push(
 
         run(deploy, "writing the deployment")
         if resumed_from is not None:
-            log.info("resuming the push to %s after sync number %d", target, after)
+            log.info("resuming the push to %s after sync number %d", target, after[0])
         while True:
             with local() as session:
                 batch = read_batch(session, after, batch_size)
@@ -717,10 +725,10 @@ def push(
             after = batch.last
             with local.begin() as session:
                 row = session.get(SyncState, central_id)
-                row.image_seq = after
+                row.image_seq, row.image_id = after
                 row.pushed += len(batch.images)
                 row.updated_at = utcnow()
-            log.debug("pushed %d photos to %s (up to sync number %d)", len(batch.images), target, after)
+            log.debug("pushed %d photos to %s (up to sync number %d)", len(batch.images), target, after[0])
             if on_batch is not None:
                 on_batch(totals)
         _sync_reviews(local, central, central_id, device, batch_size, run, totals)
@@ -744,7 +752,7 @@ def push(
         retries=totals["retries"],
         seconds=time.monotonic() - started,
         resumed_from=resumed_from,
-        last=after or None,
+        last=after[0] or None,
         device=device,
         central=central_id,
         reviews_pushed=totals["reviews_pushed"],

@@ -33,6 +33,7 @@ class SyncState(Base):
     central_id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the central database's own id
     url: Mapped[str] = mapped_column(String(300))  # the last URL that reached it, without password
     image_seq: Mapped[int] = mapped_column(Integer, default=0)  # images.sync_seq pushed up to
+    image_id: Mapped[int] = mapped_column(Integer, default=0)  # and the id of that photo (ties: see sync.read_batch)
     corrections_pushed: Mapped[int] = mapped_column(Integer, default=0)  # local corrections.id pushed up to
     corrections_pulled: Mapped[int] = mapped_column(Integer, default=0)  # central corrections.id pulled up to
     pushed: Mapped[int] = mapped_column(Integer, default=0)

@@ -60,6 +60,7 @@ def upgrade() -> None:
         sa.Column("central_id", sa.String(length=36), nullable=False),
         sa.Column("url", sa.String(length=300), nullable=False),
         sa.Column("image_seq", sa.Integer(), nullable=False),
+        sa.Column("image_id", sa.Integer(), nullable=False),
         sa.Column("corrections_pushed", sa.Integer(), nullable=False),
         sa.Column("corrections_pulled", sa.Integer(), nullable=False),
         sa.Column("pushed", sa.Integer(), nullable=False),
