@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from test_export import problems, read_csv
 
 from birdtrap import config as config_module
@@ -664,7 +664,7 @@ def test_a_backdated_and_a_reprocessed_photo_arrive_and_a_run_with_nothing_new_s
     assert push(config, pg_url).images == 1
     # Processed again (a new model): the photo's new answer travels.
     with sessions.begin() as session:
-        image = session.scalar(store.select(store.ImageRecord).where(store.ImageRecord.path == str(late)))
+        image = session.scalar(select(store.ImageRecord).where(store.ImageRecord.path == str(late)))
         names = ("Milvus milvus (Red Kite)", "Milvus milvus", "Red Kite")
         result = store.Result("bird", *names, "species", 0.91, (), image.captured_at, "exif", True)
         store.record_result(session, image.id, result, image.model_id)
@@ -679,7 +679,7 @@ def test_reviews_travel_both_ways_and_the_latest_wins_with_both_kept(trap, pg_ur
     for frame in HERON[:3]:
         ingest(frame.name)
     with sessions() as session:
-        (event_id,) = session.scalars(store.select(store.EventRecord.id)).all()
+        (event_id,) = session.scalars(select(store.EventRecord.id)).all()
     with sessions.begin() as session:  # a person on the trap's own web page
         store.add_correction(session, event_id, "corrected", scientific_name="Ardea cinerea", reviewer="on the trap")
     first = push(config, pg_url)
@@ -860,3 +860,36 @@ def test_archive_takes_each_photos_camera_from_its_folder_and_no_event_spans_two
     per_camera = dict(query(pg_url, "select camera_id, count(*) from events group by camera_id"))
     assert per_camera == {"cam-a": 3, "cam-b": 3}  # bursts of three, 2 minutes apart, per card
     assert query(pg_url, "select camera_id, sum(photo_count) from events group by camera_id order by 1") == [("cam-a", 9), ("cam-b", 9)]
+
+
+def test_the_duplicate_events_of_a_second_url_spelling_are_folded_into_the_device_id(trap, pg_url):
+    """A central database as the old per-URL sync left it: every event twice, the photos on the second copy."""
+    config, sessions, ingest = trap
+    for frame in HERON[:4]:
+        ingest(frame.name)
+    first = push(config, pg_url)
+    legacy = str(uuid.uuid4())
+    engine = create_engine(pg_url)
+    with engine.begin() as connection:
+        for local, event in connection.execute(text("select source_event_id, event_id from sync_events")).all():
+            (copy,) = connection.execute(
+                text(
+                    'insert into events (camera_id, deployment_id, start, "end", photo_count, bird_photo_count, kind, label, '
+                    "scientific_name, common_name, taxon_rank, confidence) select camera_id, deployment_id, start, \"end\", "
+                    "photo_count, bird_photo_count, kind, label, scientific_name, common_name, taxon_rank, confidence "
+                    "from events where id = :e returning id"
+                ),
+                {"e": event},
+            ).one()
+            connection.execute(text("insert into sync_events values (:s, :l, :c)"), {"s": legacy, "l": local, "c": copy})
+            connection.execute(text("update images set event_id = :c where event_id = :e"), {"c": copy, "e": event})
+    engine.dispose()
+    ((events_before,),) = query(pg_url, "select count(*) from events")
+    assert events_before == 2 * _device_events(Path(config.source))
+    with sessions.begin() as session:  # what migration 0007 leaves for a device that synced under two URLs
+        session.add(store.Meta(key="sync_legacy_sources", value=legacy))
+    summary = push(config, pg_url)
+    assert summary.duplicates_removed == events_before // 2 and summary.device == first.device
+    assert query(pg_url, "select count(*) from events") == [(_device_events(Path(config.source)),)]
+    assert query(pg_url, "select distinct source from sync_events") == [(first.device,)]
+    assert_central_matches(pg_url, Path(config.source))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from sqlalchemy import select
 
 from birdtrap import store
 from birdtrap.errors import StoreError
@@ -145,3 +146,36 @@ def test_the_head_revision_constant_is_the_migrations_head_and_opening_needs_no_
     assert schema(tmp_path / "b.db") == schema(migrated)
     with sqlite3.connect(tmp_path / "b.db") as connection:
         assert connection.execute("select version_num from alembic_version").fetchall() == [(store.HEAD_REVISION,)]
+
+
+def test_a_device_that_synced_under_two_urls_keeps_the_most_used_source_as_its_id(tmp_path):
+    """Migration 0007: the runtime sync_state of older releases becomes the device's identity."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(store._alembic(connection), "0003")
+        connection.execute(
+            text(
+                "create table sync_state (target varchar(300) primary key, source varchar(36), processed_at datetime, "
+                "image_id integer, pushed integer, updated_at datetime)"
+            )
+        )
+        connection.execute(
+            text(
+                "insert into sync_state values ('postgresql://a@127.0.0.1/c', 'first-source', null, 0, 40, '2026-01-01'), "
+                "('postgresql://a@localhost/c', 'second-source', null, 0, 12, '2026-02-01')"
+            )
+        )
+        connection.execute(
+            text("insert into images (path, sha256, camera_id, status, discovered_at) values ('/a.jpg', 'a', 'cam', 'done', '2026-01-01')")
+        )
+    engine.dispose()
+    sessions = store.open_store(url)
+    with sessions() as session:
+        assert store.fleet.device_id(session) == "first-source"
+        assert store.fleet.legacy_sources(session) == ["second-source"]
+        assert store.fleet.sync_states(session) == []  # progress by sequence starts again: one full, idempotent push
+        assert session.scalar(select(store.ImageRecord.sync_seq)) == 1
