@@ -2,6 +2,7 @@
 
     python -m bench.scale                  # ~5 minutes on 2 cores: 200 photos of 12 MP, 20,000 rows synced
     python -m bench.scale --photos 60 --sync-photos 2000          # ~1.5 minutes
+    python -m bench.scale --only sync --photos 20                  # the sync figures alone (~1 minute)
 
 Figures (each beside its baseline from the same run; docs/SCALE.md reads them):
 - daemon.photos_per_s: `birdtrap run` draining a backlog of N photos (first registration to last commit; the
@@ -392,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="the shared photos and models [../shared]")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scale.json", help="JSON output [bench/out/scale.json]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--only", choices=("all", "sync"), default="all", help="sync: fill the device by an archive run, measure sync alone [all]"
+    )
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="birdtrap-scale-"))
@@ -406,6 +410,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     try:
         photos = make_photos(args.shared, work / "photos", args.photos)
+        if args.only == "sync":  # the device's real rows come from an archive run; its speed is not reported
+            filled = bench_archive(work, args.shared, photos, workers=1, threads=2)
+            results.update(bench_sync(work, Path(filled["_database"]), args.sync_photos, work / "archive-1" / "config.yaml", photos[:20]))
+            return _write(results, args.out)
         results.update(bench_daemon(work, args.shared, photos, threads=2))
         results.update(bench_archive(work, args.shared, photos, workers=1, threads=2))
         two = bench_archive(work, args.shared, photos, workers=2, threads=max(1, cores // 2))
@@ -420,8 +428,12 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _write(results, args.out)
+
+
+def _write(results: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 
