@@ -355,7 +355,9 @@ def bench_sync(work: Path, device_database: Path, photos: int, config_path: Path
     with TemporaryPostgres() as server:
         relay = CountingRelay(server.port)
         summary = push(config, server.url(relay.port), batch_size=500)
+        before = relay.sent + relay.received
         again = push(config, server.url(relay.port), batch_size=500)  # the timer's run with nothing new
+        idle_bytes = relay.sent + relay.received - before
         engine = create_engine(server.url())
         with engine.connect() as connection:
             sizes = dict(
@@ -375,6 +377,8 @@ def bench_sync(work: Path, device_database: Path, photos: int, config_path: Path
             "sync.bytes_sent_per_photo": round(relay.sent / (summary.images + again.images)),
             "sync.bytes_received_per_photo": round(relay.received / (summary.images + again.images)),
             "sync.idle_run_s": round(again.seconds, 2),
+            "sync.idle_run_photos": again.images,  # by the device's sequence: 0
+            "sync.idle_run_bytes": idle_bytes,  # identity, schema and review checks, the device's status row
             "central.bytes_per_photo": round(sum(sizes.values()) / photos),
             "central.bytes_per_photo_by_table": {name: round(size / photos) for name, size in sizes.items()},
         }
