@@ -702,11 +702,15 @@ def test_reviews_travel_both_ways_and_the_latest_wins_with_both_kept(trap, pg_ur
     with central() as session:
         central_history = [(c.scientific_name, c.reviewer) for c in store.review_history(session, central_event)]
         assert store.latest_reviews(session, [central_event])[central_event].scientific_name == "Ardea alba"
-    assert local_history == central_history == [
-        ("Ardea alba", "on the trap, later"),
-        ("Ardea herodias", "at the office"),
-        ("Ardea cinerea", "on the trap"),
-    ]
+    assert (
+        local_history
+        == central_history
+        == [
+            ("Ardea alba", "on the trap, later"),
+            ("Ardea herodias", "at the office"),
+            ("Ardea cinerea", "on the trap"),
+        ]
+    )
     result = CliRunner().invoke(cli, ["events", "-c", str(config.source)])
     assert "Ardea alba" in result.output, result.output
 
@@ -875,7 +879,7 @@ def test_the_duplicate_events_of_a_second_url_spelling_are_folded_into_the_devic
             (copy,) = connection.execute(
                 text(
                     'insert into events (camera_id, deployment_id, start, "end", photo_count, bird_photo_count, kind, label, '
-                    "scientific_name, common_name, taxon_rank, confidence) select camera_id, deployment_id, start, \"end\", "
+                    'scientific_name, common_name, taxon_rank, confidence) select camera_id, deployment_id, start, "end", '
                     "photo_count, bird_photo_count, kind, label, scientific_name, common_name, taxon_rank, confidence "
                     "from events where id = :e returning id"
                 ),

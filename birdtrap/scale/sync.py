@@ -740,6 +740,8 @@ def push(
                 write_device(session, status)
 
         run(report, "writing the device's status")
+        with local.begin() as session:  # `sync --status`: when this central database was last reached
+            session.get(SyncState, central_id).updated_at = utcnow()
     finally:
         engine.dispose()
     summary = SyncSummary(
