@@ -423,11 +423,11 @@ def read_local_reviews(session: Session, after: int, size: int) -> list[dict[str
     return [{"local_id": c.id, "local_event_id": c.event_id, **{k: getattr(c, k) for k in REVIEW_COLUMNS}} for c in session.scalars(query)]
 
 
-def write_reviews(session: Session, reviews: list[dict[str, Any]], device: str) -> int:
-    """Insert a device's reviews on the central events its events became; returns how many are new.
+def write_reviews(session: Session, reviews: list[dict[str, Any]], device: str) -> tuple[int, set[int]]:
+    """Insert a device's reviews on the central events its events became.
 
-    A review of an event the device has since merged away (no central event) is left out, as it
-    is on the device, where no list shows it.
+    Returns how many are new, and the local event ids that have no central event: merged away
+    on the device (the review is left out, as no list shows it there either), or not pushed yet.
     """
     events = dict(
         session.execute(
@@ -445,10 +445,11 @@ def write_reviews(session: Session, reviews: list[dict[str, Any]], device: str) 
         for r in reviews
         if r["local_event_id"] in events
     ]
+    unmapped = {r["local_event_id"] for r in reviews} - set(events)
     if not rows:
-        return 0
+        return 0, unmapped
     statement = pg_insert(table).on_conflict_do_nothing(index_elements=[table.c.origin, table.c.origin_id]).returning(table.c.id)
-    return len(session.execute(statement, rows).all())
+    return len(session.execute(statement, rows).all()), unmapped
 
 
 def read_central_reviews(session: Session, device: str, after: int, size: int) -> list[dict[str, Any]]:
@@ -791,13 +792,21 @@ def _sync_reviews(
         if not reviews:
             break
 
-        def write(r: list[dict[str, Any]] = reviews) -> int:
+        def write(r: list[dict[str, Any]] = reviews) -> tuple[int, set[int]]:
             with central.begin() as session:
                 return write_reviews(session, r, device)
 
-        totals["reviews_pushed"] += run(write, f"pushing {len(reviews)} reviews")
+        written, unmapped = run(write, f"pushing {len(reviews)} reviews")
+        totals["reviews_pushed"] += written
         with local.begin() as session:
-            session.get(SyncState, central_id).corrections_pushed = reviews[-1]["local_id"]
+            # An event that still exists here but not centrally was made after this run pushed its
+            # photos: its reviews wait for the next run (re-sending the later ones is harmless).
+            waiting = set(session.scalars(select(EventRecord.id).where(EventRecord.id.in_(unmapped)))) if unmapped else set()
+            first_waiting = next((r["local_id"] for r in reviews if r["local_event_id"] in waiting), None)
+            state = session.get(SyncState, central_id)
+            state.corrections_pushed = reviews[-1]["local_id"] if first_waiting is None else first_waiting - 1
+        if first_waiting is not None:
+            break
     while True:
         with local() as session:
             after = session.get(SyncState, central_id).corrections_pulled
