@@ -508,6 +508,12 @@ def test_sync_says_when_the_central_database_cannot_be_reached(devices):
     assert "check --to, the network and the password file (~/.pgpass or PGPASSFILE). Nothing was pushed" in result.output
 
 
+def test_fleet_status_of_a_traps_own_database_names_the_flag(devices):
+    result = CliRunner().invoke(cli, ["fleet", "status", "-c", str(devices["pond-cam"])])
+    assert result.exit_code == 1
+    assert "is not a central PostgreSQL database; give the URL the traps sync to, e.g. --from postgresql+psycopg://" in result.output
+
+
 def test_sync_refuses_a_database_that_is_not_postgresql(devices, tmp_path):
     result = CliRunner().invoke(cli, ["sync", "--to", f"sqlite:///{tmp_path / 'central.db'}", "-c", str(devices["pond-cam"])])
     assert result.exit_code == 1
@@ -777,7 +783,7 @@ def test_a_centre_one_revision_ahead_accepts_the_trap_and_one_too_far_ahead_says
     assert_central_matches(pg_url, devices["pond-cam"])
 
 
-def test_a_trap_newer_than_the_centre_changes_nothing_unless_told_to_upgrade_it(devices, pg_url):
+def test_a_trap_newer_than_the_centre_changes_nothing_unless_told_to_upgrade_it(devices, postgres, pg_url):
     from alembic import command
 
     engine = create_engine(pg_url)
@@ -798,6 +804,27 @@ def test_a_trap_newer_than_the_centre_changes_nothing_unless_told_to_upgrade_it(
     assert query(pg_url, "select version_num from alembic_version") == [(store.HEAD_REVISION,)]
     assert query(pg_url, "select version_num from central_version") == [("c001",)]
     assert_central_matches(pg_url, marsh)
+    fresh = postgres.url(postgres.create_database())
+    push(config_module.load(marsh), fresh)
+    assert _schema(pg_url) == _schema(fresh)  # upgraded by the migrations = made new
+
+
+def _schema(url: str) -> dict:
+    from sqlalchemy import inspect
+
+    engine = create_engine(url)
+    try:
+        inspector = inspect(engine)
+        return {
+            table: (
+                sorted((c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)),
+                sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)),
+                sorted(c["name"] for c in inspector.get_unique_constraints(table)),
+            )
+            for table in inspector.get_table_names()
+        }
+    finally:
+        engine.dispose()
 
 
 def test_the_central_head_constant_is_the_central_migrations_head():

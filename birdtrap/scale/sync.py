@@ -895,6 +895,15 @@ def renew_device_id(config: Config) -> str:
 
 def read_fleet(url: str) -> list[dict[str, Any]]:
     """Each trap's row in the central database at `url` (`birdtrap fleet status`)."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        backend = url
+    if backend != "postgresql":
+        raise SyncError(
+            f"--from {store.display_url(url)} is not a central PostgreSQL database; give the URL the traps sync to, "
+            "e.g. --from postgresql+psycopg://me@db.example.org/birdtrap."
+        )
     engine = central_engine(url)
     try:
         with Session(engine) as session:
