@@ -179,3 +179,32 @@ def test_a_device_that_synced_under_two_urls_keeps_the_most_used_source_as_its_i
         assert store.fleet.legacy_sources(session) == ["second-source"]
         assert store.fleet.sync_states(session) == []  # progress by sequence starts again: one full, idempotent push
         assert session.scalar(select(store.ImageRecord.sync_seq)) == 1
+
+
+def test_a_sync_number_is_taken_under_the_write_lock_so_no_other_writer_can_take_it_too(tmp_path):
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'seq.db'}")
+    with sessions.begin() as session:
+        number = store.fleet.next_sync_seq(session)
+        other = sqlite3.connect(tmp_path / "seq.db", timeout=0.1)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                other.execute("insert into meta (key, value) values ('x', 'y')")
+        finally:
+            other.close()
+    assert number == 1
+
+
+def test_every_write_of_a_processed_photo_takes_the_next_sync_number(tmp_path):
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'seq.db'}")
+    with sessions.begin() as session:
+        ids = [store.register_photo(session, f"/in/{i}.jpg", str(i) * 64, 1, 1.0, "cam").image_id for i in range(3)]
+        model = store.record_model(session, "m" * 64, "m", "1", "/m")
+    result = store.Result("bird", "x", "A b", None, "species", 0.5, (), None, None, None)
+    with sessions.begin() as session:
+        for image_id in ids:
+            store.record_result(session, image_id, result, model)
+    with sessions.begin() as session:  # processed again: the newest number
+        store.record_result(session, ids[0], result, model)
+    with sessions() as session:
+        numbers = dict(session.execute(select(store.ImageRecord.id, store.ImageRecord.sync_seq)).all())
+    assert numbers == {ids[1]: 2, ids[2]: 3, ids[0]: 4}

@@ -5,10 +5,9 @@
 - `SyncState`: how far this database has been pushed to (and pulled from) each central database,
   keyed by the central database's own id, so two spellings of its URL share one progress.
 - `images.sync_seq`: every time a processed photo is written or changed (a result, a re-processing,
-  a new event), it takes the next number of the device's own sequence, inside the write. Sync
-  resumes after the highest number it pushed: a photo stamped by a clock that was behind, or
-  committed late, still travels; a run with nothing new sends nothing. The number is taken by the
-  UPDATE itself (`max + 1` under SQLite's write lock), so numbers follow commit order on a device.
+  a new event), it takes the next number of the device's own sequence, in the same transaction.
+  Sync resumes after the highest number it pushed: a photo stamped by a clock that was behind, or
+  committed late, still travels; a run with nothing new sends nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, event, func, select
-from sqlalchemy.orm import Mapped, Session, aliased, mapped_column
+from sqlalchemy import DateTime, Integer, String, event, func, select, text
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from birdtrap.store import DONE, Base, ImageRecord, Meta, utcnow
 
@@ -78,18 +77,38 @@ def sync_states(session: Session) -> list[SyncState]:
     return list(session.scalars(select(SyncState).order_by(SyncState.updated_at.desc())))
 
 
-def next_sync_seq() -> Any:
-    """The device's next sequence number, as SQL evaluated inside the write that takes it."""
-    taken = aliased(ImageRecord)
-    return select(func.coalesce(func.max(taken.sync_seq), 0) + 1).scalar_subquery()
+def next_sync_seq(session: Session) -> int:
+    """The device's next sequence number, read in the caller's transaction, under the write lock.
+
+    On SQLite the driver starts a transaction only at the first write, so a bare read could see a
+    number another writer is about to commit too. A write that changes nothing takes the lock
+    first: from there until the commit no other writer can take a number, so numbers are unique
+    and follow commit order. (PostgreSQL: see docs/SCALE.md.)
+    """
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        connection.execute(text("UPDATE images SET sync_seq = sync_seq WHERE 0 = 1"))
+    return int(connection.scalar(select(func.coalesce(func.max(ImageRecord.sync_seq), 0)))) + 1
 
 
 @event.listens_for(Session, "before_flush")
 def _number_changed_photos(session: Session, _context: Any, _instances: Any) -> None:
-    """Give each processed photo written in this flush the next sync number (see the module doc)."""
-    for record in (*session.new, *session.dirty):
-        if isinstance(record, ImageRecord) and record.status == DONE and session.is_modified(record, include_collections=False):
-            record.sync_seq = next_sync_seq()
+    """Give each processed photo written in this flush the next sync number (see the module doc).
+
+    One max() per flush under the write lock (next_sync_seq), the numbers assigned here: the
+    UPDATEs stay one executemany.
+    """
+    changed = [
+        record
+        for record in (*session.new, *session.dirty)
+        if isinstance(record, ImageRecord) and record.status == DONE and session.is_modified(record, include_collections=False)
+    ]
+    if not changed:
+        return
+    number = next_sync_seq(session)
+    for record in sorted(changed, key=lambda r: (r.id is None, r.id or 0)):
+        record.sync_seq = number
+        number += 1
 
 
 __all__ = ["SyncState", "device_id", "new_device_id", "legacy_sources", "forget_legacy_sources", "sync_states", "next_sync_seq"]
