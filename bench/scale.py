@@ -2,6 +2,7 @@
 
     python -m bench.scale                  # ~5 minutes on 2 cores: 200 photos of 12 MP, 20,000 rows synced
     python -m bench.scale --photos 60 --sync-photos 2000          # ~1.5 minutes
+    python -m bench.scale --only sync --photos 20                  # the sync figures alone (~1 minute)
 
 Figures (each beside its baseline from the same run; docs/SCALE.md reads them):
 - daemon.photos_per_s: `birdtrap run` draining a backlog of N photos (first registration to last commit; the
@@ -327,6 +328,7 @@ def grow_device(real: Path, target: Path, photos: int) -> Path:
                 sha256=hashlib.sha256(f"scale {index}".encode()).hexdigest(),
                 captured_at=stamp(when),
                 processed_at=stamp(when + timedelta(seconds=1)),
+                sync_seq=index + 1,  # the device's own sequence (store/fleet.py), as the daemon gives it
             )
             cursor = db.execute(
                 f"insert into images ({', '.join(columns)}, event_id) values ({', '.join('?' * len(columns))}, ?)",
@@ -353,7 +355,9 @@ def bench_sync(work: Path, device_database: Path, photos: int, config_path: Path
     with TemporaryPostgres() as server:
         relay = CountingRelay(server.port)
         summary = push(config, server.url(relay.port), batch_size=500)
+        before = relay.sent + relay.received
         again = push(config, server.url(relay.port), batch_size=500)  # the timer's run with nothing new
+        idle_bytes = relay.sent + relay.received - before
         engine = create_engine(server.url())
         with engine.connect() as connection:
             sizes = dict(
@@ -373,6 +377,8 @@ def bench_sync(work: Path, device_database: Path, photos: int, config_path: Path
             "sync.bytes_sent_per_photo": round(relay.sent / (summary.images + again.images)),
             "sync.bytes_received_per_photo": round(relay.received / (summary.images + again.images)),
             "sync.idle_run_s": round(again.seconds, 2),
+            "sync.idle_run_photos": again.images,  # by the device's sequence: 0
+            "sync.idle_run_bytes": idle_bytes,  # identity, schema and review checks, the device's status row
             "central.bytes_per_photo": round(sum(sizes.values()) / photos),
             "central.bytes_per_photo_by_table": {name: round(size / photos) for name, size in sizes.items()},
         }
@@ -391,6 +397,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="the shared photos and models [../shared]")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scale.json", help="JSON output [bench/out/scale.json]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--only", choices=("all", "sync"), default="all", help="sync: fill the device by an archive run, measure sync alone [all]"
+    )
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="birdtrap-scale-"))
@@ -405,6 +414,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     try:
         photos = make_photos(args.shared, work / "photos", args.photos)
+        if args.only == "sync":  # the device's real rows come from an archive run; its speed is not reported
+            filled = bench_archive(work, args.shared, photos, workers=1, threads=2)
+            results.update(bench_sync(work, Path(filled["_database"]), args.sync_photos, work / "archive-1" / "config.yaml", photos[:20]))
+            return _write(results, args.out)
         results.update(bench_daemon(work, args.shared, photos, threads=2))
         results.update(bench_archive(work, args.shared, photos, workers=1, threads=2))
         two = bench_archive(work, args.shared, photos, workers=2, threads=max(1, cores // 2))
@@ -419,8 +432,12 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _write(results, args.out)
+
+
+def _write(results: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

@@ -171,3 +171,30 @@ def test_the_archive_command_names_a_folder_that_is_not_there(tmp_path):
     result = CliRunner().invoke(cli, ["archive", str(tmp_path / "nowhere"), "-c", str(archive_config(tmp_path))])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_a_camera_mapping_file_places_each_card_and_a_bad_line_is_named(tmp_path):
+    from birdtrap.scale.archive import ArchiveError, Cameras, load_camera_map, plan
+
+    cards = tmp_path / "cards"
+    for card in ("card-07", "card-08/DCIM", "stray"):
+        (cards / card).mkdir(parents=True)
+        for i in range(3):
+            (cards / card / f"IMG_{i}.JPG").write_bytes(b"not decoded by plan")
+    mapping = tmp_path / "cameras.csv"
+    mapping.write_text(f"folder,camera_id,deployment_id\ncard-07,pond-cam,pond-2024\n{cards / 'card-08'},marsh-cam,\n")
+    config = config_module.load(archive_config(tmp_path))
+    cameras = Cameras((config.camera.id, None), mapping=load_camera_map(mapping))
+    found, skipped, batches = plan(config, [cards], 2, cameras)
+    placed = {path: (camera, deployment) for _, paths, camera, deployment in batches for path in paths}
+    assert found == len(placed) == 9 and skipped == 0
+    for path, (camera, deployment) in placed.items():
+        expected = {"card-07": ("pond-cam", "pond-2024"), "card-08": ("marsh-cam", None)}.get(Path(path).relative_to(cards).parts[0])
+        assert (camera, deployment) == (expected or (config.camera.id, None))
+    assert all(len({placed[p] for p in paths}) == 1 for _, paths, _, _ in batches)  # a batch never mixes cameras
+    mapping.write_text("card-07,pond-cam\ncard-08\n")
+    with pytest.raises(ArchiveError) as refused:
+        load_camera_map(mapping)
+    assert f"--cameras {mapping}, line 2: 'card-08' is not folder,camera_id[,deployment_id]; e.g. card07,pond-cam,pond-2024." in str(
+        refused.value
+    )

@@ -173,10 +173,10 @@ def test_events_kind_accepts_the_old_name_empty_and_refuses_a_word_that_is_no_ki
     assert "--kind" in result.output and "'nothing' is not a kind" in result.output
 
 
-# --- migration 0005 --------------------------------------------------------------------------
+# --- migration 0004 --------------------------------------------------------------------------
 
 
-def test_migration_0005_renames_old_empty_and_unknown_rows_and_downgrade_restores_them(tmp_path):
+def test_migration_0004_renames_old_empty_and_unknown_rows_and_downgrade_restores_them(tmp_path):
     from alembic import command
     from sqlalchemy import create_engine
 

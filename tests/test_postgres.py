@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from test_export import problems, read_csv
 
 from birdtrap import config as config_module
@@ -36,7 +36,7 @@ from birdtrap.cli import cli
 from birdtrap.daemon.ingest import Ingestor
 from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import ExportError
-from birdtrap.scale.sync import SyncError, push
+from birdtrap.scale.sync import SyncError, push, renew_device_id
 
 from conftest import HERON, DaemonProcess, copy_photo, photo, rows, wait_for, write_config
 
@@ -416,6 +416,7 @@ def test_the_same_file_at_the_same_path_on_two_devices_is_kept_for_each(devices,
         connection.execute(text("update events set camera_id = 'pond-cam-2'"))
     engine.dispose()
     config = write_config(clone, camera={"id": "pond-cam-2", "deployment_id": "pond-2021-b"})
+    renew_device_id(config_module.load(config))  # a copied database is another device
     push(config_module.load(devices["pond-cam"]), pg_url)
     push(config_module.load(config), pg_url)
     assert_central_matches(pg_url, devices["pond-cam"], config)
@@ -439,8 +440,8 @@ def test_a_sync_cut_off_mid_batch_resumes_where_it_stopped(devices, postgres, pg
         assert "Run `birdtrap sync` again to resume" in str(stopped.value)
         assert cable.forwarded_after_arming >= 2  # batch 2 had begun when the link went
         assert query(pg_url, "select count(*) from images") == [(3,)]  # batch 1 whole, nothing of batch 2
-        marks = dict(_local(devices["pond-cam"], "select target, pushed from sync_state"))
-        assert marks[through_cable] == 3  # the high-water mark stayed at batch 1
+        marks = dict(_local(devices["pond-cam"], "select url, pushed from sync_state"))
+        assert marks[through_cable] == 3  # the progress stayed at batch 1
         cable.plug()
         resumed = push(pond, through_cable, batch_size=3)
         assert resumed.resumed_from is not None
@@ -505,6 +506,12 @@ def test_sync_says_when_the_central_database_cannot_be_reached(devices):
     assert result.exit_code == 1
     assert f"Error: cannot reach the central database {url} (" in result.output
     assert "check --to, the network and the password file (~/.pgpass or PGPASSFILE). Nothing was pushed" in result.output
+
+
+def test_fleet_status_of_a_traps_own_database_names_the_flag(devices):
+    result = CliRunner().invoke(cli, ["fleet", "status", "-c", str(devices["pond-cam"])])
+    assert result.exit_code == 1
+    assert "is not a central PostgreSQL database; give the URL the traps sync to, e.g. --from postgresql+psycopg://" in result.output
 
 
 def test_sync_refuses_a_database_that_is_not_postgresql(devices, tmp_path):
@@ -573,3 +580,347 @@ def test_archive_mode_writes_to_postgresql_from_two_workers(pg_url, tmp_path):
     assert (summary.done, summary.failed, summary.unfinished) == (len(photos), 0, 0)
     assert query(pg_url, "select count(*), count(distinct event_id) from images where status = 'done'") == [(24, 8)]
     assert query(pg_url, "select count(*) from events") == [(8,)]
+
+
+# --- a fleet: identity, progress by the device's sequence, reviews both ways (issue 21) ------------
+
+
+def _clone(config: Path, folder: Path, camera: dict) -> Path:
+    """A copy of a device's database in `folder`, as another trap with its own identity."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(config.parent / "birdtrap.db") as source, sqlite3.connect(folder / "birdtrap.db") as copy:
+        source.backup(copy)
+    engine = create_engine(f"sqlite:///{folder / 'birdtrap.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("update images set camera_id = :c"), {"c": camera["id"]})
+        connection.execute(text("update events set camera_id = :c"), {"c": camera["id"]})
+    engine.dispose()
+    copy_config = write_config(folder, gate={"path": None}, detector={"path": None}, camera=camera)
+    renew_device_id(config_module.load(copy_config))
+    return copy_config
+
+
+def _device_events(config: Path) -> int:
+    ((count,),) = _local(config, "select count(distinct event_id) from images where status = 'done'")
+    return count
+
+
+def test_two_spellings_of_the_central_url_are_one_central_database_and_nothing_is_duplicated(devices, postgres, pg_url):
+    pond = devices["pond-cam"]
+    name = pg_url.rsplit("/", 1)[1]
+    by_ip, by_name = postgres.url(name), postgres.url(name).replace("@127.0.0.1:", "@localhost:")
+    first = push(config_module.load(pond), by_ip, batch_size=3)
+    second = push(config_module.load(pond), by_name, batch_size=3)
+    assert first.images == len(DEVICE_A) and (second.images, second.batches) == (0, 0)
+    assert second.central == first.central and second.device == first.device
+    assert_central_matches(pg_url, pond)
+    ((events,),) = query(pg_url, "select count(*) from events")
+    assert events == _device_events(pond)  # no empty events left behind
+    assert query(pg_url, "select distinct source from sync_events") == [(first.device,)]
+    result = CliRunner().invoke(cli, ["sync", "--status", "-c", str(pond)])
+    assert result.exit_code == 0, result.output
+    assert f"device {first.device} (camera pond-cam)" in result.output
+    assert f"central {first.central} at {by_name}" in result.output and ", 0 waiting" in result.output
+
+
+def test_a_device_copied_from_another_trap_is_told_to_take_its_own_id(devices, pg_url, tmp_path):
+    pond = devices["pond-cam"]
+    push(config_module.load(pond), pg_url)
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    with sqlite3.connect(pond.parent / "birdtrap.db") as source, sqlite3.connect(folder / "birdtrap.db") as copy:
+        source.backup(copy)
+    config = write_config(folder, gate={"path": None}, detector={"path": None}, camera={"id": "pond-cam-b"})
+    result = CliRunner().invoke(cli, ["sync", "--to", pg_url, "-c", str(config)])
+    assert result.exit_code == 1
+    assert "belongs to camera 'pond-cam' in the central database" in result.output
+    assert "`birdtrap sync --new-device-id`" in result.output
+    assert query(pg_url, "select count(*) from images where camera_id <> 'pond-cam'") == [(0,)]
+
+
+@pytest.fixture
+def trap(tmp_path, identifier):
+    """A trap whose photos the test feeds one by one through the daemon's ingest path."""
+    config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}, camera={"id": "heron-cam"}))
+    sessions = store.open_store(config.database.url)
+    ingestor = Ingestor(config, identifier, sessions, tmp_path / "inbox", ThreadPoolExecutor(1), after_actions=False)
+
+    def ingest(name: str) -> Path:
+        path = copy_photo(name, tmp_path / "inbox")
+        assert ingestor.handle([str(path)])["done"] == 1
+        return path
+
+    return config, sessions, ingest
+
+
+def test_a_backdated_and_a_reprocessed_photo_arrive_and_a_run_with_nothing_new_sends_nothing(trap, pg_url):
+    config, sessions, ingest = trap
+    ingest(HERON[0].name)
+    assert push(config, pg_url).images == 1
+    idle = push(config, pg_url)
+    assert (idle.images, idle.batches, idle.predictions) == (0, 0, 0)
+    # The Pi lost its clock: the next photo is processed (and captured) two hours "before" the first.
+    late = ingest("kite_and_cold.jpg")
+    with sessions.begin() as session:
+        session.execute(
+            text("update images set processed_at = datetime(processed_at, '-2 hours'), captured_at = datetime(captured_at, '-2 hours') "
+                 "where path = :p"),
+            {"p": str(late)},
+        )  # fmt: skip
+    assert push(config, pg_url).images == 1
+    # Processed again (a new model): the photo's new answer travels.
+    with sessions.begin() as session:
+        image = session.scalar(select(store.ImageRecord).where(store.ImageRecord.path == str(late)))
+        names = ("Milvus milvus (Red Kite)", "Milvus milvus", "Red Kite")
+        result = store.Result("bird", *names, "species", 0.91, (), image.captured_at, "exif", True)
+        store.record_result(session, image.id, result, image.model_id)
+    again = push(config, pg_url)
+    assert again.images == 1
+    assert query(pg_url, f"select scientific_name, confidence from images where path = '{late}'") == [("Milvus milvus", 0.91)]
+    assert_central_matches(pg_url, Path(config.source))
+
+
+def test_reviews_travel_both_ways_and_the_latest_wins_with_both_kept(trap, pg_url):
+    config, sessions, ingest = trap
+    for frame in HERON[:3]:
+        ingest(frame.name)
+    with sessions() as session:
+        (event_id,) = session.scalars(select(store.EventRecord.id)).all()
+    with sessions.begin() as session:  # a person on the trap's own web page
+        store.add_correction(session, event_id, "corrected", scientific_name="Ardea cinerea", reviewer="on the trap")
+    first = push(config, pg_url)
+    assert first.reviews_pushed == 1
+    ((central_event,),) = query(pg_url, "select distinct event_id from images")
+    assert query(pg_url, f"select scientific_name, reviewer from corrections where event_id = {central_event}") == [
+        ("Ardea cinerea", "on the trap")
+    ]
+    central = store.open_store(pg_url, create=False)
+    with central.begin() as session:  # `birdtrap serve` on the central database
+        store.add_correction(session, central_event, "corrected", scientific_name="Ardea herodias", reviewer="at the office")
+    with sessions.begin() as session:  # then, before the next sync, on the trap again: the latest
+        store.add_correction(session, event_id, "corrected", scientific_name="Ardea alba", reviewer="on the trap, later")
+    second = push(config, pg_url)
+    assert (second.reviews_pushed, second.reviews_pulled) == (1, 1)
+    assert push(config, pg_url).reviews_pulled == 0  # once each
+    with sessions() as session:
+        local_history = [(c.scientific_name, c.reviewer) for c in store.review_history(session, event_id)]
+        assert store.latest_reviews(session, [event_id])[event_id].scientific_name == "Ardea alba"
+    with central() as session:
+        central_history = [(c.scientific_name, c.reviewer) for c in store.review_history(session, central_event)]
+        assert store.latest_reviews(session, [central_event])[central_event].scientific_name == "Ardea alba"
+    assert (
+        local_history
+        == central_history
+        == [
+            ("Ardea alba", "on the trap, later"),
+            ("Ardea herodias", "at the office"),
+            ("Ardea cinerea", "on the trap"),
+        ]
+    )
+    result = CliRunner().invoke(cli, ["events", "-c", str(config.source)])
+    assert "Ardea alba" in result.output, result.output
+
+
+def test_fleet_status_shows_each_trap_as_its_device_counts_it_in_the_cli_and_on_the_web(devices, pg_url, tmp_path):
+    for config in devices.values():
+        push(config_module.load(config), pg_url)
+    result = CliRunner().invoke(cli, ["fleet", "status", "--from", pg_url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = {row["camera"]: row for row in json.loads(result.output)}
+    assert set(rows) == set(devices)
+    for camera, config in devices.items():
+        counts = dict(_local(config, "select status, count(*) from images group by status"))
+        ((newest,),) = _local(config, "select max(captured_at) from images where status = 'done'")
+        row = rows[camera]
+        assert (row["photos"], row["failed"], row["pending"]) == (counts.get("done", 0), counts.get("failed", 0), counts.get("pending", 0))
+        assert datetime.fromisoformat(row["last_photo"]) == datetime.fromisoformat(newest)
+        assert row["version"] and row["schema"] == store.HEAD_REVISION and row["last_sync"]
+    from fastapi.testclient import TestClient
+
+    from birdtrap.web.app import create_app
+
+    central = config_module.load(write_config(tmp_path, database={"url": pg_url}, gate={"path": None}, detector={"path": None}))
+    page = TestClient(create_app(central)).get("/fleet")
+    assert page.status_code == 200
+    cells = re.findall(r"<td>([^<]*)</td>", page.text)
+    for camera in devices:
+        row = rows[camera]
+        at = cells.index(camera)
+        assert cells[at + 3 : at + 6] == [str(row["photos"]), str(row["failed"]), str(row["pending"])]
+
+
+# --- the central schema: migrations and the compatibility rule; a role per trap --------------------
+
+
+def test_a_centre_one_revision_ahead_accepts_the_trap_and_one_too_far_ahead_says_to_upgrade_it(devices, pg_url):
+    from birdtrap.store.central import COMPATIBLE_VERSIONS
+
+    pond = config_module.load(devices["pond-cam"])
+    push(pond, pg_url)
+    ((central_id,),) = query(pg_url, "select value from central_meta where key = 'central_id'")
+    engine = create_engine(pg_url)
+
+    def centre_at(revision: str) -> None:  # the centre as a newer birdtrap would have left it
+        with engine.begin() as connection:
+            connection.execute(text("update alembic_version set version_num = :r"), {"r": revision})
+
+    try:
+        centre_at(f"{int(store.HEAD_REVISION) + 1:04d}")
+        ahead = push(pond, pg_url, full=True)
+        assert ahead.images == len(DEVICE_A) and ahead.central == central_id
+        too_far = f"{int(store.HEAD_REVISION) + COMPATIBLE_VERSIONS + 1:04d}"
+        centre_at(too_far)
+        with pytest.raises(SyncError) as refused:
+            push(pond, pg_url)
+        assert f"has device schema {too_far}, {COMPATIBLE_VERSIONS + 1} revisions newer than this trap's {store.HEAD_REVISION}" in str(
+            refused.value
+        )
+        assert "Upgrade birdtrap on this trap." in str(refused.value)
+    finally:
+        engine.dispose()
+    assert_central_matches(pg_url, devices["pond-cam"])
+
+
+def test_a_trap_newer_than_the_centre_changes_nothing_unless_told_to_upgrade_it(devices, postgres, pg_url):
+    from alembic import command
+
+    engine = create_engine(pg_url)
+    with engine.begin() as connection:  # a centre made by the release before this one
+        command.upgrade(store._alembic(connection), "0003")
+    engine.dispose()
+    marsh = devices["marsh-cam"]
+    result = CliRunner().invoke(cli, ["sync", "--to", pg_url, "-c", str(marsh)])
+    assert result.exit_code == 1
+    assert f"is older than this trap: device schema 0003 (this trap: {store.HEAD_REVISION}); central schema none (this trap: c001)" in (
+        result.output
+    )
+    assert "Upgrade it once with `birdtrap sync --upgrade-central`" in result.output
+    assert query(pg_url, "select version_num from alembic_version") == [("0003",)]
+    assert query(pg_url, "select count(*) from images") == [(0,)]
+    result = CliRunner().invoke(cli, ["sync", "--to", pg_url, "--upgrade-central", "-c", str(marsh)])
+    assert result.exit_code == 0, result.output
+    assert query(pg_url, "select version_num from alembic_version") == [(store.HEAD_REVISION,)]
+    assert query(pg_url, "select version_num from central_version") == [("c001",)]
+    assert_central_matches(pg_url, marsh)
+    fresh = postgres.url(postgres.create_database())
+    push(config_module.load(marsh), fresh)
+    assert _schema(pg_url) == _schema(fresh)  # upgraded by the migrations = made new
+
+
+def _schema(url: str) -> dict:
+    from sqlalchemy import inspect
+
+    engine = create_engine(url)
+    try:
+        inspector = inspect(engine)
+        return {
+            table: (
+                sorted((c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)),
+                sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(table)),
+                sorted(c["name"] for c in inspector.get_unique_constraints(table)),
+            )
+            for table in inspector.get_table_names()
+        }
+    finally:
+        engine.dispose()
+
+
+def test_the_central_head_constant_is_the_central_migrations_head():
+    from birdtrap.store import central
+
+    assert central.CENTRAL_HEAD == central.central_migrations_head()
+
+
+def _documented_sql(title: str) -> str:
+    """The SQL block of docs/SCALE.md that starts with `-- birdtrap: <title>`."""
+    text_ = (Path(__file__).parents[1] / "docs" / "SCALE.md").read_text()
+    (block,) = re.findall(rf"```sql\n-- birdtrap: {re.escape(title)}\n(.*?)```", text_, re.S)
+    return block
+
+
+def test_a_trap_role_writes_its_own_camera_and_is_refused_another_cameras_rows(devices, postgres, pg_url):
+    pond, marsh = devices["pond-cam"], devices["marsh-cam"]
+    push(config_module.load(marsh), pg_url)  # as the owner: makes the schema and marsh's rows
+    engine = create_engine(pg_url)
+    with engine.begin() as connection:  # the two blocks of docs/SCALE.md, as written
+        exists = connection.execute(text("select 1 from pg_roles where rolname = 'birdtrap_trap'")).first()
+        group = _documented_sql("group role for traps")
+        if exists:  # roles are the server's, shared by the session's databases: only the grants again
+            group = group.replace("CREATE ROLE birdtrap_trap NOLOGIN;", "")
+        connection.execute(text(group))
+        one_trap = _documented_sql("one trap")
+        if connection.execute(text("select 1 from pg_roles where rolname = 'trap_pond'")).first():
+            one_trap = one_trap.split(";", 1)[1]
+        connection.execute(text(one_trap))
+    engine.dispose()
+    as_pond = pg_url.replace("birdtrap@", "trap_pond@")
+    summary = push(config_module.load(pond), as_pond)  # its own camera: allowed
+    assert summary.images == len(DEVICE_A)
+    with pytest.raises(SyncError) as refused:  # pond's credentials, marsh's rows
+        push(config_module.load(marsh), as_pond, full=True, retries=0)
+    assert "refused" in str(refused.value) and "row-level security" in str(refused.value)
+    marsh_rows = query(pg_url, "select id, path, label, event_id from images where camera_id = 'marsh-cam' order by id")
+    with pytest.raises(Exception, match="row-level security"):
+        columns = "(path, sha256, camera_id, status, discovered_at)"
+        query(as_pond, f"insert into images {columns} values ('/x.jpg', 'x', 'marsh-cam', 'done', now())")
+    engine = create_engine(as_pond)
+    with engine.begin() as connection:
+        assert connection.execute(text("update images set label = 'overwritten' where camera_id = 'marsh-cam'")).rowcount == 0
+        assert connection.execute(text("delete from events where camera_id = 'marsh-cam'")).rowcount == 0
+        assert connection.execute(text("select count(*) from images where camera_id = 'marsh-cam'")).scalar() == 0
+    engine.dispose()
+    assert query(pg_url, "select id, path, label, event_id from images where camera_id = 'marsh-cam' order by id") == marsh_rows
+    assert_central_matches(pg_url, pond, marsh)
+
+
+def test_archive_takes_each_photos_camera_from_its_folder_and_no_event_spans_two_cameras(pg_url, tmp_path):
+    """Two SD cards whose bursts were taken at the same minutes: one run, two cameras, their own events."""
+    from test_archive import archive_config, make_archive
+
+    cards = tmp_path / "cards"
+    made = {camera: make_archive(cards / camera, 9, seed=seed) for seed, camera in enumerate(("cam-a", "cam-b"), start=3)}
+    config = archive_config(tmp_path, database={"url": pg_url})
+    result = CliRunner().invoke(cli, ["archive", str(cards), "--workers", "1", "--batch", "4", "--no-progress", "--camera-from-folders",
+                                      "-c", str(config)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stored = dict(query(pg_url, "select path, camera_id from images where status = 'done'"))
+    assert stored == {str(path.resolve()): camera for camera, paths in made.items() for path in paths}
+    assert query(pg_url, "select event_id from images group by event_id having count(distinct camera_id) > 1") == []
+    per_camera = dict(query(pg_url, "select camera_id, count(*) from events group by camera_id"))
+    assert per_camera == {"cam-a": 3, "cam-b": 3}  # bursts of three, 2 minutes apart, per card
+    assert query(pg_url, "select camera_id, sum(photo_count) from events group by camera_id order by 1") == [("cam-a", 9), ("cam-b", 9)]
+
+
+def test_the_duplicate_events_of_a_second_url_spelling_are_folded_into_the_device_id(trap, pg_url):
+    """A central database as the old per-URL sync left it: every event twice, the photos on the second copy."""
+    config, sessions, ingest = trap
+    for frame in HERON[:4]:
+        ingest(frame.name)
+    first = push(config, pg_url)
+    legacy = str(uuid.uuid4())
+    engine = create_engine(pg_url)
+    with engine.begin() as connection:
+        for local, event in connection.execute(text("select source_event_id, event_id from sync_events")).all():
+            (copy,) = connection.execute(
+                text(
+                    'insert into events (camera_id, deployment_id, start, "end", photo_count, bird_photo_count, kind, label, '
+                    'scientific_name, common_name, taxon_rank, confidence) select camera_id, deployment_id, start, "end", '
+                    "photo_count, bird_photo_count, kind, label, scientific_name, common_name, taxon_rank, confidence "
+                    "from events where id = :e returning id"
+                ),
+                {"e": event},
+            ).one()
+            connection.execute(text("insert into sync_events values (:s, :l, :c)"), {"s": legacy, "l": local, "c": copy})
+            connection.execute(text("update images set event_id = :c where event_id = :e"), {"c": copy, "e": event})
+    engine.dispose()
+    ((events_before,),) = query(pg_url, "select count(*) from events")
+    assert events_before == 2 * _device_events(Path(config.source))
+    with sessions.begin() as session:  # what migration 0006 leaves for a device that synced under two URLs
+        session.add(store.Meta(key="sync_legacy_sources", value=legacy))
+    summary = push(config, pg_url)
+    assert summary.duplicates_removed == events_before // 2 and summary.device == first.device
+    assert query(pg_url, "select count(*) from events") == [(_device_events(Path(config.source)),)]
+    assert query(pg_url, "select distinct source from sync_events") == [(first.device,)]
+    assert_central_matches(pg_url, Path(config.source))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from sqlalchemy import select
 
 from birdtrap import store
 from birdtrap.errors import StoreError
@@ -145,3 +146,65 @@ def test_the_head_revision_constant_is_the_migrations_head_and_opening_needs_no_
     assert schema(tmp_path / "b.db") == schema(migrated)
     with sqlite3.connect(tmp_path / "b.db") as connection:
         assert connection.execute("select version_num from alembic_version").fetchall() == [(store.HEAD_REVISION,)]
+
+
+def test_a_device_that_synced_under_two_urls_keeps_the_most_used_source_as_its_id(tmp_path):
+    """Migration 0006: the runtime sync_state of older releases becomes the device's identity."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(store._alembic(connection), "0003")
+        connection.execute(
+            text(
+                "create table sync_state (target varchar(300) primary key, source varchar(36), processed_at datetime, "
+                "image_id integer, pushed integer, updated_at datetime)"
+            )
+        )
+        connection.execute(
+            text(
+                "insert into sync_state values ('postgresql://a@127.0.0.1/c', 'first-source', null, 0, 40, '2026-01-01'), "
+                "('postgresql://a@localhost/c', 'second-source', null, 0, 12, '2026-02-01')"
+            )
+        )
+        connection.execute(
+            text("insert into images (path, sha256, camera_id, status, discovered_at) values ('/a.jpg', 'a', 'cam', 'done', '2026-01-01')")
+        )
+    engine.dispose()
+    sessions = store.open_store(url)
+    with sessions() as session:
+        assert store.fleet.device_id(session) == "first-source"
+        assert store.fleet.legacy_sources(session) == ["second-source"]
+        assert store.fleet.sync_states(session) == []  # progress by sequence starts again: one full, idempotent push
+        assert session.scalar(select(store.ImageRecord.sync_seq)) == 1
+
+
+def test_a_sync_number_is_taken_under_the_write_lock_so_no_other_writer_can_take_it_too(tmp_path):
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'seq.db'}")
+    with sessions.begin() as session:
+        number = store.fleet.next_sync_seq(session)
+        other = sqlite3.connect(tmp_path / "seq.db", timeout=0.1)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                other.execute("insert into meta (key, value) values ('x', 'y')")
+        finally:
+            other.close()
+    assert number == 1
+
+
+def test_every_write_of_a_processed_photo_takes_the_next_sync_number(tmp_path):
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'seq.db'}")
+    with sessions.begin() as session:
+        ids = [store.register_photo(session, f"/in/{i}.jpg", str(i) * 64, 1, 1.0, "cam").image_id for i in range(3)]
+        model = store.record_model(session, "m" * 64, "m", "1", "/m")
+    result = store.Result("bird", "x", "A b", None, "species", 0.5, (), None, None, None)
+    with sessions.begin() as session:
+        for image_id in ids:
+            store.record_result(session, image_id, result, model)
+    with sessions.begin() as session:  # processed again: the newest number
+        store.record_result(session, ids[0], result, model)
+    with sessions() as session:
+        numbers = dict(session.execute(select(store.ImageRecord.id, store.ImageRecord.sync_seq)).all())
+    assert numbers == {ids[1]: 2, ids[2]: 3, ids[0]: 4}

@@ -547,6 +547,12 @@ def test_the_pages_render_events_a_species_stats_and_a_review_form(api):
     assert api.get("/static/style.css").status_code == 200
 
 
+def test_the_fleet_page_of_a_traps_own_database_says_where_traps_appear(api):
+    page = api.get("/fleet")
+    assert page.status_code == 200
+    assert "This is a trap's own database, not a central one" in page.text and "birdtrap sync --to" in page.text
+
+
 def test_serve_names_the_flag_of_a_bad_setting(site):
 
     result = CliRunner().invoke(cli, ["serve", "--token", "short", "--config", str(site)])

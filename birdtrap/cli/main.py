@@ -13,7 +13,7 @@ from birdtrap.cli.export import export
 from birdtrap.cli.health import doctor, plot
 from birdtrap.cli.install import install, uninstall
 from birdtrap.cli.learn import learn
-from birdtrap.cli.scale import archive, export_network, sync
+from birdtrap.cli.scale import archive, export_network, fleet, sync
 from birdtrap.cli.web import serve
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ from birdtrap.cli.photos import classify, evaluate  # noqa: E402
 from birdtrap.cli.queries import events, failed, sightings, stats  # noqa: E402
 
 for command in (classify, evaluate, sightings, events, failed, stats, model, db, export, plot, doctor, install, uninstall, serve,
-                learn, archive, sync):
+                learn, archive, sync, fleet):
     cli.add_command(command)
 export.add_command(export_network, "network")
 

@@ -24,8 +24,8 @@ from birdtrap.errors import ExportError
 from birdtrap.export import camtrapdp
 from birdtrap.export.camtrapdp import DeploymentInfo, PackageInfo
 from birdtrap.identify.kinds import Kind
-from birdtrap.scale.sync import DeploymentRecord
 from birdtrap.store import EventRecord, ImageRecord, latest_reviews
+from birdtrap.store.central import DeploymentRecord
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The database, the CLI, the web pages, the exports and the notifications all spea
 (DESIGN.md, "What a photo is said to hold"). An answer never claims more than its evidence:
 `blank` means nothing is there on evidence (issue 22), `unsure` means something may be there and a
 person should look. Older databases and scripts said "empty" and "unknown"; `Kind.parse` still
-reads those, and migration 0005 rewrites stored rows.
+reads those, and migration 0004 rewrites stored rows.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Kind(StrEnum):
     def parse(cls, text: str) -> Kind:
         """A kind from what a user or an old database wrote; raises ValueError naming the accepted words.
 
-        "empty" (before 0005) is `blank`, "unknown" is `unsure`, "human" (Camtrap DP) is `person`.
+        "empty" (before 0004) is `blank`, "unknown" is `unsure`, "human" (Camtrap DP) is `person`.
         """
         word = text.strip().lower()
         word = LEGACY_KINDS.get(word, word)

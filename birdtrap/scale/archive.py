@@ -14,7 +14,10 @@ preprocessing, finder and models, one transaction per batch) runs inside Dask wo
   pending) are not even submitted, and the workers' sha256 check skips a file recorded under the
   same content;
 - a file that cannot be processed is recorded as failed with the reason; a batch that fails as a
-  whole is retried photo by photo, so one bad file never takes its neighbours (or the run) down.
+  whole is retried photo by photo, so one bad file never takes its neighbours (or the run) down;
+- each photo's camera comes from `Cameras`: the config's `camera.id` (one camera per run), the
+  folder layout (`<root>/<camera>/...`) or a mapping file (folder -> camera, deployment). Tasks
+  never mix cameras, so events (bursts of one camera) never span two (issue 21).
 
 It runs on a LocalCluster by default and on any cluster by scheduler address, whose workers
 must see the photos at the same paths and reach the database (PostgreSQL, for a real cluster).
@@ -22,6 +25,7 @@ must see the photos at the same paths and reach the database (PostgreSQL, for a 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import os
@@ -110,7 +114,7 @@ class ArchiveWorker:
         self.sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
         serialize_writers(self.sessions, config.camera.id)
         self.decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
-        self.ingestors: dict[str, Ingestor] = {}
+        self.ingestors: dict[tuple[str, str, str | None], Ingestor] = {}
         # A worker started with several threads runs tasks concurrently; the interpreter is not
         # thread-safe, so tasks take turns (start workers with --nthreads 1).
         self.lock = threading.Lock()
@@ -127,12 +131,18 @@ class ArchiveWorker:
             if finished:
                 self.lock.release()
 
-    def ingestor(self, root: str) -> Ingestor:
-        if root not in self.ingestors:
-            self.ingestors[root] = self._retry(
-                lambda: Ingestor(self.config, self.identifier, self.sessions, Path(root), self.decode_pool, False)
-            )
-        return self.ingestors[root]
+    def camera_config(self, camera: str | None, deployment: str | None) -> Config:
+        """The config with this batch's camera (the commit path groups events by it)."""
+        if camera is None or camera == self.config.camera.id:
+            return self.config
+        return self.config.model_copy(update={"camera": self.config.camera.model_copy(update={"id": camera, "deployment_id": deployment})})
+
+    def ingestor(self, root: str, camera: str | None = None, deployment: str | None = None) -> Ingestor:
+        key = (root, camera or self.config.camera.id, deployment)
+        if key not in self.ingestors:
+            config = self.camera_config(camera, deployment)
+            self.ingestors[key] = self._retry(lambda: Ingestor(config, self.identifier, self.sessions, Path(root), self.decode_pool, False))
+        return self.ingestors[key]
 
     def _retry(self, action: Callable[[], Any]) -> Any:
         attempt = 0
@@ -147,7 +157,7 @@ class ArchiveWorker:
                 log.warning("database write failed (%s); retry %d of %d in %.1f s", first_line(e), attempt, self.retries, delay)
                 time.sleep(delay)
 
-    def process(self, root: str, paths: list[str]) -> Counter[str]:
+    def process(self, root: str, paths: list[str], camera: str | None = None, deployment: str | None = None) -> Counter[str]:
         """One task: the batch as the daemon would handle it; on a non-transient error, photo by photo.
 
         Raises StoreError when the database stays unreachable: the photos stay unprocessed (pending
@@ -155,7 +165,7 @@ class ArchiveWorker:
         """
         with self.lock:
             try:
-                ingestor = self.ingestor(root)
+                ingestor = self.ingestor(root, camera, deployment)
                 try:
                     return self._retry(lambda: ingestor.handle(paths))
                 except SQLAlchemyError as e:
@@ -181,21 +191,24 @@ class ArchiveWorker:
             except SQLAlchemyError as e:
                 if _transient(e):
                     raise
-                self._record_failure(path, f"{path}: the database refused its result ({first_line(e)}).")
+                reason = f"{path}: the database refused its result ({first_line(e)})."
+                self._record_failure(path, reason, ingestor.config.camera.id)
                 totals["failed"] += 1
             except Exception as e:  # noqa: BLE001 - recorded as failed, the run goes on
                 if self.closing:
                     raise
-                self._record_failure(path, f"{path} could not be processed ({type(e).__name__}: {e}); report it with the file.")
+                self._record_failure(
+                    path, f"{path} could not be processed ({type(e).__name__}: {e}); report it with the file.", ingestor.config.camera.id
+                )
                 totals["failed"] += 1
         return totals
 
-    def _record_failure(self, path: str, reason: str) -> None:
+    def _record_failure(self, path: str, reason: str, camera: str) -> None:
         log.warning("failed: %s", reason)
 
         def record() -> None:
             with self.sessions.begin() as session:
-                store.record_failure(session, path, reason, self.config.camera.id)
+                store.record_failure(session, path, reason, camera)
 
         self._retry(record)
 
@@ -217,10 +230,71 @@ class ArchivePlugin(WorkerPlugin):
             self.state.close()
 
 
-def process_batch(root: str, paths: list[str]) -> dict[str, int]:
-    """The Dask task: one batch of files under `root`; returns counts (done, birds, failed, duplicate)."""
+def process_batch(root: str, paths: list[str], camera: str | None = None, deployment: str | None = None) -> dict[str, int]:
+    """The Dask task: one batch of one camera's files under `root`; returns counts (done, birds, failed, duplicate)."""
     plugin = get_worker().plugins[PLUGIN_NAME]
-    return dict(plugin.state.process(root, paths))
+    return dict(plugin.state.process(root, paths, camera, deployment))
+
+
+# --- which camera took each photo ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cameras:
+    """How archive names each photo's camera (and deployment).
+
+    `by_folder`: the first folder under the root is the camera (`<root>/<camera>/...`).
+    `mapping`: (folder, camera, deployment) rows; a folder is absolute or relative to a root, and
+    the longest folder that holds the photo wins. Otherwise, and for a photo neither places, the
+    config's camera.
+    """
+
+    default: tuple[str, str | None]
+    by_folder: bool = False
+    mapping: tuple[tuple[str, str, str | None], ...] = ()
+
+    def of(self, root: Path, path: str) -> tuple[str, str | None] | None:
+        """(camera, deployment) of the photo at `path` under `root`; None where the layout or mapping has none."""
+        relative = Path(path).relative_to(root)
+        if self.by_folder:
+            return (relative.parts[0], None) if len(relative.parts) > 1 else None
+        if self.mapping:
+            best = None
+            for folder, camera, deployment in self.mapping:
+                base = Path(folder) if Path(folder).is_absolute() else root / folder
+                if Path(path).is_relative_to(base) and (best is None or len(base.parts) > best[0]):
+                    best = (len(base.parts), camera, deployment)
+            return None if best is None else (best[1], best[2])
+        return self.default
+
+
+def load_camera_map(path: Path) -> tuple[tuple[str, str, str | None], ...]:
+    """Read a CSV of `folder,camera_id[,deployment_id]` rows (a header row of those names is allowed).
+
+    Raises ArchiveError naming the file and line of a row without a folder or camera.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as e:
+        raise ArchiveError(
+            f"--cameras {path}: cannot read it ({e.strerror}); give a CSV of folder,camera_id[,deployment_id] rows."
+        ) from None
+    rows = []
+    for number, row in enumerate(csv.reader(lines), start=1):
+        cells = [cell.strip() for cell in row]
+        if not cells or not any(cells) or cells[0].startswith("#"):
+            continue
+        if number == 1 and cells[:2] == ["folder", "camera_id"]:
+            continue
+        if len(cells) < 2 or not cells[0] or not cells[1] or len(cells) > 3:
+            raise ArchiveError(
+                f"--cameras {path}, line {number}: {','.join(row)!r} is not folder,camera_id[,deployment_id]; "
+                "e.g. card07,pond-cam,pond-2024."
+            )
+        rows.append((cells[0].rstrip("/"), cells[1], cells[2] or None if len(cells) == 3 else None))
+    if not rows:
+        raise ArchiveError(f"--cameras {path} has no rows; write one folder,camera_id[,deployment_id] line per camera.")
+    return tuple(rows)
 
 
 # --- on the client -------------------------------------------------------------------------
@@ -275,17 +349,26 @@ def _on_record(sessions: sessionmaker[Session], folders: list[Path]) -> dict[str
         return {path: (size, mtime) for path, size, mtime in session.execute(query)}
 
 
-def plan(config: Config, folders: list[Path], batch_size: int) -> tuple[int, int, list[tuple[str, list[str]]]]:
-    """(found, skipped, batches): the files not yet on record, in batches of `batch_size` per folder."""
+Batch = tuple[str, list[str], str, str | None]  # root, paths, camera, deployment
+
+
+def plan(config: Config, folders: list[Path], batch_size: int, cameras: Cameras | None = None) -> tuple[int, int, list[Batch]]:
+    """(found, skipped, batches): the files not yet on record, in batches of `batch_size` per folder and camera.
+
+    A photo the folder layout or mapping does not place is given the config's camera.id, with a
+    warning naming how many and the first.
+    """
+    cameras = cameras or Cameras((config.camera.id, config.camera.deployment_id))
+    unplaced: list[str] = []
     sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds)
     try:
         known = _on_record(sessions, folders)
     finally:
         sessions.kw["bind"].dispose()
     found = skipped = 0
-    batches: list[tuple[str, list[str]]] = []
+    batches: list[Batch] = []
     current: list[str] = []
-    current_root = ""
+    current_key: tuple[str, str, str | None] = ("", "", None)
     for root, path in find_photos(folders, PhotoFilter(config.watch.patterns)):
         found += 1
         record = known.get(store.path_as_text(path))
@@ -297,13 +380,27 @@ def plan(config: Config, folders: list[Path], batch_size: int) -> tuple[int, int
             if info is not None and record == (info.st_size, info.st_mtime):
                 skipped += 1
                 continue
-        if current and (str(root) != current_root or len(current) >= batch_size):
-            batches.append((current_root, current))
+        placed = cameras.of(root, path)
+        if placed is None:
+            unplaced.append(path)
+            placed = (config.camera.id, config.camera.deployment_id)
+        key = (str(root), *placed)
+        if current and (key != current_key or len(current) >= batch_size):
+            batches.append((current_key[0], current, current_key[1], current_key[2]))
             current = []
-        current_root = str(root)
+        current_key = key
         current.append(path)
     if current:
-        batches.append((current_root, current))
+        batches.append((current_key[0], current, current_key[1], current_key[2]))
+    if unplaced:
+        how = "in a <root>/<camera>/ folder" if cameras.by_folder else "under a folder of --cameras"
+        log.warning(
+            "%d photos are not %s (the first: %s); they are stored as camera %r (camera.id in the config)",
+            len(unplaced),
+            how,
+            unplaced[0],
+            config.camera.id,
+        )
     return found, skipped, batches
 
 
@@ -318,6 +415,7 @@ def run_archive(
     backoff: float = 1.0,
     progress: bool = True,
     on_batch: Callable[[Counter[str]], None] | None = None,
+    cameras: Cameras | None = None,
 ) -> ArchiveSummary:
     """Classify every photo under `folders` into `config.database.url` on Dask.
 
@@ -332,8 +430,8 @@ def run_archive(
         if not Path(folder).is_dir():
             raise ArchiveError(f"{folder} is not a folder; give the archive's top folder(s), e.g. birdtrap archive /mnt/sdcards/.")
         roots.append(Path(folder).resolve())
-    found, skipped, batches = plan(config, roots, batch_size)
-    todo = sum(len(paths) for _, paths in batches)
+    found, skipped, batches = plan(config, roots, batch_size, cameras)
+    todo = sum(len(paths) for _, paths, _, _ in batches)
     log.info("%d photos found, %d already on record, %d to classify in %d batches", found, skipped, todo, len(batches))
     totals: Counter[str] = Counter()
     cluster = client = None
@@ -412,7 +510,7 @@ def run_archive(
 
 def _drain(
     client: Any,
-    batches: list[tuple[str, list[str]]],
+    batches: list[Batch],
     workers: int,
     todo: int,
     totals: Counter[str],
@@ -425,8 +523,8 @@ def _drain(
     sizes: dict[str, int] = {}
 
     def submit() -> Any:
-        root, paths = next(pending)
-        future = client.submit(process_batch, root, paths, pure=False)
+        root, paths, camera, deployment = next(pending)
+        future = client.submit(process_batch, root, paths, camera, deployment, pure=False)
         sizes[future.key] = len(paths)
         return future
 
@@ -466,4 +564,14 @@ def _drain(
         bar.close()
 
 
-__all__ = ["ArchiveError", "ArchiveSummary", "run_archive", "plan", "find_photos", "serialize_writers", "process_batch"]
+__all__ = [
+    "ArchiveError",
+    "ArchiveSummary",
+    "Cameras",
+    "load_camera_map",
+    "run_archive",
+    "plan",
+    "find_photos",
+    "serialize_writers",
+    "process_batch",
+]

@@ -1,28 +1,32 @@
-"""`birdtrap sync`: push this device's processed photos to a central PostgreSQL.
+"""`birdtrap sync`: push this device's processed photos and reviews to a central PostgreSQL, pull back central reviews.
 
 Each device keeps its own SQLite (it must work offline); a timer pushes what is new. The push is:
 
+- keyed by identity, not by address: the device has one id (`meta.device_id`, store/fleet.py) and
+  the central database one (`central_meta.central_id`), so a second spelling of the URL, a role per
+  trap or a moved server changes nothing; events are keyed centrally by (device, local event id);
 - idempotent: photos are upserted (`INSERT ... ON CONFLICT`) keyed by (camera_id, sha256), models
-  by sha256, events by (device, local event id), so running it twice, or resuming a cut run,
-  never duplicates anything;
-- resumable: after each batch is committed centrally, a high-water mark (processed_at, id of the
-  last photo pushed) is written to the `sync_state` table of the *device's* database, one row per
-  central database. A run starts a few minutes before the mark (`overlap`), so a batch that the
-  device committed late (its processed_at is older than its commit) is still picked up;
+  by sha256, events by (device, local event id), reviews by (device, local review id);
+- resumable by the device's own sequence, not by its clock: each processed photo carries the number
+  the device gave it when it was last written (`images.sync_seq`); after each batch commits
+  centrally the device keeps the highest number pushed in `sync_state`. A photo stamped by a clock
+  that was behind, committed late or processed again still travels; a run with nothing new sends
+  nothing;
 - batched, with retries and exponential back-off on a lost connection; a refused batch (bad
-  data) stops the run with the reason, the mark still at the last good batch.
+  data) stops the run with the reason, the progress still at the last good batch.
+
+Reviews travel both ways: a device's reviews are pushed onto the central events they became; a
+review made centrally (`birdtrap serve` on the central database) on one of this device's events is
+pulled back. Both keep when they were made; the latest wins everywhere and the older stays in the
+history.
 
 Only processed photos (status done) travel, with their ranked predictions, their event and their
-model. Pending, failed and duplicate rows stay on the device (they are the device's own
-bookkeeping). Photos stay on the device too; `with_thumbnails` adds a small JPEG of each photo to
-the central `thumbnails` table (about 10-20 KB at 320 px), enough to review a sighting remotely.
+model. Pending, failed and duplicate rows stay on the device; their counts go to the central
+`devices` table (`birdtrap fleet status`). `with_thumbnails` adds a small JPEG of each photo.
 
-The central database has the device schema (made by the migrations, as for a device) plus three
-tables defined here (`deployments`, `thumbnails`, `sync_events`), and two identity constraints
-scoped to the camera (see `prepare_central`): two traps may hold the same file, and each keeps
-its own row. The tables of this module live on their own MetaData, created here with
-`create_all`, so the migrations' metadata stays exactly the device schema; docs/SCALE.md says
-how to fold them into a migration.
+The central schema is made and upgraded only by migrations (store/central.py says the
+compatibility rule); sync creates it in an empty database and otherwise upgrades it only when told
+(`upgrade_central`).
 """
 
 from __future__ import annotations
@@ -30,38 +34,39 @@ from __future__ import annotations
 import io
 import logging
 import random
+import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    DateTime,
-    Float,
-    Integer,
-    LargeBinary,
-    String,
-    and_,
-    bindparam,
-    create_engine,
-    func,
-    or_,
-    select,
-    text,
-)
+from sqlalchemy import and_, bindparam, create_engine, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, selectinload, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+import birdtrap
 from birdtrap import store
 from birdtrap.config import Config
 from birdtrap.errors import StoreError, first_line
-from birdtrap.store import DONE, EventRecord, ImageRecord, ModelRecord, PredictionRecord, utcnow
+from birdtrap.store import (
+    DONE,
+    FAILED,
+    PENDING,
+    CorrectionRecord,
+    EventRecord,
+    ImageRecord,
+    ModelRecord,
+    PredictionRecord,
+    fleet,
+    utcnow,
+)
+from birdtrap.store import central as central_schema
+from birdtrap.store.central import DeploymentRecord, DeviceRecord, SyncedEvent, ThumbnailRecord
+from birdtrap.store.fleet import SyncState
 
 log = logging.getLogger(__name__)
 
@@ -69,74 +74,11 @@ THUMBNAIL_SIDE = 320
 THUMBNAIL_QUALITY = 75
 # The identity of a photo in the central database: one row per camera and content.
 ORIGINAL = "duplicate_of IS NULL AND status IN ('pending', 'done')"
-CENTRAL_LOCK = 0x6269726474726170  # "birdtrap": serialises the one-time schema changes of first syncs
+CENTRAL_LOCK = 0x6269726474726170  # "birdtrap": serialises schema changes and identity adoption
 
 
 class SyncError(StoreError):
     """The central database refused a batch or stayed unreachable; the next run resumes."""
-
-
-# --- tables ----------------------------------------------------------------------------------
-
-
-class SyncBase(DeclarativeBase):
-    """Tables of sync alone, apart from store.Base: the migrations never see (or drop) them."""
-
-
-class SyncState(SyncBase):
-    """Device side: how far this database has been pushed to each central database."""
-
-    __tablename__ = "sync_state"
-    target: Mapped[str] = mapped_column(String(300), primary_key=True)  # the central URL, without password
-    source: Mapped[str] = mapped_column(String(36))  # this device's id in the central sync_events table
-    processed_at: Mapped[datetime | None] = mapped_column(DateTime)
-    image_id: Mapped[int] = mapped_column(Integer, default=0)
-    pushed: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class DeploymentRecord(SyncBase):
-    """Central side: where and how a camera stood, as its device's config says (Camtrap DP needs it)."""
-
-    __tablename__ = "deployments"
-    deployment_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    camera_id: Mapped[str] = mapped_column(String(100), index=True)
-    location_name: Mapped[str | None] = mapped_column(String(200))
-    latitude: Mapped[float | None] = mapped_column(Float)
-    longitude: Mapped[float | None] = mapped_column(Float)
-    coordinate_uncertainty: Mapped[int | None] = mapped_column(Integer)
-    utc_offset: Mapped[str | None] = mapped_column(String(8))
-    camera_model: Mapped[str | None] = mapped_column(String(200))
-    source: Mapped[str] = mapped_column(String(36))
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class ThumbnailRecord(SyncBase):
-    """Central side: a small JPEG of a photo (`birdtrap sync --with-thumbnails`)."""
-
-    __tablename__ = "thumbnails"
-    camera_id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class SyncedEvent(SyncBase):
-    """Central side: which central event a device's event became (events have no natural key).
-
-    No foreign key to events: that table belongs to the other metadata; `_drop_emptied_events`
-    deletes the mapping with the event.
-    """
-
-    __tablename__ = "sync_events"
-    source: Mapped[str] = mapped_column(String(36), primary_key=True)
-    source_event_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    event_id: Mapped[int] = mapped_column(Integer, index=True)
-
-
-CENTRAL_TABLES = (DeploymentRecord.__table__, ThumbnailRecord.__table__, SyncedEvent.__table__)
 
 
 # --- the central database ------------------------------------------------------------------
@@ -165,57 +107,85 @@ def central_engine(url: str, connect_timeout: int = 10) -> Engine:
         raise SyncError(f"--to {store.display_url(url)} cannot be used ({e}); install the driver: pip install 'birdtrap[scale]'.") from None
 
 
-def prepare_central(url: str, engine: Engine) -> None:
-    """Create the schema on the central database and scope photo identity to the camera.
+def prepare_central(url: str, engine: Engine, upgrade: bool = False) -> None:
+    """Check the central schema against this trap's; create it in an empty database.
 
-    The device schema says one row per content (sha256) and per (path, sha256); in the central
-    database two traps may hold the same file (an SD card copied to two devices, a test photo), at
-    the same path too, so both constraints become per camera. Idempotent; the DDL runs only where
-    needed (ALTER TABLE takes a lock that would queue every reader).
+    An older central database is upgraded (by the migrations) only with `upgrade`; one newer
+    than this trap is used as it is when within the compatibility rule. Raises StoreError with
+    the fix otherwise (store/central.py).
     """
-    store.open_store(url)  # the device schema and its version check, exactly as the daemon makes it
-    SyncBase.metadata.create_all(engine, tables=list(CENTRAL_TABLES))
-    with engine.begin() as connection:
-        indexes = set(connection.scalars(text("SELECT indexname FROM pg_indexes WHERE tablename = 'images'")))
-        constraints = set(connection.scalars(text("SELECT conname FROM pg_constraint WHERE conrelid = 'images'::regclass")))
-        if (
-            "uq_images_camera_sha256" in indexes
-            and "uq_images_path_sha256" not in constraints
-            and "uq_images_original_sha256" not in indexes
-        ):
-            return
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CENTRAL_LOCK})
-        connection.execute(text("DROP INDEX IF EXISTS uq_images_original_sha256"))
-        connection.execute(
-            text(f"CREATE UNIQUE INDEX IF NOT EXISTS uq_images_camera_sha256 ON images (camera_id, sha256) WHERE {ORIGINAL}")
-        )
-        connection.execute(text("ALTER TABLE images DROP CONSTRAINT IF EXISTS uq_images_path_sha256"))
-        connection.execute(text("CREATE UNIQUE INDEX IF NOT EXISTS uq_images_camera_path_sha256 ON images (camera_id, path, sha256)"))
-        log.info("prepared the central database %s (photo identity per camera)", store.display_url(url))
+    where = store.display_url(url)
+    schema = central_schema.read_schema(engine)
+    if schema.current:
+        return
+    if not central_schema.check_compatible(schema, where, upgrade):
+        return
+    with engine.connect() as connection:  # one trap at a time makes or upgrades it
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": CENTRAL_LOCK})
+        try:
+            if not central_schema.read_schema(engine).current:
+                central_schema.upgrade_central(engine, url)
+                log.info("made %s central schema %s/%s", where, store.HEAD_REVISION, central_schema.CENTRAL_HEAD)
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": CENTRAL_LOCK})
+            connection.commit()
 
 
-def _prepare_local(sessions: sessionmaker[Session], target: str) -> SyncState:
-    """Create sync_state (and an index for the high-water mark); returns this target's state.
-
-    A new target gets a new source id: the device's events are keyed by it centrally.
-    """
-    engine = sessions.kw["bind"]
-    SyncBase.metadata.create_all(engine, tables=[SyncState.__table__])
-    with engine.begin() as connection:
-        # Without it every batch scans all done photos; store.py should declare it (docs/SCALE.md).
-        connection.execute(text("CREATE INDEX IF NOT EXISTS ix_images_processed_at ON images (processed_at, id)"))
+def _local_state(sessions: sessionmaker[Session], central_id: str, target: str) -> tuple[SyncState, str, list[str]]:
+    """This central database's progress row (made on first sync), the device id and its legacy ids."""
     with sessions.begin() as session:
-        state = session.get(SyncState, target)
+        device = fleet.device_id(session)
+        legacy = fleet.legacy_sources(session)
+        state = session.get(SyncState, central_id)
         if state is None:
-            state = SyncState(target=target, source=str(uuid.uuid4()), image_id=0, pushed=0)
+            state = SyncState(
+                central_id=central_id, url=target, image_seq=0, image_id=0, corrections_pushed=0, corrections_pulled=0, pushed=0
+            )
             session.add(state)
-        return state
+        state.url = target
+        session.flush()
+        return state, device, legacy
+
+
+def adopt_legacy_sources(session: Session, device: str, legacy: list[str]) -> int:
+    """Fold the central rows a device wrote under its older, per-URL source ids into its identity.
+
+    Where two sources mapped the same local event (the duplicate of issue 21), the older central
+    event's photos and reviews move to the device's event and the older event goes. Returns the
+    number of duplicate events removed.
+    """
+    removed = 0
+    for old in legacy:
+        if old == device:
+            continue
+        pairs = (
+            "SELECT o.event_id AS old_event, n.event_id AS new_event FROM sync_events o "
+            "JOIN sync_events n ON n.source = :device AND n.source_event_id = o.source_event_id WHERE o.source = :old"
+        )
+        values = {"device": device, "old": old}
+        session.execute(text(f"UPDATE images SET event_id = p.new_event FROM ({pairs}) p WHERE images.event_id = p.old_event"), values)
+        moved = f"UPDATE corrections SET event_id = p.new_event FROM ({pairs}) p WHERE corrections.event_id = p.old_event"
+        session.execute(text(moved), values)
+        gone = session.execute(text(f"DELETE FROM events WHERE id IN (SELECT old_event FROM ({pairs}) p) RETURNING id"), values).all()
+        removed += len(gone)
+        session.execute(
+            text(
+                "DELETE FROM sync_events o WHERE o.source = :old AND EXISTS "
+                "(SELECT 1 FROM sync_events n WHERE n.source = :device AND n.source_event_id = o.source_event_id)"
+            ),
+            values,
+        )
+        session.execute(text("UPDATE sync_events SET source = :device WHERE source = :old"), values)
+        session.execute(text("UPDATE deployments SET source = :device WHERE source = :old"), values)
+    return removed
 
 
 # --- one batch, read from the device -------------------------------------------------------
 
 
-IMAGE_COLUMNS = tuple(c.key for c in ImageRecord.__table__.columns if c.key not in ("id", "duplicate_of", "event_id", "model_id"))
+IMAGE_COLUMNS = tuple(
+    c.key for c in ImageRecord.__table__.columns if c.key not in ("id", "duplicate_of", "event_id", "model_id", "sync_seq")
+)
 EVENT_COLUMNS = tuple(c.key for c in EventRecord.__table__.columns if c.key != "id")
 MODEL_COLUMNS = ("sha256", "name", "version", "path", "first_used", "last_used")
 PREDICTION_COLUMNS = ("rank", "label_index", "label", "scientific_name", "common_name", "confidence")
@@ -230,22 +200,23 @@ class Batch:
     models: dict[int, dict[str, Any]]
     events: dict[int, dict[str, Any]]
     members: list[dict[str, Any]]  # other photos of the batch's events: b_camera, b_sha256, local_event_id
-    last: tuple[datetime, int]
+    last: tuple[int, int]  # (sync_seq, id) of the batch's last photo
     thumbnails: dict[tuple[str, str], tuple[bytes, int, int]] = field(default_factory=dict)
 
 
-def _after(cursor: tuple[datetime, int]):
-    when, last_id = cursor
-    return or_(ImageRecord.processed_at > when, and_(ImageRecord.processed_at == when, ImageRecord.id > last_id))
+def read_batch(session: Session, after: tuple[int, int], size: int) -> Batch | None:
+    """The next `size` done photos after `after` (sync number, id), with what they refer to.
 
-
-def read_batch(session: Session, cursor: tuple[datetime, int], size: int) -> Batch | None:
-    """The next `size` done photos after `cursor` (processed_at, id), with what they refer to."""
+    The id breaks ties: on a device numbers are unique, but a database written by several
+    processes at once (archive workers on PostgreSQL) may give two photos the same number.
+    """
+    seq, last_id = after
     query = (
         select(ImageRecord)
-        .where(ImageRecord.status == DONE, ImageRecord.processed_at.is_not(None), _after(cursor))
+        .where(ImageRecord.status == DONE)
+        .where(or_(ImageRecord.sync_seq > seq, and_(ImageRecord.sync_seq == seq, ImageRecord.id > last_id)))
         .options(selectinload(ImageRecord.predictions))
-        .order_by(ImageRecord.processed_at, ImageRecord.id)
+        .order_by(ImageRecord.sync_seq, ImageRecord.id)
         .limit(size)
     )
     rows = list(session.scalars(query))
@@ -279,7 +250,7 @@ def read_batch(session: Session, cursor: tuple[datetime, int], size: int) -> Bat
         )
         if image_id not in in_batch
     ]
-    return Batch(images, predictions, models, events, members, (rows[-1].processed_at, rows[-1].id))  # type: ignore[arg-type]
+    return Batch(images, predictions, models, events, members, (rows[-1].sync_seq, rows[-1].id))  # type: ignore[arg-type]
 
 
 def make_thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> tuple[bytes, int, int]:
@@ -436,6 +407,121 @@ def _clip(table: Any, values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+# --- reviews, both ways ----------------------------------------------------------------------
+
+REVIEW_COLUMNS = tuple(c.key for c in CorrectionRecord.__table__.columns if c.key not in ("id", "event_id", "origin", "origin_id"))
+
+
+def read_local_reviews(session: Session, after: int, size: int) -> list[dict[str, Any]]:
+    """Reviews made on this device (not pulled ones) with an id above `after`, oldest first."""
+    query = (
+        select(CorrectionRecord)
+        .where(CorrectionRecord.id > after, CorrectionRecord.origin.is_(None))
+        .order_by(CorrectionRecord.id)
+        .limit(size)
+    )
+    return [{"local_id": c.id, "local_event_id": c.event_id, **{k: getattr(c, k) for k in REVIEW_COLUMNS}} for c in session.scalars(query)]
+
+
+def write_reviews(session: Session, reviews: list[dict[str, Any]], device: str) -> tuple[int, set[int]]:
+    """Insert a device's reviews on the central events its events became.
+
+    Returns how many are new, and the local event ids that have no central event: merged away
+    on the device (the review is left out, as no list shows it there either), or not pushed yet.
+    """
+    events = dict(
+        session.execute(
+            select(SyncedEvent.source_event_id, SyncedEvent.event_id).where(
+                SyncedEvent.source == device, SyncedEvent.source_event_id.in_([r["local_event_id"] for r in reviews])
+            )
+        ).all()
+    )
+    table = CorrectionRecord.__table__
+    rows = [
+        _clip(
+            table,
+            {**{k: r[k] for k in REVIEW_COLUMNS}, "event_id": events[r["local_event_id"]], "origin": device, "origin_id": r["local_id"]},
+        )
+        for r in reviews
+        if r["local_event_id"] in events
+    ]
+    unmapped = {r["local_event_id"] for r in reviews} - set(events)
+    if not rows:
+        return 0, unmapped
+    statement = pg_insert(table).on_conflict_do_nothing(index_elements=[table.c.origin, table.c.origin_id]).returning(table.c.id)
+    return len(session.execute(statement, rows).all()), unmapped
+
+
+def read_central_reviews(session: Session, device: str, after: int, size: int) -> list[dict[str, Any]]:
+    """Reviews made elsewhere than this device on its events, central id above `after`, oldest first."""
+    query = (
+        select(CorrectionRecord, SyncedEvent.source_event_id)
+        .join(SyncedEvent, (SyncedEvent.event_id == CorrectionRecord.event_id) & (SyncedEvent.source == device))
+        .where(CorrectionRecord.id > after, or_(CorrectionRecord.origin.is_(None), CorrectionRecord.origin != device))
+        .order_by(CorrectionRecord.id)
+        .limit(size)
+    )
+    return [
+        {"central_id": c.id, "local_event_id": local, **{k: getattr(c, k) for k in REVIEW_COLUMNS}} for c, local in session.execute(query)
+    ]
+
+
+def store_pulled_reviews(session: Session, reviews: list[dict[str, Any]], central_id: str) -> int:
+    """Add central reviews to the device's events (once each); returns how many are new."""
+    have = set(
+        session.scalars(
+            select(CorrectionRecord.origin_id).where(
+                CorrectionRecord.origin == central_id, CorrectionRecord.origin_id.in_([r["central_id"] for r in reviews])
+            )
+        )
+    )
+    alive = set(session.scalars(select(EventRecord.id).where(EventRecord.id.in_([r["local_event_id"] for r in reviews]))))
+    added = 0
+    for review in reviews:
+        if review["central_id"] in have or review["local_event_id"] not in alive:
+            continue
+        values = {k: review[k] for k in REVIEW_COLUMNS}
+        session.add(CorrectionRecord(event_id=review["local_event_id"], origin=central_id, origin_id=review["central_id"], **values))
+        added += 1
+    session.flush()
+    return added
+
+
+# --- the device's row in the fleet ---------------------------------------------------------------
+
+
+def device_values(config: Config, session: Session, device: str) -> dict[str, Any]:
+    """What `birdtrap fleet status` shows of this device, from its own database."""
+    counts = dict(session.execute(select(ImageRecord.status, func.count()).group_by(ImageRecord.status)).all())
+    last_photo, last_processed = session.execute(
+        select(func.max(ImageRecord.captured_at), func.max(ImageRecord.processed_at)).where(ImageRecord.status == DONE)
+    ).one()
+    return {
+        "device_id": device,
+        "camera_id": config.camera.id,
+        "deployment_id": config.camera.deployment_id or config.camera.id,
+        "host": socket.gethostname()[:200],
+        "birdtrap_version": birdtrap.__version__,
+        "schema_revision": store.HEAD_REVISION,
+        "last_photo_at": last_photo,
+        "last_processed_at": last_processed,
+        "photos": counts.get(DONE, 0),
+        "failed": counts.get(FAILED, 0),
+        "pending": counts.get(PENDING, 0),
+    }
+
+
+def write_device(session: Session, values: dict[str, Any]) -> None:
+    """Upsert the device's row; the time of the sync is the central server's clock, not the trap's."""
+    table = DeviceRecord.__table__
+    statement = pg_insert(table).values({**values, "last_sync_at": func.timezone("UTC", func.now())})
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[table.c.device_id], set_={k: statement.excluded[k] for k in (*values, "last_sync_at") if k != "device_id"}
+        )
+    )
+
+
 # --- the run -------------------------------------------------------------------------------
 
 
@@ -449,8 +535,13 @@ class SyncSummary:
     batches: int
     retries: int
     seconds: float
-    resumed_from: datetime | None
-    last: datetime | None
+    resumed_from: int | None  # the sync number this run started after (None: from the start)
+    last: int | None  # the highest sync number pushed so far
+    device: str = ""
+    central: str = ""
+    reviews_pushed: int = 0
+    reviews_pulled: int = 0
+    duplicates_removed: int = 0
 
     @property
     def rows_per_second(self) -> float:
@@ -534,42 +625,74 @@ def push(
     with_thumbnails: bool = False,
     retries: int = 5,
     backoff: float = 2.0,
-    overlap: timedelta = timedelta(minutes=5),
     full: bool = False,
+    upgrade_central: bool = False,
     on_batch: Callable[[Counter[str]], None] | None = None,
 ) -> SyncSummary:
-    """Push the device database named by `config` to the central PostgreSQL at `to_url`.
+    """Push the device database named by `config` to the central PostgreSQL at `to_url`, pull reviews back.
 
-    `full` ignores the high-water mark and pushes everything again (safe: upserts). `on_batch` is
-    called with the running totals after each committed batch. Raises SyncError when the central
-    database stays unreachable after `retries` or refuses a batch; what was pushed stays pushed.
+    `full` pushes everything again (safe: upserts). `upgrade_central` lets this trap upgrade an
+    older central schema. `on_batch` is called with the running totals after each committed batch.
+    Raises SyncError when the central database stays unreachable after `retries`, refuses a batch,
+    or its schema does not fit this trap; what was pushed stays pushed.
     """
     started = time.monotonic()
     local = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
     target = store.display_url(to_url)
     engine = central_engine(to_url)
-    state = _prepare_local(local, target)
-    source = state.source
+    totals: Counter[str] = Counter()
+
+    def retried() -> None:
+        totals["retries"] += 1
+
+    def run(action: Callable[[], Any], what: str) -> Any:
+        return _run(action, what, retries, backoff, retried, target, totals)
+
     try:
-
-        def connect() -> None:
-            engine.connect().close()
-
         try:
-            with_retries(connect, f"connecting to {target}", retries, backoff)
+            with_retries(lambda: engine.connect().close(), f"connecting to {target}", retries, backoff)
         except SQLAlchemyError as e:
             raise SyncError(
                 f"cannot reach the central database {target} ({first_line(e)}); check --to, the network and the password file "
                 "(~/.pgpass or PGPASSFILE). Nothing was pushed; the next run tries again."
             ) from None
         try:
-            prepare_central(to_url, engine)
+            prepare_central(to_url, engine, upgrade_central)
         except StoreError as e:
-            raise SyncError(f"{e} Nothing was pushed; the next run tries again.") from None
+            message = str(e) if "Nothing was pushed" in str(e) else f"{e} Nothing was pushed; the next run tries again."
+            raise SyncError(message) from None
         central = sessionmaker(engine, expire_on_commit=False)
-        mark = None if full else state.processed_at
+
+        def identify() -> str:
+            with central() as session:
+                return central_schema.central_id(session)
+
+        central_id = run(identify, "reading the central database's id")
+        state, device, legacy = _local_state(local, central_id, target)
+
+        def check_identity() -> None:
+            with central() as session:
+                known = session.get(DeviceRecord, device)
+            if known is not None and known.camera_id != config.camera.id:
+                raise SyncError(
+                    f"device id {device} belongs to camera {known.camera_id!r} in the central database {target}, not to "
+                    f"{config.camera.id!r}: this database was copied from that trap (or camera.id changed). Nothing was pushed. "
+                    "Give the copy its own identity with `birdtrap sync --new-device-id`, or set camera.id back."
+                )
+
+        run(check_identity, "checking the device's identity")
+        after = (0, 0) if full else (state.image_seq, state.image_id)
+        resumed_from = None if after == (0, 0) else after[0]
+        if legacy:
+
+            def adopt() -> int:
+                with central.begin() as session:
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CENTRAL_LOCK})
+                    return adopt_legacy_sources(session, device, legacy)
+
+            totals["duplicates_removed"] += run(adopt, "folding older source ids into the device's")
         with local() as session:
-            deployment = deployment_values(config, session, source)
+            deployment = deployment_values(config, session, device)
         if deployment["latitude"] is None or deployment["longitude"] is None or deployment["utc_offset"] is None:
             log.warning(
                 "camera.latitude, camera.longitude or camera.utc_offset is not set in %s; a Camtrap DP export of the network "
@@ -577,43 +700,49 @@ def push(
                 config.source or "the config",
                 deployment["deployment_id"],
             )
-        totals: Counter[str] = Counter()
 
-        def _deploy() -> None:
+        def deploy() -> None:
             with central.begin() as session:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CENTRAL_LOCK})
                 _write_deployment(session, deployment)
 
-        def retried() -> None:
-            totals["retries"] += 1
-
-        _run(_deploy, "writing the deployment", retries, backoff, retried, target, totals)
-        cursor = (mark - overlap, 0) if mark is not None else (datetime(1900, 1, 1), 0)
-        if mark is not None:
-            log.info("resuming the push to %s from photos processed after %s", target, cursor[0])
+        run(deploy, "writing the deployment")
+        if resumed_from is not None:
+            log.info("resuming the push to %s after sync number %d", target, after[0])
         while True:
             with local() as session:
-                batch = read_batch(session, cursor, batch_size)
+                batch = read_batch(session, after, batch_size)
             if batch is None:
                 break
             if with_thumbnails:
-                _run(lambda b=batch: _add_thumbnails(central, b), "checking thumbnails", retries, backoff, retried, target, totals)
+                run(lambda b=batch: _add_thumbnails(central, b), "checking thumbnails")
 
-            def _write(b: Batch = batch) -> Counter[str]:
+            def write(b: Batch = batch) -> Counter[str]:
                 with central.begin() as session:
-                    return write_batch(session, b, source)
+                    return write_batch(session, b, device)
 
-            totals.update(_run(_write, f"pushing {len(batch.images)} photos", retries, backoff, retried, target, totals))
+            totals.update(run(write, f"pushing {len(batch.images)} photos"))
             totals["batches"] += 1
-            cursor = batch.last
+            after = batch.last
             with local.begin() as session:
-                row = session.get(SyncState, target)
-                row.processed_at, row.image_id = cursor
+                row = session.get(SyncState, central_id)
+                row.image_seq, row.image_id = after
                 row.pushed += len(batch.images)
                 row.updated_at = utcnow()
-            log.debug("pushed %d photos to %s (up to %s)", len(batch.images), target, cursor[0])
+            log.debug("pushed %d photos to %s (up to sync number %d)", len(batch.images), target, after[0])
             if on_batch is not None:
                 on_batch(totals)
+        _sync_reviews(local, central, central_id, device, batch_size, run, totals)
+        with local() as session:
+            status = device_values(config, session, device)
+
+        def report() -> None:
+            with central.begin() as session:
+                write_device(session, status)
+
+        run(report, "writing the device's status")
+        with local.begin() as session:  # `sync --status`: when this central database was last reached
+            session.get(SyncState, central_id).updated_at = utcnow()
     finally:
         engine.dispose()
     summary = SyncSummary(
@@ -625,18 +754,73 @@ def push(
         batches=totals["batches"],
         retries=totals["retries"],
         seconds=time.monotonic() - started,
-        resumed_from=mark,
-        last=cursor[0] if totals["batches"] else mark,
+        resumed_from=resumed_from,
+        last=after[0] or None,
+        device=device,
+        central=central_id,
+        reviews_pushed=totals["reviews_pushed"],
+        reviews_pulled=totals["reviews_pulled"],
+        duplicates_removed=totals["duplicates_removed"],
     )
     log.info(
-        "pushed %d photos (%d batches, %d retries) to %s in %.1f s",
+        "pushed %d photos (%d batches, %d retries) and %d reviews, pulled %d reviews, to and from %s in %.1f s",
         summary.images,
         summary.batches,
         summary.retries,
+        summary.reviews_pushed,
+        summary.reviews_pulled,
         target,
         summary.seconds,
     )
     return summary
+
+
+def _sync_reviews(
+    local: sessionmaker[Session],
+    central: sessionmaker[Session],
+    central_id: str,
+    device: str,
+    batch_size: int,
+    run: Callable[[Callable[[], Any], str], Any],
+    totals: Counter[str],
+) -> None:
+    """Push the device's new reviews, then pull the central ones; each side's progress kept per batch."""
+    while True:
+        with local() as session:
+            state = session.get(SyncState, central_id)
+            reviews = read_local_reviews(session, state.corrections_pushed, batch_size)
+        if not reviews:
+            break
+
+        def write(r: list[dict[str, Any]] = reviews) -> tuple[int, set[int]]:
+            with central.begin() as session:
+                return write_reviews(session, r, device)
+
+        written, unmapped = run(write, f"pushing {len(reviews)} reviews")
+        totals["reviews_pushed"] += written
+        with local.begin() as session:
+            # An event that still exists here but not centrally was made after this run pushed its
+            # photos: its reviews wait for the next run (re-sending the later ones is harmless).
+            waiting = set(session.scalars(select(EventRecord.id).where(EventRecord.id.in_(unmapped)))) if unmapped else set()
+            first_waiting = next((r["local_id"] for r in reviews if r["local_event_id"] in waiting), None)
+            state = session.get(SyncState, central_id)
+            state.corrections_pushed = reviews[-1]["local_id"] if first_waiting is None else first_waiting - 1
+        if first_waiting is not None:
+            break
+    while True:
+        with local() as session:
+            after = session.get(SyncState, central_id).corrections_pulled
+
+        def read(a: int = after) -> list[dict[str, Any]]:
+            with central() as session:
+                return read_central_reviews(session, device, a, batch_size)
+
+        reviews = run(read, "reading central reviews")
+        if not reviews:
+            break
+        with local.begin() as session:
+            totals["reviews_pulled"] += store_pulled_reviews(session, reviews, central_id)
+            session.get(SyncState, central_id).corrections_pulled = reviews[-1]["central_id"]
 
 
 def _run(
@@ -675,4 +859,74 @@ def _add_thumbnails(central: sessionmaker[Session], batch: Batch) -> None:
             log.warning("no thumbnail for %s (%s)", path, getattr(e, "strerror", None) or e)
 
 
-__all__ = ["SyncError", "SyncSummary", "push", "prepare_central", "central_engine", "DeploymentRecord", "ThumbnailRecord", "SyncState"]
+# --- what a device and the fleet look like ------------------------------------------------------
+
+
+def local_status(config: Config) -> dict[str, Any]:
+    """This device's id and, per central database, how far it has pushed and pulled (`sync --status`)."""
+    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+    with sessions.begin() as session:  # begin: a device that never synced gets its id now, once
+        device = fleet.device_id(session)
+        newest = session.scalar(select(func.max(ImageRecord.sync_seq)).where(ImageRecord.status == DONE)) or 0
+        centrals = []
+        for state in fleet.sync_states(session):
+            waiting = session.scalar(select(func.count()).where(ImageRecord.status == DONE, ImageRecord.sync_seq > state.image_seq))
+            centrals.append(
+                {
+                    "central": state.central_id,
+                    "url": state.url,
+                    "last_sync": state.updated_at,
+                    "pushed": state.pushed,
+                    "waiting": waiting,
+                    "sync_number": state.image_seq,
+                    "reviews_pushed_to": state.corrections_pushed,
+                    "reviews_pulled_to": state.corrections_pulled,
+                }
+            )
+    return {"device": device, "camera": config.camera.id, "newest_sync_number": newest, "centrals": centrals}
+
+
+def renew_device_id(config: Config) -> str:
+    """A new identity for a device database copied from another trap; returns it."""
+    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+    with sessions.begin() as session:
+        return fleet.new_device_id(session)
+
+
+def read_fleet(url: str) -> list[dict[str, Any]]:
+    """Each trap's row in the central database at `url` (`birdtrap fleet status`)."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        backend = url
+    if backend != "postgresql":
+        raise SyncError(
+            f"--from {store.display_url(url)} is not a central PostgreSQL database; give the URL the traps sync to, "
+            "e.g. --from postgresql+psycopg://me@db.example.org/birdtrap."
+        )
+    engine = central_engine(url)
+    try:
+        with Session(engine) as session:
+            return central_schema.fleet_status(session)
+    except SQLAlchemyError as e:
+        raise SyncError(
+            f"cannot read the fleet from {store.display_url(url)} ({first_line(e)}); check --from, and that a trap has synced to it."
+        ) from None
+    finally:
+        engine.dispose()
+
+
+__all__ = [
+    "local_status",
+    "renew_device_id",
+    "read_fleet",
+    "SyncError",
+    "SyncSummary",
+    "push",
+    "prepare_central",
+    "central_engine",
+    "adopt_legacy_sources",
+    "DeploymentRecord",
+    "ThumbnailRecord",
+    "SyncState",
+]

@@ -93,6 +93,7 @@ class ImageRecord(Base):
         Index("ix_images_status", "status"),
         Index("ix_images_captured_at", "captured_at"),
         Index("ix_images_kind_captured", "kind", "captured_at"),
+        Index("ix_images_sync_seq", "sync_seq"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(Text)
@@ -128,6 +129,8 @@ class ImageRecord(Base):
     box_y1: Mapped[float | None] = mapped_column(Float)
     invokes: Mapped[int | None] = mapped_column(Integer)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"), index=True)
+    # The device's own order of changes to processed photos; sync resumes after it (see fleet.py).
+    sync_seq: Mapped[int | None] = mapped_column(Integer)
 
     predictions: Mapped[list[PredictionRecord]] = relationship(
         back_populates="image", cascade="all, delete-orphan", order_by="PredictionRecord.rank"
@@ -983,7 +986,10 @@ class CorrectionRecord(Base):
     """
 
     __tablename__ = "corrections"
-    __table_args__ = (Index("ix_corrections_event", "event_id", "id"),)
+    __table_args__ = (
+        Index("ix_corrections_event", "event_id", "id"),
+        Index("uq_corrections_origin", "origin", "origin_id", unique=True),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(Integer)
     verdict: Mapped[str] = mapped_column(String(16))  # confirmed, corrected or empty
@@ -1000,6 +1006,10 @@ class CorrectionRecord(Base):
     reviewer: Mapped[str | None] = mapped_column(String(100))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Where the review was made when it came by sync: a device id (central side) or "central"
+    # (device side), with its id there. None: made in this database.
+    origin: Mapped[str | None] = mapped_column(String(36))
+    origin_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class ClassifyCacheRecord(Base):
@@ -1078,7 +1088,15 @@ def review_of(record: type[ImageRecord] | type[EventRecord]) -> ReviewJoin:
     """How to join each photo (by its event) or event to its newest correction."""
     correction = aliased(CorrectionRecord)
     event_key = ImageRecord.event_id if record is ImageRecord else EventRecord.id
-    newest = select(func.max(CorrectionRecord.id)).where(CorrectionRecord.event_id == event_key).scalar_subquery()
+    # The latest review wins by when it was made, not by row id: a review pulled from the central
+    # database (or pushed to it) gets its row later than it was made (issue 21).
+    newest = (
+        select(CorrectionRecord.id)
+        .where(CorrectionRecord.event_id == event_key)
+        .order_by(CorrectionRecord.created_at.desc(), CorrectionRecord.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
     def shown(column: str) -> ColumnElement[Any]:
         return case((correction.id.is_not(None), getattr(correction, column)), else_=getattr(record, column))
@@ -1175,13 +1193,20 @@ def latest_reviews(session: Session, event_ids: Iterable[int]) -> dict[int, Corr
     ids = list(event_ids)
     if not ids:
         return {}
-    newest = select(func.max(CorrectionRecord.id)).where(CorrectionRecord.event_id.in_(ids)).group_by(CorrectionRecord.event_id)
-    return {c.event_id: c for c in session.scalars(select(CorrectionRecord).where(CorrectionRecord.id.in_(newest)))}
+    latest: dict[int, CorrectionRecord] = {}
+    query = select(CorrectionRecord).where(CorrectionRecord.event_id.in_(ids)).order_by(CorrectionRecord.created_at, CorrectionRecord.id)
+    for correction in session.scalars(query):
+        latest[correction.event_id] = correction  # by when it was made: see review_of
+    return latest
 
 
 def review_history(session: Session, event_id: int) -> list[CorrectionRecord]:
     """Every verdict on an event, newest first."""
-    query = select(CorrectionRecord).where(CorrectionRecord.event_id == event_id).order_by(CorrectionRecord.id.desc())
+    query = (
+        select(CorrectionRecord)
+        .where(CorrectionRecord.event_id == event_id)
+        .order_by(CorrectionRecord.created_at.desc(), CorrectionRecord.id.desc())
+    )
     return list(session.scalars(query))
 
 
@@ -1338,3 +1363,7 @@ class CameraHeadRecord(Base):
     figures: Mapped[str] = mapped_column(Text)  # JSON of camera_head.Figures and counts per class
     in_use: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# Fleet sync's device-side tables and the sync sequence (issue 21); imported last: it uses the models above.
+from birdtrap.store import fleet  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""Server-rendered pages (Jinja2): latest events, an event's review, a species, stats.
+"""Server-rendered pages (Jinja2): latest events, an event's review, a species, stats, the fleet.
 
 No front-end build: plain HTML and one stylesheet, a few lines of inline script to refresh the
 list and send a review. Filters are plain GET forms, so they work without JavaScript too.
@@ -13,8 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import inspect
 
 from birdtrap import store
+from birdtrap.store import central
 from birdtrap.store import examples as examples_store
 from birdtrap.web import queries
 from birdtrap.web.api import EventId
@@ -127,3 +129,15 @@ def stats_page(request: Request, context: Context) -> HTMLResponse:
     data = context.read(load)
     data["hour_scale"] = 90 / max(max(data["hours"]), 1)
     return templates.TemplateResponse(request, "stats.html", data)
+
+
+@router.get("/fleet")
+def fleet_page(request: Request, context: Context) -> HTMLResponse:
+    """The traps that sync to this (central) database: per trap its last sync and counts (issue 21)."""
+
+    def load(session: Any) -> dict[str, Any]:
+        if not inspect(session.connection()).has_table("devices"):
+            return {"central": False, "traps": []}
+        return {"central": True, "traps": central.fleet_status(session)}
+
+    return templates.TemplateResponse(request, "fleet.html", context.read(load))

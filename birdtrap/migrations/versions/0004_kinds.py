@@ -5,7 +5,7 @@ of is `unsure`. Rows written before say "empty" and "unknown"; they are renamed 
 that holds a kind, so queries, exports and the web see one vocabulary. What the old rows meant
 is not re-judged here (that needs the photos): an old "empty" stays a claim of nothing there.
 
-Revision ID: 0005
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-04 23:30:00
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
