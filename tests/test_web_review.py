@@ -171,10 +171,12 @@ def test_a_bulk_confirmation_is_all_or_none_and_names_the_events_it_cannot_confi
     birds = [e["id"] for e in events(api) if e["kind"] == "bird"]
     birdless = [e["id"] for e in events(api) if e["kind"] != "bird"]
     assert len(birds) >= 2 and birdless
-    refused = problem(api.post("/api/v1/reviews/confirm", json={"event_ids": birds + birdless[:1]}, headers=auth()), 409, "review-refused")
+    refused = problem(
+        api.post("/api/v1/reviews", json={"verdict": "confirm", "event_ids": birds + birdless[:1]}, headers=auth()), 409, "review-refused"
+    )
     assert f"event {birdless[0]} shows no bird to confirm" in refused["detail"]
     assert all(reviews_of(api, i) == [] for i in birds)
-    saved = api.post("/api/v1/reviews/confirm", json={"event_ids": birds, "reviewer": "Ana"}, headers=auth())
+    saved = api.post("/api/v1/reviews", json={"verdict": "confirm", "event_ids": birds, "reviewer": "Ana"}, headers=auth())
     assert saved.status_code == 201, saved.text
     assert [(r["event_id"], r["verdict"], r["reviewer"]) for r in saved.json()] == [(i, "confirmed", "Ana") for i in birds]
     for r in saved.json():

@@ -447,7 +447,7 @@ def review(
 
 
 @router.post(
-    "/reviews/confirm",
+    "/reviews",
     response_model=list[schemas.Review],
     status_code=201,
     responses=_problems(400, 401, 403, 409, 413, 503),

@@ -319,9 +319,11 @@ class KnownName(Schema):
 
 
 class BulkConfirm(Schema):
-    """Confirm the machine's bird on each of these events."""
+    """Confirm the machine's bird on each of these events (the only verdict given in bulk)."""
 
-    event_ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=500)
+    verdict: Literal["confirm"]
+    # 2**53 - 1: the largest integer every JSON reader (and the OpenAPI document's number) holds exactly.
+    event_ids: list[Annotated[int, Field(ge=1, le=2**53 - 1)]] = Field(min_length=1, max_length=500)
     reviewer: str | None = Field(None, max_length=100)
     note: str | None = Field(None, max_length=1000)
 

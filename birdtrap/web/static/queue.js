@@ -77,7 +77,7 @@
     if (!chosen.length) return;
     say("Confirming " + chosen.length + "…");
     var ids = chosen.map(function (c) { return Number(c.dataset.event); });
-    birdtrap.send("POST", "/api/v1/reviews/confirm", {event_ids: ids}).then(function (answers) {
+    birdtrap.send("POST", "/api/v1/reviews", {verdict: "confirm", event_ids: ids}).then(function (answers) {
       var step = answers.map(function (answer, i) { mark(chosen[i], answer); return {card: chosen[i], review: answer.id}; });
       remember(step);
       say("Confirmed " + answers.length + " event" + (answers.length === 1 ? "" : "s") + ".");
