@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from datetime import datetime
 
 import pytest
@@ -19,6 +20,8 @@ httpx = pytest.importorskip("httpx")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from test_web import auth, cli_json, fill_site, problem, start  # noqa: E402
+
+from birdtrap.daemon.wiring import build_identifier  # noqa: E402
 
 from conftest import HERON, rows  # noqa: E402
 
@@ -270,3 +273,42 @@ def test_a_cropped_thumbnail_shows_the_region_that_decided_with_its_box_drawn(ap
 
     assert amber(crop) > 2 * max(crop.size)  # the box's outline, all four sides
     assert amber(crop) > 10 * amber(whole)
+
+
+def test_a_browser_gets_errors_on_pages_as_a_page_and_the_api_keeps_problem_json(api):
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    missing = api.get("/events/424242", headers=browser)
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert "there is no event 424242" in missing.text and '<a href="/review">Review</a>' in missing.text
+    nowhere = api.get("/no-such-page", headers=browser)
+    assert nowhere.status_code == 404 and "there is no page at /no-such-page" in nowhere.text
+    bad_day = api.get("/today", params={"day": "yesterday"}, headers=browser)
+    assert bad_day.status_code == 422 and "day: &#x27;yesterday&#x27; is not a date; use YYYY-MM-DD." in bad_day.text
+    problem(api.get("/api/v1/events/424242", headers=browser), 404, "no-such-event")
+
+
+def test_names_are_checked_from_the_labels_file_while_the_model_still_loads(site):
+    release = threading.Event()
+
+    def slow_loader(config):
+        release.wait(30)
+        return build_identifier(config)
+
+    loading = start(site, loader=slow_loader)
+    try:
+        with httpx.Client(base_url=loading.url, timeout=60) as client:
+            assert client.get("/api/v1/health").json()["status"] == "loading"
+            owl = the_owl(client)
+            saved = client.post(
+                f"/api/v1/events/{owl['id']}/review", json={"verdict": "correct", "species": "burrowing owl"}, headers=auth()
+            )
+            assert saved.status_code == 201, saved.text
+            assert saved.json()["label"] == "Athene cunicularia (Burrowing Owl)"
+            problem(
+                client.post(f"/api/v1/events/{owl['id']}/review", json={"verdict": "correct", "species": "Xyzzy plugh"}, headers=auth()),
+                422,
+            )
+            assert client.delete(f"/api/v1/reviews/{saved.json()['id']}", headers=auth()).status_code == 200
+    finally:
+        release.set()
+        loading.stop()

@@ -29,7 +29,7 @@ from birdtrap.web import queries, schemas
 from birdtrap.web.classify import READY, TOP_LABELS, Upload
 from birdtrap.web.context import Context, WebContext
 from birdtrap.web.names import Name as KnownName
-from birdtrap.web.names import NameIndex, name_index
+from birdtrap.web.names import NameIndex, configured_labels, name_index
 from birdtrap.web.problems import MEDIA_TYPE, Problem, ProblemDetails, problem_body, problem_response
 from birdtrap.web.thumbnails import MAX_SIZE, MIN_SIZE
 
@@ -501,9 +501,12 @@ def _write(context: WebContext, work: Any, what: str) -> Any:
 
 
 def _name_index(context: WebContext) -> NameIndex:
-    """The names of the loaded species model and the taxonomy (the taxonomy alone while loading)."""
+    """The names of the species model and the taxonomy; while the model loads, from its labels file."""
     identifier = context.classifier.identifier
-    labels = tuple(identifier.species.labels) if identifier is not None else ()
+    if identifier is not None:
+        labels = tuple(identifier.species.labels)
+    else:
+        labels = configured_labels(context.config.model.path, context.config.model.labels)
     return name_index(labels, tuple(context.config.decision.background_labels))
 
 
@@ -513,11 +516,11 @@ def _known_name(context: WebContext, species: str) -> KnownName:
     name = index.resolve(species)
     if name is not None:
         return name
-    if context.classifier.identifier is None:
+    if not any(n.rank == "species" for n in index.names):
         raise Problem(
             503,
             "model-loading",
-            f"{species!r} is not a genus, family or order, and the species list is still loading; try again shortly.",
+            f"{species!r} is not a genus, family or order, and the species model's labels cannot be read yet; try again shortly.",
             {"Retry-After": "5"},
         )
     close = index.close_to(species)

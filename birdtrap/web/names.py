@@ -11,9 +11,11 @@ import difflib
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+from birdtrap.errors import ModelError
 from birdtrap.identify import taxonomy
-from birdtrap.identify.bundle import Label
+from birdtrap.identify.bundle import LABELS_FILE, Label, read_labels
 
 OTHER = "other:"
 _RANK_ORDER = {"species": 0, "subspecies": 0, "genus": 1, "family": 2, "order": 3, "other": 4}
@@ -99,6 +101,18 @@ class NameIndex:
             found.append((place, _RANK_ORDER.get(name.rank, 5), name.label, name))
         found.sort(key=lambda item: item[:3])
         return [name for *_, name in found[:limit]]
+
+
+@functools.lru_cache(maxsize=4)
+def configured_labels(model: Path, labels: Path | None) -> tuple[Label, ...]:
+    """The species model's labels read from its labels file (model.labels, else beside the model),
+    so names can be checked while the model itself still loads; () when the file cannot be read
+    (the model's own loading then says why)."""
+    path = Path(labels) if labels else (Path(model) if Path(model).is_dir() else Path(model).parent) / LABELS_FILE
+    try:
+        return read_labels(path)
+    except ModelError:
+        return ()
 
 
 @functools.lru_cache(maxsize=4)
