@@ -542,7 +542,7 @@ def test_the_pages_render_events_a_species_stats_and_a_review_form(api):
     assert "Burrowing Owl" in api.get("/species/Athene cunicularia").text
     assert "Athene cunicularia" in api.get("/stats").text
     review = api.get(f"/events/{event['id']}").text
-    assert "Ardea cinerea (Grey Heron)" in review and 'id="review"' in review
+    assert event["label"] in review and 'id="review"' in review and 'list="names"' in review
     assert api.get("/", params={"partial": 1}).text.lstrip().startswith("<ul") or "No events" in api.get("/", params={"partial": 1}).text
     assert api.get("/static/style.css").status_code == 200
 
@@ -591,6 +591,12 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403",
 checks.negative_data_rejection.expected-statuses = [
     "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"
 ]
+
+# POST /events/{id}/review: a schema can say "a string", not "a name the models or the taxonomy
+# know", so a generated species is rightly refused as 422 (issue 18).
+[[operations]]
+include-path = "/api/v1/events/{event_id}/review"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 """
 
 
@@ -616,4 +622,4 @@ def test_the_served_openapi_document_is_what_the_api_does(fuzz_server, tmp_path)
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]
-    assert re.search(r"Tested: 12\b", output), output[-3000:]  # every operation, none skipped for want of data
+    assert re.search(r"Tested: 15\b", output), output[-3000:]  # every operation, none skipped for want of data

@@ -91,3 +91,8 @@ def rank_of(name: str) -> str | None:
 @functools.cache
 def _orders() -> frozenset[str]:
     return frozenset(lineage.order for lineage in _table().values())
+
+
+def genera() -> tuple[Lineage, ...]:
+    """Every genus in the table with its family and order (for name lists and autocomplete)."""
+    return tuple(_table().values())

@@ -23,11 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from birdtrap import __version__, store
 from birdtrap.errors import DatabaseFileError, StoreError, first_line
-from birdtrap.identify.bundle import parse_label
 from birdtrap.store import examples as examples_store
+from birdtrap.store import reviews as review_store
 from birdtrap.web import queries, schemas
 from birdtrap.web.classify import READY, TOP_LABELS, Upload
 from birdtrap.web.context import Context, WebContext
+from birdtrap.web.names import Name as KnownName
+from birdtrap.web.names import NameIndex, configured_labels, name_index
 from birdtrap.web.problems import MEDIA_TYPE, Problem, ProblemDetails, problem_body, problem_response
 from birdtrap.web.thumbnails import MAX_SIZE, MIN_SIZE
 
@@ -40,11 +42,11 @@ _DESCRIPTIONS = {
     400: "Malformed request body (not UTF-8, or a multipart body that cannot be read)",
     401: "Bearer token missing",
     403: "Bearer token wrong, writes disabled, or a path outside the configured folders",
-    404: "No such record, or its photo file is gone",
-    409: "The verdict does not fit the event as it is now (confirming an event that shows no bird)",
+    404: "No such record (event, photo, review), or its photo file is gone",
+    409: "The verdict does not fit the event as it is now (no bird to confirm, or undoing a review that is not the newest)",
     413: "Body too large: over serve.upload_limit_mb or more than serve.max_files files for classify, over 256 KB elsewhere",
     415: "Not multipart/form-data, or no file is an image",
-    422: "Bad parameters, or an image that cannot be decoded",
+    422: "Bad parameters, an image that cannot be decoded, or a species nothing knows",
     503: "The model is loading or failed to load",
 }
 
@@ -226,8 +228,8 @@ JPEG = {200: {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail"}}
 Size = Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Longest side in pixels")]
 
 
-def _thumbnail_response(context: WebContext, path: str, size: int) -> FileResponse:
-    thumbnail = context.thumbnails.thumbnail(path, size)
+def _thumbnail_response(context: WebContext, path: str, size: int, box: tuple[float, float, float, float] | None = None) -> FileResponse:
+    thumbnail = context.thumbnails.thumbnail(path, size, box)
     # The name is a hash of path, size, mtime and size on disk: a changed file gets a new one.
     return FileResponse(thumbnail, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
@@ -238,11 +240,17 @@ def _thumbnail_response(context: WebContext, path: str, size: int) -> FileRespon
     responses={**JPEG, **_problems(403, 404)},
     summary="A small JPEG of the photo, made once and cached",
 )
-def photo_thumbnail(image_id: PhotoId, context: Context, size: Size = 320) -> FileResponse:
-    location = context.read(lambda s: queries.photo_location(s, image_id))
-    if location is None:
+def photo_thumbnail(
+    image_id: PhotoId,
+    context: Context,
+    size: Size = 320,
+    crop: Annotated[bool, Query(description="Crop around the region that decided and draw its box (the whole photo if none)")] = False,
+) -> FileResponse:
+    found = context.read(lambda s: queries.photo_location_and_box(s, image_id))
+    if found is None:
         raise Problem(404, "no-such-photo", f"there is no photo {image_id}.")
-    return _thumbnail_response(context, location, size)
+    location, box = found
+    return _thumbnail_response(context, location, size, box if crop else None)
 
 
 @router.get(
@@ -391,13 +399,24 @@ async def _uploads(request: Request, context: WebContext) -> list[Upload]:
 
 # --- review --------------------------------------------------------------------------------
 
+NO_SUCH_EVENT = "events are regrouped as photos arrive, so list them again."
+
+
+@router.get("/names", response_model=list[schemas.KnownName], summary="Names a review may use, for an autocomplete")
+def names(
+    context: Context,
+    q: Annotated[str, Query(min_length=1, max_length=200, description="What the person has typed so far")],
+    limit: Annotated[int, Query(ge=1, le=100, description="Names returned")] = 20,
+) -> list[dict[str, str | None]]:
+    return [name.as_dict() for name in _name_index(context).suggest(q, limit)]
+
 
 @router.post(
     "/events/{event_id}/review",
     response_model=schemas.Review,
     status_code=201,
-    responses=_problems(400, 401, 403, 404, 409, 413),
-    summary="Confirm or correct an event's species, or mark it empty (needs the token)",
+    responses=_problems(400, 401, 403, 404, 409, 413, 503),
+    summary="Confirm or correct an event's species, or mark it blank (needs the token)",
 )
 def review(
     event_id: EventId,
@@ -406,37 +425,110 @@ def review(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> dict[str, Any]:
     context.check_writer(credentials)
-    names: dict[str, str | None] = {}
-    if isinstance(verdict, schemas.Correct):  # the schema made sure it names a species
-        names = _names(context, verdict.species)
-    kind = {"confirm": store.CONFIRMED, "correct": store.CORRECTED, "empty": store.MARKED_EMPTY}[verdict.verdict]
+    name: KnownName | None = None
+    if isinstance(verdict, schemas.Correct):  # the schema made sure it names something
+        name = _known_name(context, verdict.species)
+    kind = {"confirm": store.CONFIRMED, "correct": store.CORRECTED, "blank": store.MARKED_EMPTY, "empty": store.MARKED_EMPTY}[
+        verdict.verdict
+    ]
+    names = {"label": name.label, "scientific_name": name.scientific_name, "common_name": name.common_name} if name else {}
+
+    def write(session: Any) -> dict[str, Any]:
+        if session.get(store.EventRecord, event_id) is None:
+            raise Problem(404, "no-such-event", f"there is no event {event_id}; {NO_SUCH_EVENT}")
+        correction = store.add_correction(session, event_id, kind, reviewer=verdict.reviewer, note=verdict.note, **names)
+        if name is not None and name.rank == "other":
+            correction.taxon_rank = None  # a site's own name has no rank in any taxonomy
+        # Every review teaches the camera's head (issue 23); `birdtrap learn` relearns from them.
+        examples_store.add_review_examples(session, event_id, correction, getattr(verdict, "site_class", None))
+        return queries.review_dict(correction)
+
+    return _write(context, write, "the review could not be stored")
+
+
+@router.post(
+    "/reviews",
+    response_model=list[schemas.Review],
+    status_code=201,
+    responses=_problems(400, 401, 403, 409, 413, 503),
+    summary="Confirm the machine's bird on several events at once, all or none (needs the token)",
+)
+def confirm_many(
+    selection: schemas.BulkConfirm,
+    context: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> list[dict[str, Any]]:
+    context.check_writer(credentials)
+    return _write(
+        context,
+        lambda s: [queries.review_dict(c) for c in review_store.confirm_events(s, selection.event_ids, selection.reviewer, selection.note)],
+        "the confirmations could not be stored",
+    )
+
+
+@router.delete(
+    "/reviews/{review_id}",
+    response_model=schemas.Undone,
+    responses=_problems(401, 403, 404, 409, 503),
+    summary="Undo a review: the event's verdict before it decides again (needs the token)",
+)
+def undo(
+    review_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="A review's id")],
+    context: Context,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> dict[str, Any]:
+    context.check_writer(credentials)
+
+    def write(session: Any) -> dict[str, Any]:
+        if session.get(store.CorrectionRecord, review_id) is None:
+            raise Problem(404, "no-such-review", f"there is no review {review_id}; it may have been undone already. Reload the page.")
+        event_id, now = review_store.undo_review(session, review_id)
+        return {"undone": review_id, "event_id": event_id, "review": queries.review_dict(now) if now is not None else None}
+
+    return _write(context, write, "the undo could not be stored")
+
+
+def _write(context: WebContext, work: Any, what: str) -> Any:
+    """Run `work` in one write transaction; a StoreError is a verdict that does not fit (409)."""
     try:
         with context.sessions.begin() as session:
-            if session.get(store.EventRecord, event_id) is None:
-                raise Problem(
-                    404, "no-such-event", f"there is no event {event_id}; events are regrouped as photos arrive, so list them again."
-                )
-            correction = store.add_correction(session, event_id, kind, reviewer=verdict.reviewer, note=verdict.note, **names)
-            # Every review teaches the camera's head (issue 23); `birdtrap learn` relearns from them.
-            examples_store.add_review_examples(session, event_id, correction, getattr(verdict, "site_class", None))
-            return queries.review_dict(correction)
+            return work(session)
     except (SQLAlchemyError, DatabaseFileError) as e:
-        raise Problem(
-            503, "database-unavailable", f"the review could not be stored ({first_line(e)}); try again.", {"Retry-After": "5"}
-        ) from None
+        raise Problem(503, "database-unavailable", f"{what} ({first_line(e)}); try again.", {"Retry-After": "5"}) from None
     except StoreError as e:
-        # The verdict is well formed but does not fit the event as it is now (no bird to confirm).
+        # Well formed, but it does not fit the events as they are now (no bird to confirm, a newer review).
         raise Problem(409, "review-refused", str(e)) from None
 
 
-def _names(context: WebContext, species: str) -> dict[str, str | None]:
-    """A model label's canonical names when `species` matches one; else the text as given."""
-    wanted = species.strip()
+def _name_index(context: WebContext) -> NameIndex:
+    """The names of the species model and the taxonomy; while the model loads, from its labels file."""
     identifier = context.classifier.identifier
     if identifier is not None:
-        lower = wanted.lower()
-        for label in identifier.species.labels:
-            if lower in (label.text.lower(), label.scientific.lower(), (label.common or "").lower()):
-                return {"label": label.text, "scientific_name": label.scientific, "common_name": label.common}
-    parsed = parse_label(0, wanted)
-    return {"label": parsed.text, "scientific_name": parsed.scientific, "common_name": parsed.common}
+        labels = tuple(identifier.species.labels)
+    else:
+        labels = configured_labels(context.config.model.path, context.config.model.labels)
+    return name_index(labels, tuple(context.config.decision.background_labels))
+
+
+def _known_name(context: WebContext, species: str) -> KnownName:
+    """The model label or taxon `species` names, or an explicit "other: ..."; else a 422 that says what to do."""
+    index = _name_index(context)
+    name = index.resolve(species)
+    if name is not None:
+        return name
+    if not any(n.rank == "species" for n in index.names):
+        raise Problem(
+            503,
+            "model-loading",
+            f"{species!r} is not a genus, family or order, and the species model's labels cannot be read yet; try again shortly.",
+            {"Retry-After": "5"},
+        )
+    close = index.close_to(species)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise Problem(
+        422,
+        "unknown-species",
+        f"{species.strip()!r} is not a species, genus, family or order that the models or the taxonomy know.{hint} "
+        f"Pick a name from the list, or write 'other: {species.strip()}' to keep a name of your own.",
+        suggestions=close,
+    )

@@ -69,5 +69,3 @@ def web(request: Request) -> WebContext:
 
 
 Context = Annotated[WebContext, Depends(web)]
-
-

@@ -1,4 +1,5 @@
-"""Server-rendered pages (Jinja2): latest events, an event's review, a species, stats, the fleet.
+"""Server-rendered pages (Jinja2): latest events, an event's review, the review queue, today,
+the gallery, a species, stats, failed photos, the fleet.
 
 No front-end build: plain HTML and one stylesheet, a few lines of inline script to refresh the
 list and send a review. Filters are plain GET forms, so they work without JavaScript too.
@@ -6,7 +7,7 @@ list and send a review. Filters are plain GET forms, so they work without JavaSc
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import inspect
 
 from birdtrap import store
-from birdtrap.store import central
+from birdtrap.store import central, daily
 from birdtrap.store import examples as examples_store
 from birdtrap.web import queries
 from birdtrap.web.api import EventId
@@ -24,9 +25,11 @@ from birdtrap.web.context import Context
 from birdtrap.web.problems import Problem
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates.env.filters["verdict"] = lambda verdict: "blank" if verdict == store.MARKED_EMPTY else verdict  # the stored word is older
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
 PAGE_SIZE = 30
+QUEUE_SIZE = 50
 
 
 def _date(value: str | None, name: str) -> datetime | None:
@@ -86,9 +89,54 @@ def event_page(request: Request, event_id: EventId, context: Context) -> HTMLRes
     detail = context.read(lambda s: queries.event_detail(s, event_id))
     if detail is None:
         raise Problem(404, "no-such-event", f"there is no event {event_id}; it may have been merged into a neighbouring burst.")
-    identifier = context.classifier.identifier
-    labels = [label.text for label in identifier.species.labels] if identifier is not None else []
-    return templates.TemplateResponse(request, "event.html", {"event": detail, "labels": labels})
+    # The form starts from what decides now: a corrected event offers its correction, not the
+    # machine's species (saving it unchanged must not undo a person's work, issue 18).
+    current = detail["reviews"][0] if detail["reviews"] else None
+    if current is not None and current["verdict"] == store.CORRECTED:
+        selected, species = "correct", current["label"] or current["scientific_name"] or ""
+    elif current is not None and current["verdict"] == store.MARKED_EMPTY:
+        selected, species = "blank", ""
+    elif detail["machine"]["kind"] == "bird":
+        selected, species = "confirm", ""
+    else:
+        selected, species = "correct", ""
+    values = {"event": detail, "selected": selected, "species": species}
+    return templates.TemplateResponse(request, "event.html", values)
+
+
+@router.get("/review")
+def review_queue(request: Request, context: Context) -> HTMLResponse:
+    events, total = context.read(lambda s: queries.queue_page(s, QUEUE_SIZE))
+    return templates.TemplateResponse(request, "review.html", {"events": events, "total": total})
+
+
+@router.get("/today")
+def today_page(
+    request: Request, context: Context, day: Annotated[str | None, Query(max_length=40, description="YYYY-MM-DD")] = None
+) -> HTMLResponse:
+    chosen = _date(day, "day")
+    shown: date = chosen.date() if chosen is not None else date.today()
+
+    def load(session: Any) -> dict[str, Any]:
+        return {"species": queries.species_rows(daily.day_summary(session, shown)), "latest": daily.latest_bird_day(session)}
+
+    data = context.read(load)
+    values = {"day": shown, "is_today": shown == date.today(), **data}
+    return templates.TemplateResponse(request, "today.html", values)
+
+
+@router.get("/gallery")
+def gallery_page(request: Request, context: Context) -> HTMLResponse:
+    species = context.read(lambda s: queries.species_rows(daily.species_summary(s)))
+    return templates.TemplateResponse(request, "gallery.html", {"species": species})
+
+
+@router.get("/failed")
+def failed_page(request: Request, context: Context, offset: Annotated[int, Query(ge=0, le=queries.MAX_OFFSET)] = 0) -> HTMLResponse:
+    photos, total = context.read(lambda s: queries.failed_page(s, PAGE_SIZE * 3, offset))
+    more = offset + len(photos) < total
+    values = {"photos": photos, "total": total, "offset": offset, "next_offset": offset + PAGE_SIZE * 3 if more else None}
+    return templates.TemplateResponse(request, "failed.html", values)
 
 
 @router.get("/species/{name:path}")
@@ -99,7 +147,8 @@ def species_page(request: Request, name: str, context: Context) -> HTMLResponse:
     days = queries.daily_counts(rows)
     peak = max((count for _, count in days), default=1)
     step = 10
-    chart = {"width": max(step * len(days), 100), "step": step, "scale": 90 / max(peak, 1)}
+    ticks = queries.axis_ticks(peak)
+    chart = {"width": max(step * len(days), 100), "step": step, "scale": 96 / ticks[-1], "ticks": ticks}
     values = {
         "name": name,
         "common_name": next((s["common_name"] for s in sightings if s["common_name"]), None),
@@ -127,7 +176,9 @@ def stats_page(request: Request, context: Context) -> HTMLResponse:
         }
 
     data = context.read(load)
-    data["hour_scale"] = 90 / max(max(data["hours"]), 1)
+    data["hour_ticks"] = queries.axis_ticks(max(data["hours"]))
+    data["hour_bars"] = [(f"{hour:02d}:00", count) for hour, count in enumerate(data["hours"])]
+    data["heatmap"], data["heatmap_peak"] = context.read(queries.species_by_hour)
     return templates.TemplateResponse(request, "stats.html", data)
 
 

@@ -15,6 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from birdtrap import store
+from birdtrap.store import daily
+from birdtrap.store import reviews as review_store
 
 MAX_OFFSET = 10_000  # pages are sliced from the newest rows; deeper paging belongs in an export
 
@@ -47,6 +49,11 @@ def utc(value: datetime | None) -> datetime | None:
 
 def thumbnail_url(image_id: int, size: int | None = None) -> str:
     return f"/api/v1/photos/{image_id}/thumbnail" + (f"?size={size}" if size else "")
+
+
+def crop_url(image_id: int, size: int = 320) -> str:
+    """A thumbnail cropped around the region that decided, with its box drawn."""
+    return f"/api/v1/photos/{image_id}/thumbnail?size={size}&crop=true"
 
 
 def review_dict(correction: store.CorrectionRecord) -> dict[str, Any]:
@@ -223,10 +230,19 @@ def photo_detail(session: Session, image_id: int) -> dict[str, Any] | None:
 
 def photo_location(session: Session, image_id: int) -> str | None:
     """Where a photo's file is now: the archive copy once moved, else where it was found."""
-    row = session.execute(select(store.ImageRecord.path, store.ImageRecord.archived_path).where(store.ImageRecord.id == image_id)).first()
+    found = photo_location_and_box(session, image_id)
+    return found[0] if found is not None else None
+
+
+def photo_location_and_box(session: Session, image_id: int) -> tuple[str, tuple[float, float, float, float] | None] | None:
+    """Where a photo's file is now, and the region that decided (0-1 of the frame), if one was stored."""
+    record = store.ImageRecord
+    columns = (record.path, record.archived_path, record.box_x0, record.box_y0, record.box_x1, record.box_y1)
+    row = session.execute(select(*columns).where(record.id == image_id)).first()
     if row is None:
         return None
-    return row.archived_path or row.path
+    box = (row.box_x0, row.box_y0, row.box_x1, row.box_y1)
+    return row.archived_path or row.path, box if None not in box else None  # type: ignore[return-value]
 
 
 def stats(session: Session, by: str, since: datetime | None, until: datetime | None, camera: str | None) -> dict[str, Any]:
@@ -258,3 +274,69 @@ def hourly_counts(session: Session) -> list[int]:
     for _, bucket, count in store.activity_reviewed(session, "hour"):
         hours[int(bucket)] += count
     return hours
+
+
+# --- the review queue and the pages a birder opens every day (issue 18) ----------------------
+
+
+def queue_page(session: Session, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Unreviewed events, those that need a person most first (see store.reviews.review_queue), and how many."""
+    events, total = review_store.review_queue(session, limit, offset)
+    cover = covers(session, [event.id for event in events])
+    page = []
+    for event in events:
+        row = event_dict(event, cover.get(event.id))
+        photo = cover.get(event.id)
+        row["crop_url"] = crop_url(photo.id) if photo is not None else None
+        page.append(row)
+    return page, total
+
+
+def species_rows(summaries: list[daily.SpeciesDay]) -> list[dict[str, Any]]:
+    """Species summaries as the today and gallery pages show them."""
+    return [
+        {
+            "scientific_name": s.scientific_name,
+            "common_name": s.common_name,
+            "taxon_rank": s.taxon_rank,
+            "photos": s.photos,
+            "events": s.events,
+            "first": s.first,
+            "last": s.last,
+            "best_photo_id": s.best_photo_id,
+            "best_confidence": _round(s.best_confidence),
+            "crop_url": crop_url(s.best_photo_id),
+        }
+        for s in summaries
+    ]
+
+
+def species_by_hour(session: Session) -> tuple[list[dict[str, Any]], int]:
+    """Rows of (species, photos in each hour 0-23), most photos first; and the largest cell."""
+    names = {s.scientific_name: s.common_name for s in store.species_stats_reviewed(session)}
+    counts: dict[str, list[int]] = {}
+    for name, bucket, count in store.activity_reviewed(session, "hour"):
+        counts.setdefault(name, [0] * 24)[int(bucket)] += count
+    rows = [{"scientific_name": n, "common_name": names.get(n), "hours": h, "total": sum(h)} for n, h in counts.items()]
+    rows.sort(key=lambda r: (-r["total"], r["scientific_name"]))
+    return rows, max((c for r in rows for c in r["hours"]), default=0)
+
+
+def failed_page(session: Session, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Photos that could not be read, newest first, with the reason; and how many there are."""
+    records, total = daily.failed_photos(session, limit, offset)
+    return [
+        {"id": r.id, "path": store.path_as_text(r.path), "error": r.error, "camera": r.camera_id, "discovered_at": r.discovered_at}
+        for r in records
+    ], total
+
+
+def axis_ticks(peak: int, count: int = 4) -> list[int]:
+    """Round values for a chart's count axis, from 0 up to at least `peak` (0, 5, 10, 15 ...)."""
+    if peak <= 0:
+        return [0, 1]
+    raw = peak / count
+    magnitude = 10 ** (len(str(int(raw))) - 1) if raw >= 1 else 1
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    top = -(-peak // step) * step
+    return list(range(0, int(top) + 1, int(step)))

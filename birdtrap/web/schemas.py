@@ -286,14 +286,15 @@ class Correct(_Verdict):
         min_length=2,
         max_length=200,
         pattern=r"\S",
-        description="A model label ('Ardea cinerea (Grey Heron)') or a scientific name",
+        description="A model label ('Ardea cinerea (Grey Heron)'), its scientific or common name, a genus, family or order "
+        "the taxonomy knows (GET /api/v1/names), or 'other: <a name of your own>'; anything else is refused (422)",
     )
 
 
 class MarkEmpty(_Verdict):
-    """No bird there: the event becomes `blank`, or what `site_class` names."""
+    """No bird there: the event becomes `blank`, or what `site_class` names. "empty" is the older word for "blank"."""
 
-    verdict: Literal["empty"]
+    verdict: Literal["blank", "empty"]
     species: None = Field(None, description="Not used")
     site_class: str | None = Field(
         None,
@@ -306,3 +307,28 @@ class MarkEmpty(_Verdict):
 
 # One schema per verdict, so the OpenAPI document says that only a correction needs a species.
 ReviewIn = Annotated[Confirm | Correct | MarkEmpty, Field(discriminator="verdict")]
+
+
+class KnownName(Schema):
+    """A name a review may use (GET /api/v1/names)."""
+
+    label: str = Field(description="What to send as a correction's species")
+    scientific_name: str
+    common_name: str | None
+    rank: str = Field(description="species, genus, family or order")
+
+
+class BulkConfirm(Schema):
+    """Confirm the machine's bird on each of these events (the only verdict given in bulk)."""
+
+    verdict: Literal["confirm"]
+    # 2**53 - 1: the largest integer every JSON reader (and the OpenAPI document's number) holds exactly.
+    event_ids: list[Annotated[int, Field(ge=1, le=2**53 - 1)]] = Field(min_length=1, max_length=500)
+    reviewer: str | None = Field(None, max_length=100)
+    note: str | None = Field(None, max_length=1000)
+
+
+class Undone(Schema):
+    undone: int = Field(description="The review taken back")
+    event_id: int
+    review: Review | None = Field(description="The verdict that decides now; null: the machine's answer stands")

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -34,6 +34,33 @@ log = logging.getLogger(__name__)
 MIN_SIZE, MAX_SIZE = 32, 1024
 JPEG_QUALITY = 80
 PRUNE_EVERY = 64  # writes between two size checks of the cache folder
+BOX_COLOUR = (255, 196, 0)  # amber: visible on foliage, sky and snow
+Box = tuple[float, float, float, float]
+
+
+def _whole_frame(box: Box) -> bool:
+    """A box covering (nearly) all of the frame says nothing about where: no crop, no box drawn."""
+    x0, y0, x1, y1 = box
+    return (x1 - x0) * (y1 - y0) >= 0.8
+
+
+def _around(rgb: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
+    """The part of `rgb` around `box` (the box and 30 % of it again on each side, 4:3 where the frame
+    allows) and the box's place in that crop, 0-1."""
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in box)
+    bw, bh = max(x1 - x0, 1e-3) * width, max(y1 - y0, 1e-3) * height
+    side_w = max(1.6 * bw, 4 / 3 * 1.6 * bh, 48.0)
+    side_h = max(side_w * 3 / 4, 1.6 * bh)
+    side_w, side_h = min(side_w, width), min(side_h, height)
+    cx, cy = (x0 + x1) / 2 * width, (y0 + y1) / 2 * height
+    left = int(min(max(cx - side_w / 2, 0), width - side_w))
+    top = int(min(max(cy - side_h / 2, 0), height - side_h))
+    right, bottom = int(left + side_w), int(top + side_h)
+    crop = rgb[top:bottom, left:right]
+    cw, ch = max(right - left, 1), max(bottom - top, 1)
+    inside = ((x0 * width - left) / cw, (y0 * height - top) / ch, (x1 * width - left) / cw, (y1 * height - top) / ch)
+    return crop, tuple(min(max(v, 0.0), 1.0) for v in inside)  # type: ignore[return-value]
 
 
 def allowed_folders(config: Config, upload_folder: Path) -> dict[str, Path]:
@@ -108,21 +135,26 @@ class Thumbnails:
             raise Problem(404, "photo-missing", f"{path} cannot be read (permission denied); let the server's user read it.")
         return resolved
 
-    def thumbnail(self, path: str | Path, size: int) -> Path:
-        """A cached JPEG at most `size` pixels on its long side; made now if not cached yet."""
+    def thumbnail(self, path: str | Path, size: int, box: Box | None = None) -> Path:
+        """A cached JPEG at most `size` pixels on its long side; made now if not cached yet.
+
+        With `box` (0-1 of the frame the models saw), the thumbnail is cropped around the region
+        that decided, with the box drawn, so a small bird is visible in a list (issue 18).
+        """
         source = self.check(path)
         try:
             info = source.stat()
         except OSError as e:  # removed between the check and now
             raise Problem(404, "photo-missing", f"{path} cannot be read ({e.strerror or e}).") from None
-        key = hashlib.sha256(f"{source}\0{info.st_size}\0{info.st_mtime_ns}\0{size}".encode()).hexdigest()
+        box = box if box is not None and not _whole_frame(box) else None
+        key = hashlib.sha256(f"{source}\0{info.st_size}\0{info.st_mtime_ns}\0{size}\0{box}".encode()).hexdigest()
         target = self.cache / key[:2] / f"{key}.jpg"
         if target.is_file():
             return target
         with self._decoding:
             if target.is_file():
                 return target
-            data = self._encode(source, size)
+            data = self._encode(source, size, box)
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
         with os.fdopen(handle, "wb") as out:
@@ -131,9 +163,17 @@ class Thumbnails:
         self._maybe_prune()
         return target
 
-    def _encode(self, source: Path, size: int) -> bytes:
+    def _encode(self, source: Path, size: int, box: Box | None = None) -> bytes:
+        # A box is in the coordinates of the frame the models saw: without the info bars when the
+        # configuration crops them, so the thumbnail crops them the same way. The daemon's bounds
+        # (max_pixels, aspect, side, file size) come with self.preprocess: what it refuses is never decoded here.
         settings = replace(
-            self.preprocess, reduced_decode=True, decode_min_side=size, crop_info_bars=False, denoise=False, auto_contrast=False
+            self.preprocess,
+            reduced_decode=True,
+            decode_min_side=size if box is None else 4 * size,
+            crop_info_bars=box is not None and self.preprocess.crop_info_bars,
+            denoise=False,
+            auto_contrast=False,
         )
         try:
             photo = decode(read_photo_bytes(source, settings.max_bytes), str(source), settings)
@@ -142,12 +182,20 @@ class Thumbnails:
         except OSError as e:  # an I/O error while reading (a failing card)
             raise Problem(404, "photo-missing", f"{source} cannot be read ({e.strerror or e}).") from None
         rgb = photo.bgr[..., ::-1]  # the decoder's BGR view of Pillow's RGB rows
+        drawn = None
+        if box is not None:
+            rgb, drawn = _around(rgb, box)
         height, width = rgb.shape[:2]
         scale = size / max(height, width)
         if scale < 1:
             rgb = resample(rgb, max(1, round(width * scale)), max(1, round(height * scale)))
+        image = Image.fromarray(np.ascontiguousarray(rgb))
+        if drawn is not None:
+            w, h = image.size
+            x0, y0, x1, y1 = (round(v * s) for v, s in zip(drawn, (w - 1, h - 1, w - 1, h - 1), strict=True))
+            ImageDraw.Draw(image).rectangle((x0, y0, x1, y1), outline=BOX_COLOUR, width=max(2, round(max(w, h) / 100)))
         encoded = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(rgb)).save(encoded, "JPEG", quality=JPEG_QUALITY)
+        image.save(encoded, "JPEG", quality=JPEG_QUALITY)
         return encoded.getvalue()
 
     def _maybe_prune(self) -> None:
