@@ -357,7 +357,7 @@ def check_database(config: Config) -> list[Check]:
     with sessions() as session:
         try:
             try:
-                version = store.schema_version(session)
+                revision = store.revision_state(session.connection())
             except SQLAlchemyError:
                 if refused is not None:
                     return [Check("database", FAIL, one_line(str(refused)))]
@@ -366,13 +366,14 @@ def check_database(config: Config) -> list[Check]:
                 # The daemon's start-up check, here too: a damaged page deep in the file.
                 store.check_integrity(session.connection(), path)
             if refused is None:
-                checks.append(Check("database", OK, f"{where}: opens, schema version {version}"))
-            elif 0 < version < store.SCHEMA_VERSION:
+                checks.append(Check("database", OK, f"{where}: opens, schema version {int(revision.current or 0)}"))
+            elif revision.state == "older" and revision.current is not None:
                 checks.append(
                     Check(
                         "database",
                         WARN,
-                        f"{where}: schema version {version}, older than this birdtrap's {store.SCHEMA_VERSION}; queries refuse it",
+                        f"{where}: schema version {int(revision.current)}, older than this birdtrap's "
+                        f"{int(revision.head)}; queries refuse it",
                         "start `birdtrap run` (it backs the file up, then upgrades it) or run `birdtrap db upgrade`",
                     )
                 )

@@ -9,7 +9,7 @@ import numpy as np
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from birdtrap import store
 from birdtrap.cli import cli
@@ -100,7 +100,7 @@ def test_a_late_photo_joins_two_events_into_one(tmp_path):
         for seconds in (0, 4, 12, 16):
             add_photo(session, "cam", seconds)
         events.regroup(session, "cam", [T0, T0 + timedelta(seconds=16)], GAP, decide_mean, 10)
-        assert session.scalar(select(store.func.count()).select_from(store.EventRecord)) == 2
+        assert session.scalar(select(func.count()).select_from(store.EventRecord)) == 2
         add_photo(session, "cam", 8)
         events.regroup(session, "cam", [T0 + timedelta(seconds=8)], GAP, decide_mean, 10)
         remaining = list(session.scalars(select(store.EventRecord)))

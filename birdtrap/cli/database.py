@@ -58,10 +58,9 @@ def db_current(config_path: Path | None) -> None:
     config = load_config(config_path)
     engine = store.make_engine(config.database.url, config.database.busy_timeout_seconds)
     with engine.connect() as connection:
-        current = store.current_revision(connection)
-    head = store.head_revision()
-    state = "current" if current == head else "run `birdtrap db upgrade`" if (current or "0") < head else "newer than this birdtrap"
-    click.echo(f"database {current or 'none'}, birdtrap {head}: {state}")
+        revision = store.revision_state(connection)
+    state = {"current": "current", "older": "run `birdtrap db upgrade`", "newer": "newer than this birdtrap", "empty": "no schema yet"}
+    click.echo(f"database {revision.current or 'none'}, birdtrap {revision.head}: {state[revision.state]}")
 
 
 @db.command("backup")

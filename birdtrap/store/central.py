@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from birdtrap import store
 from birdtrap.errors import StoreError
-from birdtrap.store import utcnow
+from birdtrap.store.tables import utcnow
 
 CENTRAL_MIGRATIONS = Path(__file__).parents[1] / "migrations" / "central"
 CENTRAL_HEAD = "c001"  # a test keeps it equal to the head of birdtrap/migrations/central

@@ -12,7 +12,8 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from birdtrap.store import DONE, FAILED, KIND_BIRD, ImageRecord, review_of
+from birdtrap.store.corrections import review_of
+from birdtrap.store.tables import DONE, FAILED, KIND_BIRD, ImageRecord
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from birdtrap.identify.camera_head import CameraHead, FrameExample
 from birdtrap.identify.regions import Box
-from birdtrap.store import KIND_BIRD, CameraExampleRecord, CameraHeadRecord, CorrectionRecord, event_photos
+from birdtrap.store.queries import event_photos
+from birdtrap.store.tables import KIND_BIRD, CameraExampleRecord, CameraHeadRecord, CorrectionRecord
 
 REVIEW, LABELS = "review", "labels"
 

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import DateTime, Integer, String, event, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from birdtrap.store import DONE, Base, ImageRecord, Meta, utcnow
+from birdtrap.store.tables import DONE, Base, ImageRecord, Meta, utcnow
 
 DEVICE_KEY = "device_id"
 LEGACY_KEY = "sync_legacy_sources"

@@ -12,8 +12,10 @@ from sqlalchemy import case, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from birdtrap.errors import StoreError
-from birdtrap.store import CONFIRMED, CameraExampleRecord, CorrectionRecord, EventRecord, add_correction, event_photos
+from birdtrap.store.corrections import add_correction
 from birdtrap.store.examples import REVIEW, add_review_examples
+from birdtrap.store.queries import event_photos
+from birdtrap.store.tables import CONFIRMED, CameraExampleRecord, CorrectionRecord, EventRecord
 
 # Who needs a person most: unsure first, then birds (least sure first), then what a detector
 # named, and blank (already decided on evidence) last.

@@ -62,7 +62,7 @@ def index(
             "events": events,
             "more": more,
             "token": store.change_token(session),
-            "species": [] if partial else store.species_stats_reviewed(session),
+            "species": [] if partial else store.species_stats(session),
         }
 
     data = context.read(load)
@@ -166,7 +166,7 @@ def species_page(request: Request, name: str, context: Context) -> HTMLResponse:
 def stats_page(request: Request, context: Context) -> HTMLResponse:
     def load(session: Any) -> dict[str, Any]:
         return {
-            "species": store.species_stats_reviewed(session),
+            "species": store.species_stats(session),
             "by_status": sorted(store.counts_by_status(session).items()),
             "queue": store.pending_count(session),
             "hours": queries.hourly_counts(session),

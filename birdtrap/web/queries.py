@@ -247,7 +247,7 @@ def photo_location_and_box(session: Session, image_id: int) -> tuple[str, tuple[
 
 def stats(session: Session, by: str, since: datetime | None, until: datetime | None, camera: str | None) -> dict[str, Any]:
     """Per species totals, or photos per species by day or hour: what `birdtrap stats` prints,
-    with people's corrections applied (see store.species_stats_reviewed)."""
+    with people's corrections applied (see store.species_stats)."""
     window = Filters(since=since, until=until)
     since, until = window.since, window.until
     rows = store.stats_rows(session, by, since, until, camera)
@@ -271,7 +271,7 @@ def daily_counts(sightings: list[Any], most_days: int = 366) -> list[tuple[str, 
 def hourly_counts(session: Session) -> list[int]:
     """Bird photos per hour of day (0-23), all species, for the stats page."""
     hours = [0] * 24
-    for _, bucket, count in store.activity_reviewed(session, "hour"):
+    for _, bucket, count in store.activity(session, "hour"):
         hours[int(bucket)] += count
     return hours
 
@@ -313,9 +313,9 @@ def species_rows(summaries: list[daily.SpeciesDay]) -> list[dict[str, Any]]:
 
 def species_by_hour(session: Session) -> tuple[list[dict[str, Any]], int]:
     """Rows of (species, photos in each hour 0-23), most photos first; and the largest cell."""
-    names = {s.scientific_name: s.common_name for s in store.species_stats_reviewed(session)}
+    names = {s.scientific_name: s.common_name for s in store.species_stats(session)}
     counts: dict[str, list[int]] = {}
-    for name, bucket, count in store.activity_reviewed(session, "hour"):
+    for name, bucket, count in store.activity(session, "hour"):
         counts.setdefault(name, [0] * 24)[int(bucket)] += count
     rows = [{"scientific_name": n, "common_name": names.get(n), "hours": h, "total": sum(h)} for n, h in counts.items()]
     rows.sort(key=lambda r: (-r["total"], r["scientific_name"]))
