@@ -1,0 +1,256 @@
+"""The shipped default configuration against its own bound: decode plus the invokes it really makes.
+
+The one-invoke drain (`daemon.per_photo` against `bound.per_photo`) says the daemon adds nothing
+around a single model. What ships runs three (species model, bird gate, COCO detector), the
+region search and the blank rule, and how many invokes a photo costs depends on the photo. So
+the bound here is counted, not assumed: the same Identifier the daemon builds
+(`daemon.wiring.build_identifier` on the shipped defaults) identifies whole bursts of the
+backlog in process, in order and with the daemon's burst keys (motion sees what the daemon's
+sees), and records each photo's species, gate and detector invokes (`Identification.invokes`,
+`gate_invokes`, `detector_invokes`). Each model's invoke is then timed alone on real inputs,
+and
+
+    bound = reduced decode + species invokes x t_species + gate invokes x t_gate + detector invokes x t_detector
+
+per photo. What the daemon spends above that is overhead: cropping, resizing each region,
+Python around the calls, the database, and the decoder threads competing for the cores.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.measure import time_each
+from bench.report import Results
+from birdtrap.identify.identifier import Identifier
+from birdtrap.identify.photos import burst_key, decode_photo
+from birdtrap.identify.preprocess import decode, read_photo_bytes, to_model_input
+from birdtrap.identify.tflite import TFLiteModel
+
+MODELS = ("species", "gate", "detector")
+
+
+@dataclass(frozen=True)
+class InvokeCounts:
+    """Invokes per photo of each model, as means over the counted photos."""
+
+    species: float
+    gate: float
+    detector: float
+    photos: int
+
+
+def count_invokes(paths: list[Path], identifier: Identifier, camera: str = "bench") -> tuple[InvokeCounts, float]:
+    """Identify `paths` in order as the daemon does (burst keys, one photo at a time); mean invokes per photo.
+
+    Also returns the median seconds of `identify` itself per photo (no decode): the in-process
+    cost of the finder, between the bare invokes and the daemon.
+    """
+    species, gate, detector, seconds = [], [], [], []
+    for path in paths:
+        data = read_photo_bytes(path)
+        decoded = decode_photo(data, str(path), path.stat().st_mtime, identifier.preprocess)
+        start = time.perf_counter()
+        [found] = identifier.identify([decoded.photo], [burst_key(camera, decoded.metadata)])
+        seconds.append(time.perf_counter() - start)
+        species.append(found.invokes)
+        gate.append(found.gate_invokes)
+        detector.append(found.detector_invokes)
+    counts = InvokeCounts(statistics.fmean(species), statistics.fmean(gate), statistics.fmean(detector), len(paths))
+    return counts, statistics.median(seconds)
+
+
+class ShippedBound:
+    """Decode + counted invokes for the shipped Identifier; `measure` before each shipped drain.
+
+    Taken again before every drain, so bound and daemon share the machine's load (the box is
+    shared; absolute times drift by tens of percent between minutes).
+    """
+
+    def __init__(self, paths: list[Path], identifier: Identifier) -> None:
+        if identifier.gate is None or identifier.detector is None:
+            raise ValueError("the shipped configuration has a gate and a detector; this identifier lacks one")
+        self.identifier = identifier
+        self.paths = paths
+        self.datas = [p.read_bytes() for p in paths]
+        frames = [decode(data, str(path), identifier.preprocess).bgr for data, path in zip(self.datas, paths, strict=True)]
+        detector = identifier.detector
+        # Real inputs for each model: the frames as each model sees them (one per distinct photo).
+        self.inputs: dict[str, tuple[TFLiteModel, list[np.ndarray]]] = {
+            "species": (
+                identifier.species.model,
+                [to_model_input(f, identifier.species.spec, identifier.preprocess)[None] for f in frames],
+            ),
+            "gate": (identifier.gate.model.model, [to_model_input(f, identifier.gate.spec, identifier.preprocess)[None] for f in frames]),
+            "detector": (detector.model, [to_model_input(f, detector.spec, detector._plain)[None] for f in frames]),
+        }
+        self.samples: dict[str, list[float]] = {name: [] for name in ("decode", *MODELS)}
+        self.counts: InvokeCounts | None = None
+        self.identify_s: list[float] = []
+
+    def count(self) -> InvokeCounts:
+        """Invokes per photo on the sample (deterministic: the same every time for the same photos)."""
+        counts, seconds = count_invokes(self.paths, self.identifier)
+        self.counts = counts
+        self.identify_s.append(seconds)
+        return counts
+
+    def measure(self, repeats: int) -> None:
+        """Time the decode and each model's invoke alone, `repeats` rounds over the sample."""
+        if self.counts is None:
+            self.count()
+        settings = self.identifier.preprocess
+        self.samples["decode"].append(time_each(lambda d: decode(d, "x", settings), self.datas, repeats).median)
+        for name in MODELS:
+            model, inputs = self.inputs[name]
+            self.samples[name].append(time_each(model.invoke, inputs, repeats).median)
+
+    def per_photo_ms(self) -> dict[str, float]:
+        """decode, each model's share (count x invoke time) and the bound, in ms per photo."""
+        assert self.counts is not None
+        median = {name: 1000 * statistics.median(values) for name, values in self.samples.items()}
+        shares = {name: getattr(self.counts, name) * median[name] for name in MODELS}
+        return {
+            "decode": median["decode"],
+            **{f"{n}_invoke": median[n] for n in MODELS},
+            **shares,
+            "bound": median["decode"] + sum(shares.values()),
+        }
+
+    def add_figures(self, results: Results) -> None:
+        assert self.counts is not None
+        counts, ms = self.counts, self.per_photo_ms()
+        n = len(self.samples["decode"])
+        sample = f"{counts.photos} backlog photos: whole bursts, one per source, in order"
+        for name in MODELS:
+            results.add(
+                f"shipped.invokes.{name}",
+                f"shipped: {name} invokes per photo",
+                getattr(counts, name),
+                "/photo",
+                None,
+                counts.photos,
+                note=sample if name == "species" else "",
+            )
+            results.add(
+                f"shipped.invoke_ms.{name}",
+                f"shipped: one {name} invoke alone",
+                ms[f"{name}_invoke"],
+                "ms",
+                None,
+                n,
+                note=f"{self.inputs[name][0].path.parent.name}, batch 1, real inputs",
+            )
+        results.add(
+            "shipped.decode",
+            "shipped: reduced decode per photo",
+            ms["decode"],
+            "ms",
+            "shipped.bound.per_photo",
+            n,
+            note="preprocess.decode: header, reduced decode, info-bar crop",
+        )
+        for name in MODELS:
+            results.add(
+                f"shipped.bound.{name}",
+                f"shipped: {name} invokes x invoke time",
+                ms[name],
+                "ms",
+                "shipped.bound.per_photo",
+                n,
+            )
+        results.add(
+            "shipped.bound.per_photo",
+            "shipped bound: decode + the invokes it makes",
+            ms["bound"],
+            "ms",
+            None,
+            n,
+            note="reference for the shipped drain; taken before each drain",
+        )
+        results.add(
+            "shipped.identify_per_photo",
+            "shipped: Identifier.identify in process",
+            1000 * statistics.median(self.identify_s),
+            "ms",
+            "shipped.bound.per_photo",
+            len(self.identify_s),
+            note="no decode; the finder's Python, crops and resizes on top of the invokes",
+        )
+
+
+def stored_species_invokes(database: Path) -> float | None:
+    """Mean species invokes per done photo as the daemon stored them (images.invokes): the count's cross-check."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        value = connection.execute("select avg(invokes) from images where status = 'done'").fetchone()[0]
+    return None if value is None else float(value)
+
+
+def shipped_figures(results: Results, runs: list, stored_invokes: float | None) -> None:
+    """The shipped drains against the shipped bound; `runs` are endtoend.DaemonRun."""
+    n = len(runs)
+    photos = runs[0].photos
+    results.add(
+        "shipped.daemon.per_photo",
+        f"shipped daemon drain per photo, {photos} x 12mp",
+        1000 * statistics.median([r.drain_s / r.photos for r in runs]),
+        "ms",
+        "shipped.bound.per_photo",
+        n,
+        goal="ratio <= 1.2",
+        note="default config: species + gate + detector + search + blank rule",
+    )
+    steady = [r.steady_per_photo_s for r in runs if r.steady_per_photo_s is not None]
+    if steady:
+        results.add(
+            "shipped.daemon.steady_per_photo",
+            "shipped daemon per photo, batch to batch",
+            1000 * statistics.median(steady),
+            "ms",
+            "shipped.bound.per_photo",
+            n,
+            note="median gap between batch commits / batch size",
+        )
+    results.add(
+        "shipped.daemon.cpu_per_photo",
+        "shipped daemon CPU per photo",
+        1000 * statistics.median([r.drain_cpu_s / r.photos for r in runs]),
+        "ms CPU",
+        "shipped.bound.per_photo",
+        n,
+        note="all threads",
+    )
+    results.add(
+        "shipped.daemon.rss_ready_mb",
+        "shipped daemon RSS at READY=1",
+        statistics.median([r.rss_ready_mb for r in runs]),
+        "MB",
+        None,
+        n,
+        note="three models loaded",
+    )
+    results.add(
+        "shipped.daemon.peak_rss_mb",
+        "shipped daemon peak RSS (VmHWM)",
+        statistics.median([r.peak_rss_mb for r in runs]),
+        "MB",
+        "shipped.daemon.rss_ready_mb",
+        n,
+        goal="<= 150 MB",
+    )
+    if stored_invokes is not None:
+        results.add(
+            "shipped.daemon.species_invokes",
+            "shipped daemon: species invokes per photo, stored",
+            stored_invokes,
+            "/photo",
+            "shipped.invokes.species",
+            photos,
+            note="images.invokes over the whole backlog; ~1.00x: the counted sample is representative",
+        )
