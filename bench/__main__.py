@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             shipped_bound.measure(max(args.repeats, 3))
             shipped_runs.append(endtoend.run_daemon(finder_config, args.photos, args.batch_size, 0, 1, extra_env))
         shipped_bound.add_figures(results)
+        shipped.pi4_figures(results, shipped_bound.counts or shipped_bound.count())
         endtoend.finder_figures(results, shipped_runs)
         shipped.shipped_figures(results, shipped_runs, shipped.stored_species_invokes(daemon_folder / "birdtrap.db"))
     finally:

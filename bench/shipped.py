@@ -254,3 +254,51 @@ def shipped_figures(results: Results, runs: list, stored_invokes: float | None) 
             photos,
             note="images.invokes over the whole backlog; ~1.00x: the counted sample is representative",
         )
+
+
+# --- a Raspberry Pi 4 estimate -------------------------------------------------------------
+
+# Published per-invoke times (ms) for the shipped models' architectures. Neither source ran our
+# exact files through our runtime, and each figure's caveat is in the note beside it.
+PUBLISHED_MS: dict[str, dict[str, tuple[float, str]]] = {
+    "cpu": {
+        # Coral's table, "Embedded CPU" column (quad Cortex-A53 @ 1.5 GHz), MobileNet v2 int8 TFLite:
+        # a Pi 4's Cortex-A72 at the same clock is faster, so this is an upper figure for species and gate.
+        "classifier": (150.0, "https://coral.ai/docs/edgetpu/benchmarks/ (MobileNet v2, Embedded CPU: Cortex-A53, an upper figure)"),
+        # Alasdair Allan, Raspberry Pi 4 + TensorFlow Lite, COCO SSD MobileNet v1 (0.75 depth) at 300x300:
+        # the shipped detector is the 1.0-depth one, so a lower figure.
+        "detector": (82.7, "https://github.com/aallan/benchmarking-ml-on-the-edge (Pi 4, TF Lite, SSD MobileNet v1 0.75: a lower figure)"),
+    },
+    "coral": {
+        # Coral's table: MobileNet v2 on the USB Accelerator (USB 3.0) with a desktop host; a Pi 4 has USB 3.0.
+        "classifier": (2.3, "https://coral.ai/docs/edgetpu/benchmarks/ (MobileNet v2, USB Accelerator, USB 3.0)"),
+        # Coral's detection models page: SSD MobileNet V1, 300x300, compiled for the Edge TPU.
+        "detector": (6.5, "https://coral.ai/models/object-detection/ (SSD MobileNet V1, 300x300)"),
+    },
+}
+
+
+def pi4_estimate(counts: InvokeCounts) -> dict[str, float]:
+    """Invokes alone, per photo, on a Pi 4's CPU and with a Coral USB Accelerator (ms): counts x published times."""
+    estimate = {}
+    for where, times in PUBLISHED_MS.items():
+        classifier, detector = times["classifier"][0], times["detector"][0]
+        estimate[where] = (counts.species + counts.gate) * classifier + counts.detector * detector
+    return estimate
+
+
+def pi4_figures(results: Results, counts: InvokeCounts) -> None:
+    """The Pi 4 estimate as figures (not measured here: computed from this run's invoke counts)."""
+    estimate = pi4_estimate(counts)
+    mix = f"{counts.species:.2f} species + {counts.gate:.2f} gate + {counts.detector:.2f} detector invokes"
+    for where, label in (("cpu", "Pi 4 CPU"), ("coral", "Pi 4 + Coral USB Accelerator")):
+        times = PUBLISHED_MS[where]
+        results.add(
+            f"pi4.{where}.invokes_per_photo",
+            f"estimate: invokes per photo on a {label}",
+            estimate[where],
+            "ms",
+            None,
+            counts.photos,
+            note=f"{mix} x published {times['classifier'][0]:g} / {times['detector'][0]:g} ms (bench/README.md); no decode",
+        )

@@ -80,6 +80,8 @@ OTHERS = (
     "shipped.daemon.per_photo",
     "shipped.daemon.peak_rss_mb",
     "shipped.daemon.species_invokes",
+    "pi4.cpu.invokes_per_photo",
+    "pi4.coral.invokes_per_photo",
     "naive.per_photo",
     "naive.decode",
     "naive.denoise",
