@@ -77,6 +77,7 @@ OTHERS = (
     "shipped.decode",
     "shipped.bound.per_photo",
     "shipped.identify_per_photo",
+    "shipped.identify_invokes_per_photo",
     "shipped.daemon.per_photo",
     "shipped.daemon.peak_rss_mb",
     "shipped.daemon.species_invokes",
