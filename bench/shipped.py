@@ -308,9 +308,9 @@ def shipped_figures(results: Results, runs: list, stored_invokes: float | None) 
 # exact files through our runtime, and each figure's caveat is in the note beside it.
 PUBLISHED_MS: dict[str, dict[str, tuple[float, str]]] = {
     "cpu": {
-        # Coral's table, "Embedded CPU" column (quad Cortex-A53 @ 1.5 GHz), MobileNet v2 int8 TFLite:
-        # a Pi 4's Cortex-A72 at the same clock is faster, so this is an upper figure for species and gate.
-        "classifier": (150.0, "https://coral.ai/docs/edgetpu/benchmarks/ (MobileNet v2, Embedded CPU: Cortex-A53, an upper figure)"),
+        # Coral's table, "Embedded CPU" column (a Cortex-A53-class chip), MobileNet v2 int8 TFLite:
+        # a Pi 4's Cortex-A72 is faster, so this is an upper figure for species and gate.
+        "classifier": (150.0, "https://coral.ai/docs/edgetpu/benchmarks/ (MobileNet v2, Embedded CPU: an upper figure for a Pi 4)"),
         # Alasdair Allan, Raspberry Pi 4 + TensorFlow Lite, COCO SSD MobileNet v1 (0.75 depth) at 300x300:
         # the shipped detector is the 1.0-depth one, so a lower figure.
         "detector": (82.7, "https://github.com/aallan/benchmarking-ml-on-the-edge (Pi 4, TF Lite, SSD MobileNet v1 0.75: a lower figure)"),
