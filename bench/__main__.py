@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: no models under {args.shared}; pass --shared PATH (the folder with images/ and models/)", file=sys.stderr)
         return 2
     # Imported here so --help works without OpenCV or the runtime.
-    from bench import accuracy, endtoend, install, photos, stages
+    from bench import accuracy, endtoend, install, photos, shipped, stages
     from bench.report import OtherLoad, Results, publish, run_settings
     from birdtrap.config import load
     from birdtrap.daemon.wiring import build_identifier
@@ -148,11 +148,20 @@ def main(argv: list[str] | None = None) -> int:
         accuracy.reduced_against_full(
             results, load(finder_config), args.shared / "data" / "labels.csv", args.shared, args.accuracy_photos, args.accuracy_naive
         )
-        # Last: this run replaces the one-invoke drain's database that naive compares with.
-        say(f"daemon with the shipped finder: {args.photos} photos")
+        # Last: these runs replace the one-invoke drain's database that naive compares with.
+        say("shipped default configuration: counting its invokes per photo")
+        shipped_bound = shipped.ShippedBound(backlog[: len(sources) * photos.BURST], build_identifier(load(finder_config)))
+        shipped_bound.count()
         extra_env = dict(item.split("=", 1) for item in args.daemon_env)
-        finder_run = endtoend.run_daemon(finder_config, args.photos, args.batch_size, 0, 1, extra_env)
-        endtoend.finder_figures(results, finder_run)
+        shipped_runs = []
+        for index in range(args.daemon_runs):
+            say(f"daemon with the shipped defaults, run {index + 1}/{args.daemon_runs}: {args.photos} photos")
+            shipped_bound.measure(max(args.repeats, 3))
+            shipped_runs.append(endtoend.run_daemon(finder_config, args.photos, args.batch_size, 0, 1, extra_env))
+        shipped_bound.add_figures(results)
+        shipped.pi4_figures(results, shipped_bound.counts or shipped_bound.count())
+        endtoend.finder_figures(results, shipped_runs)
+        shipped.shipped_figures(results, shipped_runs, shipped.stored_species_invokes(daemon_folder / "birdtrap.db"))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

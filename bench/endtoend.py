@@ -42,7 +42,8 @@ def write_config(folder: Path, shared: Path, batch_size: int = 4, finder: bool =
 
     Gate and detector are off so every photo costs one invoke, the cost the bound assumes; the
     delegate is pinned to the CPU so a missing Coral does not log a warning per start. With
-    `finder` (written as config-finder.yaml) they are on, as shipped: what a real camera trap costs.
+    `finder` (written as config-finder.yaml) they are on: the shipped default configuration
+    (config.yaml's defaults with ../shared/models for the model paths), what a real camera trap costs.
     """
     (folder / "inbox").mkdir(parents=True, exist_ok=True)
     data = {
@@ -583,23 +584,23 @@ def naive(
     )
 
 
-def finder_figures(results: Results, run: DaemonRun) -> None:
-    """The same backlog with the shipped finder on: gate and detector models, region search."""
+def finder_figures(results: Results, runs: list[DaemonRun]) -> None:
+    """The same backlog with the shipped finder on (gate and detector models, region search): medians of the drains."""
     results.add(
         "daemon.finder_per_photo",
-        f"daemon drain per photo, shipped finder, {run.photos} x 12mp",
-        1000 * run.drain_s / run.photos,
+        f"daemon drain per photo, shipped finder, {runs[0].photos} x 12mp",
+        1000 * statistics.median([r.drain_s / r.photos for r in runs]),
         "ms",
         "daemon.per_photo",
-        1,
+        len(runs),
         note="bird gate + COCO detector + region search on uncertain frames (camera-trap frames mostly are)",
     )
     results.add(
         "daemon.finder_peak_rss_mb",
         "daemon peak RSS (VmHWM), shipped finder",
-        run.peak_rss_mb,
+        statistics.median([r.peak_rss_mb for r in runs]),
         "MB",
         "daemon.peak_rss_mb",
-        1,
+        len(runs),
         note="three models loaded",
     )

@@ -68,6 +68,21 @@ OTHERS = (
     "daemon.idle_wakeups_per_s",
     "daemon.finder_per_photo",
     "daemon.finder_peak_rss_mb",
+    "shipped.invokes.species",
+    "shipped.invokes.gate",
+    "shipped.invokes.detector",
+    "shipped.invoke_ms.species",
+    "shipped.invoke_ms.gate",
+    "shipped.invoke_ms.detector",
+    "shipped.decode",
+    "shipped.bound.per_photo",
+    "shipped.identify_per_photo",
+    "shipped.identify_invokes_per_photo",
+    "shipped.daemon.per_photo",
+    "shipped.daemon.peak_rss_mb",
+    "shipped.daemon.species_invokes",
+    "pi4.cpu.invokes_per_photo",
+    "pi4.coral.invokes_per_photo",
     "naive.per_photo",
     "naive.decode",
     "naive.denoise",
@@ -107,6 +122,12 @@ def test_quick_bench_reports_every_figure_as_a_number_with_its_ratio(tmp_path):
     assert [key for key, f in figures.items() if is_number(f["value"]) and f["baseline_value"] and not is_number(f["ratio"])] == []
     assert [key for key, f in figures.items() if f["value"] is None and not f["note"]] == []
     assert "daemon drain per photo" in result.stdout
+    # The shipped drain is measured against decode + the invokes it made, each model's counted and timed alone.
+    value = {key: f["value"] for key, f in figures.items()}
+    assert value["shipped.invokes.species"] >= 1 and value["shipped.invokes.gate"] >= 1  # every photo: the whole frame, both models
+    shares = sum(value[f"shipped.invokes.{m}"] * value[f"shipped.invoke_ms.{m}"] for m in ("species", "gate", "detector"))
+    assert math.isclose(value["shipped.bound.per_photo"], value["shipped.decode"] + shares, rel_tol=1e-6)
+    assert figures["shipped.daemon.per_photo"]["baseline"] == "shipped.bound.per_photo"
 
 
 def test_the_ceiling_counts_what_an_oracle_over_regions_could_name(tmp_path):
