@@ -479,3 +479,40 @@ def test_frame_inputs_without_pixels_are_not_named_by_other_models(tmp_path):
     other = replace(inputs, species_spec=replace(inputs.species_spec, width=192, height=192))
     with pytest.raises(ValueError, match="without the frame's pixels"):
         identifier.identify([bare], inputs=[other])
+
+
+def test_an_unexpected_error_while_storing_a_batch_keeps_its_photos_queued_and_the_daemon_goes_on(tmp_path, monkeypatch, caplog):
+    """An error that is not about one photo and not the database's (a bug in regrouping events,
+    say) must not stop the daemon: the batch is kept, the daemon backs off and stores it later.
+    No real photo provokes such a bug, so the event regrouping is made to fail once."""
+    from birdtrap import config as config_module
+    from birdtrap.daemon import commit
+    from birdtrap.daemon.loop import Daemon
+
+    config = config_module.load(write_config(tmp_path, gate={"path": None}, detector={"path": None}, batch={"size": 2}))
+    daemon = Daemon(config)
+    real_regroup = commit.events.regroup
+    failures = iter([RuntimeError("regrouping broke")])
+
+    def regroup_once_broken(*args, **kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real_regroup(*args, **kwargs)
+
+    monkeypatch.setattr(commit.events, "regroup", regroup_once_broken)
+    try:
+        paths = [str(copy_photo(name, tmp_path / "inbox")) for name in ("bird.bmp", "cat.bmp")]
+        for path in paths:
+            daemon.enqueue(path)
+        with caplog.at_level("ERROR"):
+            daemon.process_next_batch()
+        assert list(daemon.queue) == paths
+        assert "storing a batch failed (RuntimeError: regrouping broke); keeping 2 photos queued" in caplog.text
+        assert sorted(r[1] for r in rows(tmp_path)) == ["pending", "pending"]
+        daemon.write_backoff = 0.0  # the back-off has passed
+        while daemon.queue or daemon.in_flight is not None:
+            daemon.process_next_batch()
+    finally:
+        daemon.decode_pool.shutdown()
+    assert sorted(r[1] for r in rows(tmp_path)) == ["done", "done"]

@@ -355,16 +355,13 @@ class Daemon:
             # Locked or full database, I/O error: nothing of these batches was committed past
             # registration. Keep the photos queued and back off; they stay pending (or
             # unregistered) on disk, never lost.
-            self.in_flight = None
-            delay = min(60.0, max(1.0, 2 * self.write_backoff_delay))
-            self.write_backoff_delay = delay
-            self.write_backoff = time.monotonic() + delay
-            waiting = sum(len(batch) for batch in taken)
-            log.error("database write failed (%s); keeping %d photos queued, retrying in %.0f s", first_line(e), waiting, delay)
-            self.notifier.status(f"database write failed: {first_line(e)}; {waiting + len(self.queue)} photos waiting")
-            for batch in reversed(taken):
-                for path in reversed(batch):
-                    self.queue.appendleft(path)
+            self._back_off(taken, f"database write failed ({first_line(e)})")
+            return
+        except Exception as e:  # noqa: BLE001 - no error that is not about one photo may stop the daemon (issue 16)
+            # Anything else (a bug in events or notifications, the disk): the batch was not
+            # committed, so its photos are kept the same way and tried again after the back-off.
+            log.exception("storing a batch failed unexpectedly; please report this with the lines above")
+            self._back_off(taken, f"storing a batch failed ({type(e).__name__}: {first_line(e)})")
             return
         self.write_backoff_delay = 0.5
         self.totals.update(outcome)
@@ -378,6 +375,19 @@ class Daemon:
             self.enqueue(path)
         self.last_write = time.monotonic()
         self.report_progress()
+
+    def _back_off(self, taken: list[list[str]], what: str) -> None:
+        """Put the batches' paths back at the head of the queue and wait longer before the next try."""
+        self.in_flight = None
+        delay = min(60.0, max(1.0, 2 * self.write_backoff_delay))
+        self.write_backoff_delay = delay
+        self.write_backoff = time.monotonic() + delay
+        waiting = sum(len(batch) for batch in taken)
+        log.error("%s; keeping %d photos queued, retrying in %.0f s", what, waiting, delay)
+        self.notifier.status(f"{what}; {waiting + len(self.queue)} photos waiting")
+        for batch in reversed(taken):
+            for path in reversed(batch):
+                self.queue.appendleft(path)
 
     def finish_in_flight(self) -> None:
         """At stop: the batch already registered and decoded is finished, or left pending."""
