@@ -22,7 +22,7 @@ GAP = timedelta(seconds=5)
 T0 = datetime(2024, 5, 1, 6, 0, 0)
 
 
-def decide_mean(vector: np.ndarray) -> Decision:
+def decide_mean(vector: np.ndarray, finest: str = "species") -> Decision:
     index = int(np.argmax(vector))
     return Decision(BIRD, f"label {index}", f"Genus species{index}", None, "species", float(vector[index]))
 
@@ -137,3 +137,21 @@ def test_the_heron_burst_becomes_one_event_through_the_daemon(tmp_path, daemon_f
     assert event["start"] == "2021-04-11 20:43:09" and event["end"] == "2021-04-11 20:43:15"
     stats = CliRunner().invoke(cli, ["stats", "--format", "json", "--config", str(config)])
     assert stats.exit_code == 0, stats.output
+
+
+def test_an_infrared_burst_held_to_family_rank_is_not_named_a_species_by_its_mean(tmp_path):
+    """The frames of a night burst were allowed no finer than a family: their mean is no new
+    evidence of colour, so the event is decided at family rank too."""
+    seen: list[str] = []
+
+    def decide_and_note(vector: np.ndarray, finest: str = "species") -> Decision:
+        seen.append(finest)
+        return decide_mean(vector, finest)
+
+    sessions = store.open_store(f"sqlite:///{tmp_path / 'e.db'}")
+    with sessions.begin() as session:
+        for seconds in (0.0, 0.5):
+            image_id = add_photo(session, "cam", seconds, kind=BIRD, label_index=3, confidence=0.9)
+            session.get(store.ImageRecord, image_id).taxon_rank = "family"
+        events.regroup(session, "cam", [T0], GAP, decide_and_note, 10)
+    assert seen == ["family"]

@@ -165,9 +165,10 @@ def test_evaluate_on_both_label_files_meets_the_floors(tmp_path):
     assert summary["animals_people_called_blank"] == 0  # was 28: lost data
     assert summary["birds_called_blank"] == 0  # was 14
     assert summary["birds_found"] >= 13
-    assert summary["named_right"] >= 6
+    assert summary["named_right"] >= 5  # species or genus; an infrared frame is named at family rank at most
     assert summary["species_right"] >= 4
-    assert summary["wrong_names"] <= 8
+    assert summary["family_right"] >= 6  # the infrared herons and owls: "Ardeidae", "Strigidae"
+    assert summary["wrong_names"] <= 2  # was 8: the infrared Grey Heron as Snowy Egret
     assert summary["unsure"] <= 47  # what a person must look at: never more than today
     assert summary["failed"] == 0
     assert summary["mean_invokes"] <= 10
