@@ -41,7 +41,7 @@ from typing import Any
 
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
 from sqlalchemy import event, or_, select, text
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
@@ -50,6 +50,7 @@ from birdtrap.config import Config
 from birdtrap.daemon.ingest import Ingestor
 from birdtrap.daemon.watcher import PhotoFilter
 from birdtrap.errors import BirdtrapError, StoreError, first_line
+from birdtrap.scale.retry import is_transient_or_race, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +94,6 @@ def serialize_writers(sessions: sessionmaker[Session], camera_id: str) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
         event.listen(sessions, "after_begin", lock_camera)
-
-
-def _transient(error: BaseException) -> bool:
-    # IntegrityError: two workers registered the same content at once; the retry sees the winner.
-    return isinstance(error, OperationalError | InterfaceError | IntegrityError)
 
 
 class ArchiveWorker:
@@ -145,17 +141,7 @@ class ArchiveWorker:
         return self.ingestors[key]
 
     def _retry(self, action: Callable[[], Any]) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return action()
-            except SQLAlchemyError as e:
-                if not _transient(e) or attempt >= self.retries:
-                    raise
-                delay = min(60.0, self.backoff * 2**attempt)
-                attempt += 1
-                log.warning("database write failed (%s); retry %d of %d in %.1f s", first_line(e), attempt, self.retries, delay)
-                time.sleep(delay)
+        return with_retries(action, "database write", self.retries, self.backoff, transient=is_transient_or_race)
 
     def process(self, root: str, paths: list[str], camera: str | None = None, deployment: str | None = None) -> Counter[str]:
         """One task: the batch as the daemon would handle it; on a non-transient error, photo by photo.
@@ -169,7 +155,7 @@ class ArchiveWorker:
                 try:
                     return self._retry(lambda: ingestor.handle(paths))
                 except SQLAlchemyError as e:
-                    if _transient(e):
+                    if is_transient_or_race(e):
                         raise
                     log.warning("a batch of %d photos was refused (%s); storing them one by one", len(paths), first_line(e))
                 except Exception as e:  # noqa: BLE001 - an unforeseen error in one photo must not lose the batch
@@ -189,7 +175,7 @@ class ArchiveWorker:
             try:
                 totals.update(self._retry(lambda p=path: ingestor.handle([p])))
             except SQLAlchemyError as e:
-                if _transient(e):
+                if is_transient_or_race(e):
                     raise
                 reason = f"{path}: the database refused its result ({first_line(e)})."
                 self._record_failure(path, reason, ingestor.config.camera.id)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import io
 import logging
-import random
 import socket
 import time
 from collections import Counter
@@ -45,13 +44,14 @@ from typing import Any
 from sqlalchemy import and_, bindparam, create_engine, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 import birdtrap
 from birdtrap import store
 from birdtrap.config import Config
 from birdtrap.errors import StoreError, first_line
+from birdtrap.scale.retry import is_transient, with_retries
 from birdtrap.store import (
     DONE,
     FAILED,
@@ -548,33 +548,6 @@ class SyncSummary:
         return (self.images + self.predictions + self.events) / self.seconds if self.seconds > 0 else 0.0
 
 
-def _transient(error: BaseException) -> bool:
-    """A lost or refused connection, worth retrying; not a batch the database rejects."""
-    if isinstance(error, OperationalError | InterfaceError):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
-
-
-def with_retries(action: Callable[[], Any], what: str, retries: int, backoff: float, on_retry: Callable[[], None] | None = None) -> Any:
-    """Run `action`; on a transient database error wait backoff x 2^n (+-25 %, at most 5 min) and retry.
-
-    Raises the last error when `retries` retries did not help, and at once for any other error.
-    """
-    attempt = 0
-    while True:
-        try:
-            return action()
-        except SQLAlchemyError as e:
-            if not _transient(e) or attempt >= retries:
-                raise
-            delay = min(300.0, backoff * 2**attempt) * random.uniform(0.75, 1.25)
-            attempt += 1
-            log.warning("%s failed (%s); retry %d of %d in %.1f s", what, first_line(e), attempt, retries, delay)
-            if on_retry is not None:
-                on_retry()
-            time.sleep(delay)
-
-
 def deployment_values(config: Config, session: Session, source: str) -> dict[str, Any]:
     """This device's deployment, as its config says; the camera model from its photos' EXIF."""
     camera = config.camera
@@ -830,7 +803,7 @@ def _run(
         return with_retries(action, what, retries, backoff, on_retry)
     except SQLAlchemyError as e:
         pushed = totals["images"]
-        if _transient(e):
+        if is_transient(e):
             raise SyncError(
                 f"the central database {target} is unreachable ({first_line(e)}) after {retries} retries; {pushed} photos were pushed "
                 "before the link failed and stay pushed. Run `birdtrap sync` again to resume (the systemd timer does)."
