@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
@@ -134,6 +135,7 @@ def test_the_heron_burst_becomes_one_event_through_the_daemon(tmp_path, daemon_f
     assert result.exit_code == 0, result.output
     (event,) = json.loads(result.output)
     assert event["photos"] == 10
+    assert Path(event["path"]).name in {path.name for path in HERON}  # `events --all` says which photo to open
     assert event["start"] == "2021-04-11 20:43:09" and event["end"] == "2021-04-11 20:43:15"
     stats = CliRunner().invoke(cli, ["stats", "--format", "json", "--config", str(config)])
     assert stats.exit_code == 0, stats.output

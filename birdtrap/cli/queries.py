@@ -13,6 +13,7 @@ import click
 
 from birdtrap.cli.common import config_option, load_config
 from birdtrap.cli.output import output_options, print_rows
+from birdtrap.identify.kinds import Kind
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,6 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, kind_name: str | 
         birdtrap events --kind unsure
     """
     from birdtrap import store
-    from birdtrap.identify.kinds import Kind
-
     try:
         kind = Kind.parse(kind_name) if kind_name is not None else None
     except ValueError as e:
@@ -137,6 +136,8 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, kind_name: str | 
 
     shown = _shown_limit(filters, fmt)
     with open_database(config_path)() as session:
+        found = store.find_events(session, birds_only=not all_kinds, kind=kind, **{**filters, "limit": shown})
+        photos = store.event_photos(session, [event.id for event in found])
         rows = [
             {
                 "event": event.id,
@@ -150,13 +151,21 @@ def events(filters: dict[str, Any], fmt: str, all_kinds: bool, kind_name: str | 
                 "common_name": event.common_name,
                 "taxon_rank": event.taxon_rank,
                 "confidence": round(event.confidence, 4) if event.confidence is not None else None,
+                "path": _cover(photos.get(event.id, [])),
             }
-            for event in store.find_events(session, birds_only=not all_kinds, kind=kind, **{**filters, "limit": shown})
+            for event in found
         ]
         unlimited = _without_limit(filters)
         total = _total(rows, shown, fmt, lambda: store.count_events(session, birds_only=not all_kinds, kind=kind, **unlimited))
     print_rows(rows, fmt, empty="no events match")
     _say_how_many_more(rows, total)
+
+
+def _cover(photos: list[Any]) -> str | None:
+    """The photo to open for an event: its surest bird frame, else its first frame."""
+    birds = [p for p in photos if p.kind == Kind.BIRD]
+    best = max(birds, key=lambda p: p.confidence or 0.0) if birds else (photos[0] if photos else None)
+    return best.path if best is not None else None
 
 
 @click.command()
