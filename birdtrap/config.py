@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from birdtrap.errors import ConfigError
 from birdtrap.identify.preprocess import PreprocessSettings
+from birdtrap.identify.privacy import PrivacySettings
 
 T = TypeVar("T")
 
@@ -224,6 +225,22 @@ class DecisionSettings(Settings):
     checklist: Path | None = Field(None, description="Species that occur at this deployment, one scientific name a line")
 
 
+class PrivacyConfig(Settings):
+    """People hidden in every image birdtrap makes or sends (issue 19); originals are never changed."""
+
+    redact_people: bool = Field(True, description="Blur every person box in thumbnails, photo views and copied exports")
+    min_box_score: float = Field(
+        0.3, ge=0, le=1, description="Person boxes at or above this detector score are hidden (below the score that names a frame person)"
+    )
+    margin: float = Field(0.15, ge=0, le=1, description="Room added around each person box, as a fraction of its size")
+    keep_originals_visible: bool = Field(
+        False, description="Serve original files on the web; false serves a re-encoded copy with people hidden instead"
+    )
+
+    def settings(self) -> PrivacySettings:
+        return domain_settings(PrivacySettings, self)
+
+
 class BatchSettings(Settings):
     size: int = Field(4, ge=1, le=256, description="Photos per batch (one transaction each)")
     max_wait_seconds: float = Field(2.0, ge=0, description="Start a partial batch after this wait")
@@ -280,6 +297,7 @@ class Config(Settings):
     notify: NotifySettings = NotifySettings()
     serve: ServeSettings = ServeSettings()
     decision: DecisionSettings = DecisionSettings()
+    privacy: PrivacyConfig = PrivacyConfig()
     batch: BatchSettings = BatchSettings()
     database: DatabaseSettings = DatabaseSettings()
     after: AfterSettings = AfterSettings()

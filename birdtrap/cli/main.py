@@ -292,9 +292,11 @@ def stats(since: str | None, until: str | None, camera: str | None, by: str, fmt
     with open_database(config_path)() as session:
         rows = store.stats_rows(session, by, since_time, until_time, camera)
         counts = store.counts_by_status(session)
+        redacted = store.redacted_count(session)
     print_rows(rows, fmt, empty="no bird photos yet")
     if fmt == "table":
         click.echo("photos by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        click.echo(f"photos with people hidden in every image birdtrap makes: {redacted}")
 
 
 @cli.group()

@@ -33,12 +33,16 @@ from birdtrap.identify.identifier import FrameInputs, Identification, Identifier
 from birdtrap.identify.kinds import Kind
 from birdtrap.identify.photos import Decoded, burst_key, could_not, decode_photo
 from birdtrap.identify.preprocess import Photo, PreprocessSettings, looping_link, read_photo_bytes
+from birdtrap.identify.privacy import boxes_to_hide
+from birdtrap.identify.regions import Box
 
 log = logging.getLogger(__name__)
 NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
-def to_result(identification: Identification, decoded: Decoded, archived: str | None) -> store.Result:
+def to_result(
+    identification: Identification, decoded: Decoded, archived: str | None, person_boxes: tuple[Box, ...] = ()
+) -> store.Result:
     decision = identification.decision
     ranked = tuple(
         store.RankedLabel(s.label.index, s.label.text, s.label.scientific, s.label.common, s.probability)
@@ -64,6 +68,7 @@ def to_result(identification: Identification, decoded: Decoded, archived: str | 
         box=identification.box,
         invokes=identification.invokes,
         archived_path=archived,
+        person_boxes=person_boxes,
     )
 
 
@@ -349,11 +354,13 @@ class Ingestor:
         # Identified: the pixels go now, so the next batch's decodes reuse their memory while
         # this batch is written (the peak holds one batch of frames less).
         stored: list[tuple[Candidate, Decoded, Identification, store.Result, Path | None]] = []
+        privacy = self.config.privacy.settings()
         for candidate, item, identification in identified:
+            hidden = boxes_to_hide(identification.decision.kind, identification.detections, privacy, item.photo)
             item = replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)
             try:
                 destination = self.archive_destination(candidate.path, identification.decision.kind)
-                result = to_result(identification, item, str(destination) if destination else None)
+                result = to_result(identification, item, str(destination) if destination else None, hidden)
             except Exception as e:  # noqa: BLE001 - as above
                 failed.append(Failure(candidate, could_not(candidate.path, "named", e), in_the_bytes=False))
                 continue

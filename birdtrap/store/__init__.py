@@ -41,6 +41,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from birdtrap.errors import DatabaseFileError, StoreError
 from birdtrap.identify import taxonomy
 from birdtrap.identify.kinds import Kind, Status
+from birdtrap.identify.privacy import boxes_from_text, boxes_to_text
 from birdtrap.store.backup import newest_backup
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class ImageRecord(Base):
     box_x1: Mapped[float | None] = mapped_column(Float)
     box_y1: Mapped[float | None] = mapped_column(Float)
     invokes: Mapped[int | None] = mapped_column(Integer)
+    # People to hide in every image made from this photo (identify/privacy.py); null: none seen.
+    person_boxes: Mapped[str | None] = mapped_column(Text)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"), index=True)
 
     predictions: Mapped[list[PredictionRecord]] = relationship(
@@ -357,7 +360,7 @@ def _scripts() -> Any:
 # The newest migration's revision. Known without Alembic so that opening a current database (every
 # start of the daemon) imports none of it: Alembic and Mako cost 38 MB of RSS and 0.25 s. A test
 # keeps it equal to the head of birdtrap/migrations.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0008"
 
 
 def head_revision() -> str:
@@ -706,6 +709,7 @@ class Result:
     box: tuple[float, float, float, float] | None = None
     invokes: int | None = None
     archived_path: str | None = None
+    person_boxes: tuple[tuple[float, float, float, float], ...] = ()
 
 
 def record_result(session: Session, image_id: int, result: Result, model_id: int) -> None:
@@ -737,6 +741,7 @@ def record_result(session: Session, image_id: int, result: Result, model_id: int
         image.archived_path = path_as_text(result.archived_path)
     if result.box is not None:
         image.box_x0, image.box_y0, image.box_x1, image.box_y1 = result.box
+    image.person_boxes = boxes_to_text(result.person_boxes)
     earlier_result = image.status != PENDING
     image.status = DONE
     image.error = None
@@ -1303,3 +1308,27 @@ class CameraHeadRecord(Base):
     figures: Mapped[str] = mapped_column(Text)  # JSON of camera_head.Figures and counts per class
     in_use: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# --- people hidden at the source (issue 19) ------------------------------------------------
+
+
+def hidden_boxes(session: Session, image_id: int) -> tuple[tuple[float, float, float, float], ...]:
+    """The person boxes to hide in images made from photo `image_id`; () when none (or no such photo)."""
+    return boxes_from_text(session.scalar(select(ImageRecord.person_boxes).where(ImageRecord.id == image_id)))
+
+
+def hidden_boxes_at(session: Session, paths: Iterable[str]) -> tuple[tuple[float, float, float, float], ...]:
+    """The person boxes of every photo recorded (or archived) at any of `paths`, together."""
+    names = list(paths)
+    rows = session.scalars(
+        select(ImageRecord.person_boxes).where(
+            or_(ImageRecord.path.in_(names), ImageRecord.archived_path.in_(names)), ImageRecord.person_boxes.is_not(None)
+        )
+    )
+    return tuple(box for text_value in rows for box in boxes_from_text(text_value))
+
+
+def redacted_count(session: Session) -> int:
+    """How many processed photos have people hidden in every image birdtrap makes of them."""
+    return session.scalar(select(func.count()).where(ImageRecord.status == DONE, ImageRecord.person_boxes.is_not(None))) or 0

@@ -25,6 +25,8 @@ from sqlalchemy.exc import ArgumentError
 from birdtrap.config import Config
 from birdtrap.errors import PhotoError
 from birdtrap.identify.preprocess import PreprocessSettings, decode, read_photo_bytes, resample
+from birdtrap.identify.privacy import redact
+from birdtrap.identify.regions import Box
 from birdtrap.web.problems import Problem
 from birdtrap.web.settings import ServeSettings
 
@@ -106,21 +108,22 @@ class Thumbnails:
             raise Problem(404, "photo-missing", f"{path} cannot be read (permission denied); let the server's user read it.")
         return resolved
 
-    def thumbnail(self, path: str | Path, size: int) -> Path:
-        """A cached JPEG at most `size` pixels on its long side; made now if not cached yet."""
+    def thumbnail(self, path: str | Path, size: int, hide: tuple[Box, ...] = ()) -> Path:
+        """A cached JPEG at most `size` pixels on its long side, the `hide` boxes (people,
+        identify/privacy.py) pixelated; made now if not cached yet."""
         source = self.check(path)
         try:
             info = source.stat()
         except OSError as e:  # removed between the check and now
             raise Problem(404, "photo-missing", f"{path} cannot be read ({e.strerror or e}).") from None
-        key = hashlib.sha256(f"{source}\0{info.st_size}\0{info.st_mtime_ns}\0{size}".encode()).hexdigest()
+        key = hashlib.sha256(f"{source}\0{info.st_size}\0{info.st_mtime_ns}\0{size}\0{hide}".encode()).hexdigest()
         target = self.cache / key[:2] / f"{key}.jpg"
         if target.is_file():
             return target
         with self._decoding:
             if target.is_file():
                 return target
-            data = self._encode(source, size)
+            data = self._encode(source, size, hide)
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
         with os.fdopen(handle, "wb") as out:
@@ -129,7 +132,7 @@ class Thumbnails:
         self._maybe_prune()
         return target
 
-    def _encode(self, source: Path, size: int) -> bytes:
+    def _encode(self, source: Path, size: int, hide: tuple[Box, ...] = ()) -> bytes:
         settings = PreprocessSettings(reduced_decode=True, decode_min_side=size, crop_info_bars=False, max_pixels=self.max_pixels)
         try:
             photo = decode(read_photo_bytes(source), str(source), settings)
@@ -142,6 +145,7 @@ class Thumbnails:
         scale = size / max(height, width)
         if scale < 1:
             rgb = resample(rgb, max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = redact(np.ascontiguousarray(rgb), hide)
         encoded = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(rgb)).save(encoded, "JPEG", quality=JPEG_QUALITY)
         return encoded.getvalue()
