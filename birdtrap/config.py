@@ -230,7 +230,7 @@ class PrivacyConfig(Settings):
 
     redact_people: bool = Field(True, description="Blur every person box in thumbnails, photo views and copied exports")
     min_box_score: float = Field(
-        0.3, ge=0, le=1, description="Person boxes at or above this detector score are hidden (below the score that names a frame person)"
+        0.5, ge=0, le=1, description="Person boxes at or above this detector score are hidden (below the score that names a frame person)"
     )
     margin: float = Field(0.15, ge=0, le=1, description="Room added around each person box, as a fraction of its size")
     keep_originals_visible: bool = Field(

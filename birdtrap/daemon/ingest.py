@@ -356,7 +356,9 @@ class Ingestor:
         stored: list[tuple[Candidate, Decoded, Identification, store.Result, Path | None]] = []
         privacy = self.config.privacy.settings()
         for candidate, item, identification in identified:
-            hidden = boxes_to_hide(identification.decision.kind, identification.detections, privacy, item.photo)
+            hidden = boxes_to_hide(
+                identification.decision.kind, identification.detections, privacy, item.photo, identification.box
+            )
             item = replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)
             try:
                 destination = self.archive_destination(candidate.path, identification.decision.kind)

@@ -208,7 +208,7 @@ def write_package(
     given. `exclude_people` leaves out photos decided as a person and events decided as people
     (their privacy; the rest of an event with a person in one frame stays). With `hide_people`
     (privacy.redact_people, issue 19) a photo with person boxes is not linked: a copy with the
-    people pixelated is written to `media/` in the package and its filePath points there; the
+    people filled is written to `media/` in the package and its filePath points there; the
     count is in the descriptor's `birdtrap:peopleHidden`. Returns what was written.
 
     Raises ExportError when `out_dir` already holds a package and `overwrite` is false, or when no
@@ -259,7 +259,7 @@ def write_package(
         _write_csv(out_dir / "observations.csv", OBSERVATION_COLUMNS, event_rows + photo_rows),
     ]
     descriptor = _descriptor(deployment, package, start, end, taxa, created or datetime.now(UTC))
-    descriptor["birdtrap:peopleHidden"] = hidden  # media whose people are pixelated in the copy under media/
+    descriptor["birdtrap:peopleHidden"] = hidden  # media whose people are filled in the copy under media/
     descriptor_path = out_dir / "datapackage.json"
     descriptor_path.write_text(json.dumps(descriptor, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.debug("wrote Camtrap DP package %s: %d photos, %d events", out_dir, len(images), len(events))

@@ -73,7 +73,7 @@ def export_training_set(
     different file with the photo's name makes the photo go in as `<name>-<sha256[:8]><suffix>`,
     listed in `renamed`. Photos no longer on disk are listed in `missing`. With `hide_people`
     (privacy.redact_people, issue 19) a photo with person boxes is never linked: a copy with the
-    people pixelated is written instead, counted in `redacted`. Returns the summary.
+    people filled is written instead, counted in `redacted`. Returns the summary.
     """
     if not 0 <= min_confidence <= 1:
         raise ExportError(f"minimum confidence {min_confidence} is outside 0..1; pass --min-confidence between 0 and 1, e.g. 0.9.")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageOps
 
 from birdtrap.errors import PhotoError
 from birdtrap.identify.detector import Detection
@@ -27,21 +27,19 @@ from birdtrap.identify.kinds import Kind
 from birdtrap.identify.preprocess import Photo
 from birdtrap.identify.regions import WHOLE, Box
 
-# A box is pixelated into at most this many cells across its longer side, then smoothed: a face
-# of any size becomes a few colour patches (measured in tests: high-frequency energy < 5 %).
-CELLS = 6
-
 
 @dataclass(frozen=True)
 class PrivacySettings:
     """Which person boxes are hidden and how much room is left around them; see config.yaml's `privacy`."""
 
     redact_people: bool = True
-    min_box_score: float = 0.3
+    min_box_score: float = 0.5
     margin: float = 0.15
 
 
-def boxes_to_hide(kind: str, detections: Iterable[Detection], settings: PrivacySettings, photo: Photo | None = None) -> tuple[Box, ...]:
+def boxes_to_hide(
+    kind: str, detections: Iterable[Detection], settings: PrivacySettings, photo: Photo | None = None, bird: Box | None = None
+) -> tuple[Box, ...]:
     """The boxes (0-1 of the whole decoded frame) to hide in every image made from it; () when none.
 
     Detections are in 0-1 of `photo.bgr`, which lost its burnt-in info bars; with `photo` they are
@@ -49,11 +47,16 @@ def boxes_to_hide(kind: str, detections: Iterable[Detection], settings: PrivacyS
 
     Each person box at or above `min_box_score`, grown by `margin` of its size on every side (a
     detector's box cuts off hair, elbows and feet). A frame decided `person` with no such box is
-    hidden whole: its person is likely but cannot be placed.
+    hidden whole: its person is likely but cannot be placed. On a frame decided `bird` in a
+    region (`bird`), a person box holding that region is the bird seen wrong, and stays visible:
+    COCO's detector calls a heron standing in reeds a person at 0.5-0.6 (bench/README.md).
     """
     if not settings.redact_people:
         return ()
-    boxes = [_grow(d.box, settings.margin) for d in detections if d.kind == Kind.PERSON and d.score >= settings.min_box_score]
+    people = [d.box for d in detections if d.kind == Kind.PERSON and d.score >= settings.min_box_score]
+    if kind == Kind.BIRD and bird is not None and bird != WHOLE:
+        people = [box for box in people if not _holds(box, bird)]
+    boxes = [_grow(box, settings.margin) for box in people]
     if not boxes and kind == Kind.PERSON:
         return (WHOLE,)
     boxes = _merged(boxes)
@@ -65,10 +68,11 @@ def boxes_to_hide(kind: str, detections: Iterable[Detection], settings: PrivacyS
 
 
 def redact(rgb: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-    """A copy of the H x W x 3 image with every box pixelated and smoothed; the rest unchanged.
+    """A copy of the H x W x 3 image with every box filled with its mean colour; the rest unchanged.
 
-    Pixelating removes the detail that identifies someone (face, clothes' pattern, a number
-    plate); smoothing removes the cell edges that would otherwise be the sharpest thing left.
+    A fill, not a blur: pixelated or blurred people stay recognisable by build, clothes and
+    gait (and small boxes in a thumbnail keep as much detail as a blur leaves), a fill hides the
+    whole body at any size and costs almost nothing.
     """
     if not boxes:
         return rgb
@@ -85,7 +89,7 @@ def redact(rgb: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
 
 
 def write_redacted(source: Path, target: Path, boxes: Sequence[Box]) -> None:
-    """Write `source` (oriented as the daemon saw it) to `target` with `boxes` pixelated.
+    """Write `source` (oriented as the daemon saw it) to `target` with `boxes` filled.
 
     Re-encoded in the target's format and without EXIF: a copy must not carry what the boxes hid.
     Raises PhotoError naming the photo when it cannot be read.
@@ -100,12 +104,20 @@ def write_redacted(source: Path, target: Path, boxes: Sequence[Box]) -> None:
 
 
 def _obscure(patch: np.ndarray) -> np.ndarray:
-    height, width = patch.shape[:2]
-    cell = max(1, int(np.ceil(max(height, width) / CELLS)))
-    image = Image.fromarray(patch)
-    small = image.resize((max(1, width // cell), max(1, height // cell)), Image.Resampling.BOX)
-    smooth = small.resize((width, height), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(cell / 2))
-    return np.asarray(smooth)
+    """The patch filled with its own mean colour: no shape, face, pattern or text survives, and the
+    frame keeps its overall tone (a black box would draw the eye and hide the scene's light)."""
+    return np.broadcast_to(patch.reshape(-1, patch.shape[-1]).mean(axis=0).round().astype(patch.dtype), patch.shape)
+
+
+def _holds(outer: Box, inner: Box) -> bool:
+    """Whether `outer` covers the centre of `inner` and at least half of it."""
+    cx, cy = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
+    if not (outer[0] <= cx <= outer[2] and outer[1] <= cy <= outer[3]):
+        return False
+    width = max(0.0, min(outer[2], inner[2]) - max(outer[0], inner[0]))
+    height = max(0.0, min(outer[3], inner[3]) - max(outer[1], inner[1]))
+    inner_area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return inner_area > 0 and width * height >= 0.5 * inner_area
 
 
 def _merged(boxes: list[Box]) -> list[Box]:

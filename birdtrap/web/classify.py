@@ -280,7 +280,9 @@ class ClassifyService:
         for item, identification in zip(todo, identifications, strict=True):
             item.answer = answer(identification, labels, TOP_LABELS)
             # Kept with the cached answer for a later record=true (issue 19); never in a response.
-            hidden = boxes_to_hide(identification.decision.kind, identification.detections, privacy, item.photo)
+            hidden = boxes_to_hide(
+                identification.decision.kind, identification.detections, privacy, item.photo, identification.box
+            )
             item.answer[HIDDEN] = [list(box) for box in hidden]
             item.photo = None
             self._remember(item.sha256, item.answer)

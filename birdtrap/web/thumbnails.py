@@ -110,7 +110,7 @@ class Thumbnails:
 
     def thumbnail(self, path: str | Path, size: int, hide: tuple[Box, ...] = ()) -> Path:
         """A cached JPEG at most `size` pixels on its long side, the `hide` boxes (people,
-        identify/privacy.py) pixelated; made now if not cached yet."""
+        identify/privacy.py) filled; made now if not cached yet."""
         source = self.check(path)
         try:
             info = source.stat()
