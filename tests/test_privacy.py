@@ -197,3 +197,14 @@ def test_a_training_set_never_links_a_photo_with_a_person_in_it(tmp_path):
     assert "already there" in result.output and "(1 already there)" in result.output
     plain = np.asarray(Image.open(photo(BIRD)).convert("RGB"))
     assert_hidden(np.asarray(Image.open(written).convert("RGB")), plain, [person], outside_tolerance=0.0)
+
+
+def test_a_thumbnail_synced_to_the_central_database_hides_the_people_too(site):
+    from birdtrap.scale.sync import make_thumbnail
+
+    path = site.parent / "inbox" / "human.jpg"
+    boxes = stored_boxes(site)["human.jpg"]
+    shown, _, _ = make_thumbnail(path, hide=boxes)
+    plain, _, _ = make_thumbnail(path)
+    decoded = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in (shown, plain)]
+    assert_hidden(*decoded, boxes, outside_tolerance=1.5)

@@ -61,6 +61,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sele
 from birdtrap import store
 from birdtrap.config import Config
 from birdtrap.errors import StoreError, first_line
+from birdtrap.identify.privacy import boxes_from_text, redact
+from birdtrap.identify.regions import Box
 from birdtrap.store import DONE, EventRecord, ImageRecord, ModelRecord, PredictionRecord, utcnow
 
 log = logging.getLogger(__name__)
@@ -282,14 +284,18 @@ def read_batch(session: Session, cursor: tuple[datetime, int], size: int) -> Bat
     return Batch(images, predictions, models, events, members, (rows[-1].processed_at, rows[-1].id))  # type: ignore[arg-type]
 
 
-def make_thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> tuple[bytes, int, int]:
-    """A JPEG at most `side` pixels on its long side, upright; raises OSError if unreadable."""
+def make_thumbnail(path: Path, side: int = THUMBNAIL_SIDE, hide: tuple[Box, ...] = ()) -> tuple[bytes, int, int]:
+    """A JPEG at most `side` pixels on its long side, upright, the `hide` boxes (people,
+    identify/privacy.py) filled; raises OSError if unreadable."""
+    import numpy as np
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
         image.draft("RGB", (side * 2, side * 2))  # JPEG: decode at 1/2..1/8 size, much faster
         picture = ImageOps.exif_transpose(image).convert("RGB")
     picture.thumbnail((side, side))
+    if hide:
+        picture = Image.fromarray(redact(np.asarray(picture), hide))
     buffer = io.BytesIO()
     picture.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
     return buffer.getvalue(), picture.width, picture.height
@@ -597,7 +603,9 @@ def push(
             if batch is None:
                 break
             if with_thumbnails:
-                _run(lambda b=batch: _add_thumbnails(central, b), "checking thumbnails", retries, backoff, retried, target, totals)
+                hide = config.privacy.redact_people
+                thumbnails = lambda b=batch, h=hide: _add_thumbnails(central, b, h)  # noqa: E731
+                _run(thumbnails, "checking thumbnails", retries, backoff, retried, target, totals)
 
             def _write(b: Batch = batch) -> Counter[str]:
                 with central.begin() as session:
@@ -654,8 +662,9 @@ def _run(
         raise SyncError(f"the central database {target} refused {what} ({first_line(e)}); {pushed} photos were pushed before it.") from None
 
 
-def _add_thumbnails(central: sessionmaker[Session], batch: Batch) -> None:
-    """Make thumbnails for the batch's photos the central database does not have yet."""
+def _add_thumbnails(central: sessionmaker[Session], batch: Batch, hide_people: bool = True) -> None:
+    """Make thumbnails for the batch's photos the central database does not have yet, with
+    their people hidden unless privacy.redact_people is off (issue 19)."""
     keys = [(row["camera_id"], row["sha256"]) for row in batch.images]
     with central() as session:
         have = set(
@@ -669,7 +678,8 @@ def _add_thumbnails(central: sessionmaker[Session], batch: Batch) -> None:
             continue
         path = Path(row["archived_path"] or row["path"])
         try:
-            batch.thumbnails[key] = make_thumbnail(path)
+            hide = boxes_from_text(row.get("person_boxes")) if hide_people else ()
+            batch.thumbnails[key] = make_thumbnail(path, hide=hide)
         except OSError as e:
             # Moved or deleted since: the photo's row still travels, without its thumbnail.
             log.warning("no thumbnail for %s (%s)", path, getattr(e, "strerror", None) or e)
