@@ -223,6 +223,28 @@ class DecisionSettings(Settings):
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum confidence for a sighting")
     background_labels: tuple[str, ...] = Field(("background",), description="Labels that mean an empty frame")
     checklist: Path | None = Field(None, description="Species that occur at this deployment, one scientific name a line")
+    species_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Scientific name -> the confidence that species needs instead of threshold (from `birdtrap stats --trust`)",
+    )
+
+    @field_validator("species_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            if not 0 <= threshold <= 1:
+                raise ValueError(f"{name}: {threshold} is outside 0..1; give a confidence between 0 and 1, e.g. {name}: 0.8")
+            if len(name.split()) < 2:
+                raise ValueError(f"{name!r} is not a scientific name; use genus and species, e.g. 'Ardea herodias: 0.8'")
+        return value
+
+    def threshold_for(self, scientific: str) -> float:
+        """The confidence `scientific` needs now: its accepted threshold, else `threshold`."""
+        return self.rules_thresholds().get(" ".join(scientific.split()[:2]), self.threshold)
+
+    def rules_thresholds(self) -> dict[str, float]:
+        """species_thresholds keyed by binomial, as decide() reads them."""
+        return {" ".join(name.split()[:2]): value for name, value in self.species_thresholds.items()}
 
 
 class PrivacyConfig(Settings):
