@@ -69,6 +69,11 @@ class SpeciesTrust:
             if wrong == 0:
                 return f"keep {self.threshold:.2f}: right in all {self.reviewed} reviews"
             return f"keep {self.threshold:.2f}: no higher threshold drops more wrong sightings than right ones"
+        if self.right == 0:
+            return (
+                f"never right in {self.reviewed} reviews: at {self.suggested:.2f} you would have dropped {self.dropped_wrong} of "
+                f"{wrong} wrong sightings; if it does not occur here, a checklist (decision.checklist) leaves it out"
+            )
         return (
             f"at {self.suggested:.2f} you would have kept {self.kept_right} of {self.right} right sightings "
             f"and dropped {self.dropped_wrong} of {wrong} wrong"
