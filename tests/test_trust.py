@@ -180,3 +180,20 @@ def test_a_species_threshold_outside_0_to_1_is_refused_naming_the_species(tmp_pa
     result = CliRunner().invoke(cli, ["stats", "--trust", "--config", str(config)])
     assert result.exit_code != 0
     assert "decision.species_thresholds" in result.output and "Ardea cinerea: 1.5 is outside 0..1" in result.output
+
+
+def test_the_species_page_shows_what_the_reviews_say_of_it(reviewed):
+    from fastapi.testclient import TestClient
+
+    from birdtrap import config as config_module
+    from birdtrap.web import ServeSettings, create_app
+
+    config, answers = reviewed
+    [egret] = [row for row in trust_rows(config) if row["species"] == "Egretta thula"]
+    page = TestClient(create_app(config_module.load(config), ServeSettings())).get("/species/Egretta thula")
+    assert page.status_code == 200
+    assert "How far to trust it" in page.text
+    assert f"<td>{egret['reviewed']}</td>" in page.text and "Ardea cinerea ×" in page.text
+    assert egret["meaning"] in page.text.replace("&#39;", "'")
+    assert f"Egretta thula: {egret['suggested']}" in page.text  # how to accept it
+    assert page.text.count("<td>camera-") == 2  # and per camera, as there are two
