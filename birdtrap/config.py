@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from birdtrap.errors import ConfigError
+from birdtrap.identify.health import HealthSettings
 from birdtrap.identify.preprocess import PreprocessSettings
 from birdtrap.identify.privacy import PrivacySettings
 
@@ -263,6 +264,25 @@ class PrivacyConfig(Settings):
         return domain_settings(PrivacySettings, self)
 
 
+class HealthConfig(Settings):
+    """Camera health from the photos (issue 19); each check compares a camera with its own past."""
+
+    enabled: bool = Field(True, description="Run the camera health checks after every batch and report problems")
+    history: int = Field(60, ge=4, le=1000, description="Earlier frames of the camera a check compares the newest with")
+    min_history: int = Field(8, ge=2, description="No verdict with fewer earlier frames (of the same light, day or night) than this")
+    confirm: int = Field(3, ge=1, le=50, description="Consecutive frames that must agree before a problem opens or resolves")
+    blocked_fraction: float = Field(0.3, gt=0, lt=1, description="Lens blocked: sharpness below this fraction of the camera's usual")
+    moved_similarity: float = Field(0.35, ge=-1, le=1, description="Moved: scene similarity to the usual scene below this")
+    stable_similarity: float = Field(0.6, ge=-1, le=1, description="Moved is judged only when the usual frames agree this much")
+    night_black_brightness: float = Field(12.0, ge=0, le=255, description="Night frames darker than this (mean grey) are black")
+    silence_min_hours: float = Field(6.0, gt=0, description="Never call a camera silent sooner than this")
+    silence_factor: float = Field(3.0, ge=1, description="Silent after this many times the longest usual gap at that hour of day")
+    clock_drift_hours: float = Field(2.0, gt=0, description="Photo time (EXIF) and file time further apart than this: a wrong clock")
+
+    def settings(self) -> HealthSettings:
+        return domain_settings(HealthSettings, self)
+
+
 class BatchSettings(Settings):
     size: int = Field(4, ge=1, le=256, description="Photos per batch (one transaction each)")
     max_wait_seconds: float = Field(2.0, ge=0, description="Start a partial batch after this wait")
@@ -320,6 +340,7 @@ class Config(Settings):
     serve: ServeSettings = ServeSettings()
     decision: DecisionSettings = DecisionSettings()
     privacy: PrivacyConfig = PrivacyConfig()
+    health: HealthConfig = HealthConfig()
     batch: BatchSettings = BatchSettings()
     database: DatabaseSettings = DatabaseSettings()
     after: AfterSettings = AfterSettings()

@@ -29,6 +29,7 @@ from birdtrap import store
 from birdtrap.config import Config
 from birdtrap.daemon.commit import commit_results
 from birdtrap.errors import PhotoError
+from birdtrap.identify.health import FrameMeasure, measure
 from birdtrap.identify.identifier import FrameInputs, Identification, Identifier
 from birdtrap.identify.kinds import Kind
 from birdtrap.identify.photos import Decoded, burst_key, could_not, decode_photo
@@ -41,7 +42,11 @@ NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
 def to_result(
-    identification: Identification, decoded: Decoded, archived: str | None, person_boxes: tuple[Box, ...] = ()
+    identification: Identification,
+    decoded: Decoded,
+    archived: str | None,
+    person_boxes: tuple[Box, ...] = (),
+    measured: FrameMeasure | None = None,
 ) -> store.Result:
     decision = identification.decision
     ranked = tuple(
@@ -69,6 +74,7 @@ def to_result(
         invokes=identification.invokes,
         archived_path=archived,
         person_boxes=person_boxes,
+        measure=measured,
     )
 
 
@@ -359,10 +365,11 @@ class Ingestor:
             hidden = boxes_to_hide(
                 identification.decision.kind, identification.detections, privacy, item.photo, identification.box
             )
+            measured = measure(item.photo) if self.config.health.enabled else None
             item = replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)
             try:
                 destination = self.archive_destination(candidate.path, identification.decision.kind)
-                result = to_result(identification, item, str(destination) if destination else None, hidden)
+                result = to_result(identification, item, str(destination) if destination else None, hidden, measured)
             except Exception as e:  # noqa: BLE001 - as above
                 failed.append(Failure(candidate, could_not(candidate.path, "named", e), in_the_bytes=False))
                 continue

@@ -58,7 +58,7 @@ class HealthSettings:
 
     enabled: bool = True
     history: int = 60  # frames of the camera's own past a check compares with
-    min_history: int = 12  # no verdict with fewer reference frames than this
+    min_history: int = 8  # no verdict with fewer reference frames than this
     confirm: int = 3  # consecutive frames that must agree before a problem opens (or closes)
     blocked_fraction: float = 0.3  # sharpness and contrast below this fraction of the reference median
     moved_similarity: float = 0.35  # scene similarity to the reference below this is "moved"
@@ -159,7 +159,8 @@ def night_black(recent: Sequence[FrameMeasure], settings: HealthSettings) -> boo
     night = [f for f in recent if f.night]
     if len(night) < settings.confirm:
         return None
-    return all(f.brightness < settings.night_black_brightness and f.contrast < settings.night_black_brightness for f in night[-settings.confirm :])
+    black = settings.night_black_brightness
+    return all(f.brightness < black and f.contrast < black for f in night[-settings.confirm :])
 
 
 def silent(arrivals: Sequence[datetime], now: datetime, settings: HealthSettings) -> tuple[bool, timedelta] | None:
@@ -175,7 +176,7 @@ def silent(arrivals: Sequence[datetime], now: datetime, settings: HealthSettings
     last = arrivals[-1]
     hour = last.hour
     usual = timedelta(0)
-    for before, after in zip(arrivals, arrivals[1:]):
+    for before, after in zip(arrivals, arrivals[1:], strict=False):
         distance = min((before.hour - hour) % 24, (hour - before.hour) % 24)
         if distance <= 1:
             usual = max(usual, after - before)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -40,6 +41,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from birdtrap.errors import DatabaseFileError, StoreError
 from birdtrap.identify import taxonomy
+from birdtrap.identify.health import FrameMeasure
 from birdtrap.identify.kinds import Kind, Status
 from birdtrap.identify.privacy import boxes_from_text, boxes_to_text
 from birdtrap.store.backup import newest_backup
@@ -130,6 +132,12 @@ class ImageRecord(Base):
     invokes: Mapped[int | None] = mapped_column(Integer)
     # People to hide in every image made from this photo (identify/privacy.py); null: none seen.
     person_boxes: Mapped[str | None] = mapped_column(Text)
+    # What the frame looks like, for the camera's health checks (identify/health.py); null: not measured.
+    brightness: Mapped[float | None] = mapped_column(Float)
+    contrast: Mapped[float | None] = mapped_column(Float)
+    sharpness: Mapped[float | None] = mapped_column(Float)
+    colour: Mapped[float | None] = mapped_column(Float)
+    scene: Mapped[bytes | None] = mapped_column(LargeBinary)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"), index=True)
 
     predictions: Mapped[list[PredictionRecord]] = relationship(
@@ -710,6 +718,7 @@ class Result:
     invokes: int | None = None
     archived_path: str | None = None
     person_boxes: tuple[tuple[float, float, float, float], ...] = ()
+    measure: FrameMeasure | None = None
 
 
 def record_result(session: Session, image_id: int, result: Result, model_id: int) -> None:
@@ -742,6 +751,9 @@ def record_result(session: Session, image_id: int, result: Result, model_id: int
     if result.box is not None:
         image.box_x0, image.box_y0, image.box_x1, image.box_y1 = result.box
     image.person_boxes = boxes_to_text(result.person_boxes)
+    if result.measure is not None:
+        for name in ("brightness", "contrast", "sharpness", "colour", "scene"):
+            setattr(image, name, getattr(result.measure, name))
     earlier_result = image.status != PENDING
     image.status = DONE
     image.error = None
@@ -1268,7 +1280,6 @@ def activity_reviewed(session: Session, by: str, since: datetime | None = None, 
 
 # --- this camera's examples and head (issue 23) --------------------------------------------
 
-from sqlalchemy import LargeBinary  # noqa: E402
 
 
 class CameraExampleRecord(Base):
@@ -1332,3 +1343,16 @@ def hidden_boxes_at(session: Session, paths: Iterable[str]) -> tuple[tuple[float
 def redacted_count(session: Session) -> int:
     """How many processed photos have people hidden in every image birdtrap makes of them."""
     return session.scalar(select(func.count()).where(ImageRecord.status == DONE, ImageRecord.person_boxes.is_not(None))) or 0
+
+
+class CameraProblemRecord(Base):
+    """A health problem of one camera (identify/health.py), from when it was seen until resolved."""
+
+    __tablename__ = "camera_problems"
+    __table_args__ = (Index("ix_camera_problems_open", "camera_id", "resolved_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(100))
+    check: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime)

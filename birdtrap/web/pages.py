@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from birdtrap import store
 from birdtrap.store import examples as examples_store
+from birdtrap.store import health as health_store
 from birdtrap.store import trust
 from birdtrap.web import queries
 from birdtrap.web.api import EventId
@@ -23,6 +24,18 @@ from birdtrap.web.context import Context, WebContext
 from birdtrap.web.problems import Problem
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def _camera_problems(request: Request) -> list[Any]:
+    """The open camera health problems (issue 19) for the banner on every page (_health.html);
+    none when the database cannot be read: the page itself will say so."""
+    try:
+        return request.app.state.web.read(health_store.open_problems)
+    except Problem:
+        return []
+
+
+templates.env.globals["camera_problems"] = _camera_problems
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
 PAGE_SIZE = 30
