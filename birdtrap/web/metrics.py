@@ -65,7 +65,7 @@ class _DatabaseCollector(Collector):
             seen = last.discovered_at.replace(tzinfo=UTC).timestamp()  # stored as naive UTC
             yield GaugeMetricFamily("birdtrap_last_photo_timestamp_seconds", "When the newest photo was found (UTC)", value=seen)
         # Camera health (issue 19): 1 per open problem; a resolved one is gone (absent, not 0).
-        health = GaugeMetricFamily("birdtrap_camera_problem", "A camera health problem found in its photos is open", labels=["camera", "check"])
+        health = GaugeMetricFamily("birdtrap_camera_problem", "A camera problem found in its photos is open", labels=["camera", "check"])
         for problem in problems:
             health.add_metric([problem.camera_id, problem.check], 1)
         yield health
