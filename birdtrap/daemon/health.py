@@ -47,16 +47,29 @@ def after_batch(session: Session, config: Config, camera: str) -> list[Change]:
         return []
     frames = health_store.recent_frames(session, camera, rules.history + rules.confirm)
     measures = [frame.measure for frame in frames]
-    recent, reference = measures[-rules.confirm :], measures[: -rules.confirm]
+    recent = measures[-rules.confirm :]
+    blocked = health.lens_blocked(recent, _reference(session, camera, health.BLOCKED, measures, rules), rules)
+    moved = None if blocked else health.moved(recent, _reference(session, camera, health.MOVED, measures, rules), rules)
     verdicts: dict[str, tuple[bool | None, str]] = {
-        health.BLOCKED: (health.lens_blocked(recent, reference, rules), health.WHAT[health.BLOCKED]),
-        health.MOVED: (health.moved(recent, reference, rules), health.WHAT[health.MOVED]),
+        health.BLOCKED: (blocked, health.WHAT[health.BLOCKED]),
+        # Through a blocked lens no scene can be judged: moved waits until it clears.
+        health.MOVED: (moved, health.WHAT[health.MOVED]),
         health.NIGHT_BLACK: (health.night_black(measures, rules), health.WHAT[health.NIGHT_BLACK]),
         health.CLOCK: _clock(frames[-rules.confirm :], config, rules),
     }
     changes = [change for check, (verdict, detail) in verdicts.items() if (change := _apply(session, camera, check, verdict, detail))]
     _notify(session, changes, config.notify)
     return changes
+
+
+def _reference(session: Session, camera: str, check: str, measures: list[health.FrameMeasure], rules: HealthSettings) -> list:
+    """The frames the newest are judged against: the ones before them, or, while this check's
+    problem is open, the ones before it opened (else a lens blocked for a week becomes normal)."""
+    problem = next((p for p in health_store.open_problems(session, camera) if p.check == check), None)
+    if problem is None:
+        return measures[: -rules.confirm]
+    before = health_store.recent_frames(session, camera, rules.history + rules.confirm, before=problem.opened_at)
+    return [frame.measure for frame in before[: -rules.confirm]]  # less the frames that opened it
 
 
 def check_silence(session: Session, config: Config, now: datetime | None = None) -> list[Change]:

@@ -195,20 +195,20 @@ def clock_drift(
 ) -> str | None:
     """Why the camera's clock looks wrong for this frame, or None.
 
-    EXIF time against the file's time (a camera writes the file when it takes the photo; both
-    are local clock readings of the same camera or card reader, so hours apart means one is
-    wrong), and, with the camera's position and UTC offset, an infrared (night) frame stamped
-    at a time the sun is well up.
+    Two witnesses that copying cannot fool: a photo stamped (EXIF) hours after its file was
+    written was not taken then (a copy makes a file newer, never older, so only this direction
+    counts); and, with the camera's position and UTC offset, an infrared (night) frame stamped
+    at a time the sun is well up. (Not a colour frame at night: white-flash cameras take those.)
     """
     if captured is None:
         return None
-    if file_time is not None and abs(captured - file_time) > timedelta(hours=settings.clock_drift_hours):
+    if file_time is not None and captured - file_time > timedelta(hours=settings.clock_drift_hours):
         hours = (captured - file_time).total_seconds() / 3600
-        return f"photo time (EXIF) is {hours:+.1f} h from the file's time"
+        return f"photos are stamped {hours:.1f} h after their files were written"
     if night_frame and latitude is not None and longitude is not None and utc_offset is not None:
         elevation = sun_elevation(captured - utc_offset, latitude, longitude)
         if elevation > 15:
-            return f"an infrared (night) frame stamped {captured:%H:%M}, when the sun is {elevation:.0f} degrees up"
+            return f"an infrared (night) frame is stamped {captured:%H:%M}, when the sun is {elevation:.0f} degrees up"
     return None
 
 

@@ -24,14 +24,17 @@ class MeasuredFrame:
     file_mtime: float | None  # the file's modification time, seconds since the epoch
 
 
-def recent_frames(session: Session, camera_id: str, limit: int) -> list[MeasuredFrame]:
-    """The camera's newest `limit` measured photos, oldest first (in the order they were processed)."""
+def recent_frames(session: Session, camera_id: str, limit: int, before: datetime | None = None) -> list[MeasuredFrame]:
+    """The camera's newest `limit` measured photos (processed before `before`, if given), oldest
+    first, in the order they were processed."""
     query = (
         select(ImageRecord)
         .where(ImageRecord.camera_id == camera_id, ImageRecord.status == DONE, ImageRecord.scene.is_not(None))
         .order_by(ImageRecord.id.desc())
         .limit(limit)
     )
+    if before is not None:
+        query = query.where(ImageRecord.processed_at < before)
     frames = []
     for image in reversed(list(session.scalars(query))):
         values = (image.brightness, image.contrast, image.sharpness, image.colour)
