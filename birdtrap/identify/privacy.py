@@ -7,8 +7,9 @@ thumbnails and photo views, training-set copies) is redacted without running a m
 original file is never changed.
 
 Err on the side of hiding: a person box weaker than the one that names a frame `person` is still
-hidden (a box at 0.3 is often a real person far away), and a frame said to hold a person with no
-box sure enough to place it is hidden whole.
+hidden (people far away score 0.5-0.6), and a frame said to hold a person with no box sure enough
+to place it is hidden whole. Only what the detector looked at can be hidden: a frame the species
+model decides at once (a confident close-up bird) is never shown to the detector.
 """
 
 from __future__ import annotations
