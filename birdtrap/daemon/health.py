@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from birdtrap.config import Config, NotifySettings
+from birdtrap.daemon.notify import channels
 from birdtrap.identify import health
 from birdtrap.identify.health import HealthSettings
 from birdtrap.store import CameraProblemRecord, OutboxRecord, utcnow
@@ -164,8 +165,6 @@ def message(change: Change) -> dict:
 
 
 def _notify(session: Session, changes: list[Change], notify: NotifySettings) -> int:
-    from birdtrap.daemon.notify import channels  # notify imports this module's message type
-
     queued = 0
     for change in changes:
         for channel in channels(notify):
