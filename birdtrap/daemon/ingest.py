@@ -29,7 +29,7 @@ from birdtrap import store
 from birdtrap.config import Config
 from birdtrap.daemon.commit import commit_results
 from birdtrap.errors import PhotoError
-from birdtrap.identify.health import FrameMeasure, measure
+from birdtrap.identify.health import measure
 from birdtrap.identify.identifier import FrameInputs, Identification, Identifier
 from birdtrap.identify.kinds import Kind
 from birdtrap.identify.photos import Decoded, burst_key, could_not, decode_photo
@@ -46,7 +46,6 @@ def to_result(
     decoded: Decoded,
     archived: str | None,
     person_boxes: tuple[Box, ...] = (),
-    measured: FrameMeasure | None = None,
 ) -> store.Result:
     decision = identification.decision
     ranked = tuple(
@@ -74,7 +73,7 @@ def to_result(
         invokes=identification.invokes,
         archived_path=archived,
         person_boxes=person_boxes,
-        measure=measured,
+        measure=decoded.measure,
     )
 
 
@@ -127,6 +126,7 @@ def read_and_decode(
     settings: PreprocessSettings,
     prepare: Callable[[Photo], FrameInputs] | None,
     keep_pixels: bool,
+    measure_health: bool = False,
 ) -> Decoded:
     """The decode task: read the file, publish its identity, decode it, make its model inputs.
 
@@ -147,6 +147,8 @@ def read_and_decode(
         raise e from None
     decoded = decode_photo(data, path, mtime, settings)
     del data  # the bytes go before the inputs are made: less memory at the decode threads' peak
+    if measure_health:  # camera health (issue 19), here while the pixels are still there
+        decoded = replace(decoded, measure=measure(decoded.photo))
     if prepare is None:
         return decoded
     inputs = prepare(decoded.photo)
@@ -205,7 +207,8 @@ class Ingestor:
                 prepared.unreadable.append((path, str(e)))
                 continue
             identity: Future[FileIdentity] = Future()
-            decoded = self.decode_pool.submit(read_and_decode, path, identity, settings, frame_inputs, keep)
+            health = self.config.health.enabled
+            decoded = self.decode_pool.submit(read_and_decode, path, identity, settings, frame_inputs, keep, health)
             prepared.work.append(Candidate(path, identity, decoded))
         return prepared
 
@@ -365,11 +368,10 @@ class Ingestor:
             hidden = boxes_to_hide(
                 identification.decision.kind, identification.detections, privacy, item.photo, identification.box
             )
-            measured = measure(item.photo) if self.config.health.enabled else None
             item = replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)
             try:
                 destination = self.archive_destination(candidate.path, identification.decision.kind)
-                result = to_result(identification, item, str(destination) if destination else None, hidden, measured)
+                result = to_result(identification, item, str(destination) if destination else None, hidden)
             except Exception as e:  # noqa: BLE001 - as above
                 failed.append(Failure(candidate, could_not(candidate.path, "named", e), in_the_bytes=False))
                 continue
