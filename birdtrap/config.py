@@ -18,7 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from birdtrap.errors import ConfigError
+from birdtrap.identify.health import HealthSettings
 from birdtrap.identify.preprocess import PreprocessSettings
+from birdtrap.identify.privacy import PrivacySettings
 
 T = TypeVar("T")
 
@@ -283,6 +285,63 @@ class DecisionSettings(Settings):
     monochrome_rank: Literal["species", "genus", "family", "order"] = Field(
         "family", description="The finest rank named on an infrared (monochrome) frame, where colour cannot tell congeners apart"
     )
+    species_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Scientific name -> the confidence that species needs instead of threshold (from `birdtrap stats --trust`)",
+    )
+
+    @field_validator("species_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, threshold in value.items():
+            if not 0 <= threshold <= 1:
+                raise ValueError(f"{name}: {threshold} is outside 0..1; give a confidence between 0 and 1, e.g. {name}: 0.8")
+            if len(name.split()) < 2:
+                raise ValueError(f"{name!r} is not a scientific name; use genus and species, e.g. 'Ardea herodias: 0.8'")
+        return value
+
+    def threshold_for(self, scientific: str) -> float:
+        """The confidence `scientific` needs now: its accepted threshold, else `threshold`."""
+        return self.rules_thresholds().get(" ".join(scientific.split()[:2]), self.threshold)
+
+    def rules_thresholds(self) -> dict[str, float]:
+        """species_thresholds keyed by binomial, as decide() reads them."""
+        return {" ".join(name.split()[:2]): value for name, value in self.species_thresholds.items()}
+
+
+class PrivacyConfig(Settings):
+    """People hidden in every image birdtrap makes or sends (issue 19); originals are never changed."""
+
+    redact_people: bool = Field(True, description="Blur every person box in thumbnails, photo views and copied exports")
+    min_box_score: float = Field(
+        0.5, ge=0, le=1, description="Person boxes at or above this detector score are hidden (below the score that names a frame person)"
+    )
+    margin: float = Field(0.15, ge=0, le=1, description="Room added around each person box, as a fraction of its size")
+    keep_originals_visible: bool = Field(
+        False, description="Serve original files on the web; false serves a re-encoded copy with people hidden instead"
+    )
+
+    def settings(self) -> PrivacySettings:
+        return domain_settings(PrivacySettings, self)
+
+
+class HealthConfig(Settings):
+    """Camera health from the photos (issue 19); each check compares a camera with its own past."""
+
+    enabled: bool = Field(True, description="Run the camera health checks after every batch and report problems")
+    history: int = Field(60, ge=4, le=1000, description="Earlier frames of the camera a check compares the newest with")
+    min_history: int = Field(8, ge=2, description="No verdict with fewer earlier frames (of the same light, day or night) than this")
+    confirm: int = Field(3, ge=1, le=50, description="Consecutive frames that must agree before a problem opens or resolves")
+    blocked_fraction: float = Field(0.3, gt=0, lt=1, description="Lens blocked: sharpness below this fraction of the camera's usual")
+    moved_similarity: float = Field(0.35, ge=-1, le=1, description="Moved: scene similarity to the usual scene below this")
+    stable_similarity: float = Field(0.6, ge=-1, le=1, description="Moved is judged only when the usual frames agree this much")
+    night_black_brightness: float = Field(12.0, ge=0, le=255, description="Night frames darker than this (mean grey) are black")
+    silence_min_hours: float = Field(6.0, gt=0, description="Never call a camera silent sooner than this")
+    silence_factor: float = Field(3.0, ge=1, description="Silent after this many times the longest usual gap at that hour of day")
+    clock_drift_hours: float = Field(2.0, gt=0, description="Photo time (EXIF) and file time further apart than this: a wrong clock")
+
+    def settings(self) -> HealthSettings:
+        return domain_settings(HealthSettings, self)
 
 
 class BatchSettings(Settings):
@@ -341,6 +400,8 @@ class Config(Settings):
     notify: NotifySettings = NotifySettings()
     serve: ServeSettings = ServeSettings()
     decision: DecisionSettings = DecisionSettings()
+    privacy: PrivacyConfig = PrivacyConfig()
+    health: HealthConfig = HealthConfig()
     batch: BatchSettings = BatchSettings()
     database: DatabaseSettings = DatabaseSettings()
     after: AfterSettings = AfterSettings()

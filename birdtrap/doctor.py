@@ -96,6 +96,7 @@ def run_checks(
         checks += _guarded("gate", check_gate, config, delegate)
         checks += _guarded("detector", check_detector, config, delegate)
         checks += _guarded("database", check_database, config)
+        checks += _guarded("cameras", check_cameras, config)
         checks += _guarded("folders", check_folders, config)
         checks += _guarded("service user", check_service_user, config, service_user)
         checks += _guarded("disk", check_disk, config)
@@ -321,6 +322,48 @@ def _whoami() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid {os.getuid()}"
+
+
+def check_cameras(config: Config) -> list[Check]:
+    """Each camera's health (issue 19): the problems the daemon found in its photos, and silence
+    as of now (the daemon may be the thing that stopped)."""
+    from birdtrap import store
+    from birdtrap.identify import health
+    from birdtrap.store import health as health_store
+
+    if not config.health.enabled:
+        return [Check("cameras", OK, "health checks off (health.enabled: false)")]
+    path = sqlite_file(config.database.url)
+    if path is not None and not path.exists():
+        return [Check("cameras", OK, "no photos yet")]
+    try:
+        sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+    except StoreError:
+        return []  # the database check says why
+    rules = config.health.settings()
+    checks = []
+    with sessions() as session:
+        problems = {(p.camera_id, p.check): p for p in health_store.open_problems(session)}
+        cameras = health_store.cameras(session)
+        for camera in cameras:
+            verdict = health.silent(health_store.arrivals(session, camera), store.utcnow(), rules)
+            if verdict is not None and verdict[0] and (camera, health.SILENCE) not in problems:
+                checks.append(Check(f"camera {camera}", WARN, f"{health.WHAT[health.SILENCE]} ({verdict[1].total_seconds() / 3600:.1f} h)",
+                                    FIXES[health.SILENCE]))
+    for (camera, check), problem in problems.items():
+        checks.append(Check(f"camera {camera}", WARN, f"{problem.detail} (since {problem.opened_at:%Y-%m-%d %H:%M} UTC)", FIXES[check]))
+    if not checks:
+        checks.append(Check("cameras", OK, f"{len(cameras)} camera{'s' if len(cameras) != 1 else ''}, no problem found in the photos"))
+    return checks
+
+
+FIXES = {
+    "silence": "check the camera's batteries, card and trigger, and that its photos reach watch.folder",
+    "lens_blocked": "clean the lens (spider web, dirt, condensation) or clear what grows in front of it",
+    "moved": "re-aim the camera; if it was moved on purpose, this resolves itself as new frames come in",
+    "night_black": "check the infrared lamp and its batteries; night photos are coming out black",
+    "clock_drift": "set the camera's clock (and camera.utc_offset); capture times are wrong until then",
+}
 
 
 def check_database(config: Config) -> list[Check]:

@@ -165,10 +165,15 @@ def camtrap_dp(
     )
     sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
     with sessions() as session:
-        summary = camtrapdp.write_package(session, out_dir, deployment, package, exclude_people=exclude_people, overwrite=overwrite)
+        summary = camtrapdp.write_package(
+            session, out_dir, deployment, package, exclude_people=exclude_people, overwrite=overwrite,
+            hide_people=config.privacy.redact_people,
+        )
     click.echo(f"wrote {summary.out_dir}: {', '.join(path.name for path in summary.files)}")
     click.echo(f"photos {summary.media}, event observations {summary.event_observations}, photo observations {summary.media_observations}")
     click.echo(f"taxa: {', '.join(summary.taxa) or 'none'}")
+    if summary.people_hidden:
+        click.echo(f"{summary.people_hidden} photos hold people: copies with them hidden are in {out_dir}/media (privacy.redact_people)")
     if summary.people_left_out:
         click.echo(f"left out {summary.people_left_out} photos of people (--exclude-people)")
     if summary.undated_left_out:
@@ -195,7 +200,9 @@ def training_set(out_dir: Path, min_confidence: float, copy: bool, review: bool,
         if review:
             candidates = trainingset.review_candidates(session, limit, below=min_confidence)
         else:
-            summary = trainingset.export_training_set(session, out_dir, min_confidence, copy=copy)
+            summary = trainingset.export_training_set(
+                session, out_dir, min_confidence, copy=copy, hide_people=config.privacy.redact_people
+            )
     if review:
         if not candidates:
             click.echo(f"no bird or unsure frames below {min_confidence}")
@@ -210,6 +217,8 @@ def training_set(out_dir: Path, min_confidence: float, copy: bool, review: bool,
         click.echo(f"{count:6d}  {label}")
     action = "copied" if copy else "linked"
     click.echo(f"{action} {summary.written} photos into {summary.out_dir} ({summary.already_there} already there)")
+    if summary.redacted:
+        click.echo(f"{summary.redacted} of them hold people: copies with the people hidden were written instead (privacy.redact_people)")
     for photo, target in summary.renamed:
         click.echo(f"{target.name}: {photo.name} was taken by another file in {target.parent}")
     if summary.missing:

@@ -200,21 +200,63 @@ def failed(limit: int | None, fmt: str, config_path: Path | None) -> None:
 @click.option("--camera", help="Only this camera id.")
 @click.option("--by", type=click.Choice(["species", "day", "hour"]), default="species", show_default=True,
               help="Per species totals, or photos per species by day or by hour of day.")
+@click.option("--trust", is_flag=True, help="How often each species was right in your reviews, and a suggested threshold.")
+@click.option("--per-camera", is_flag=True, help="With --trust: one row per species and camera.")
 @output_options()
 @config_option
-def stats(since: str | None, until: str | None, camera: str | None, by: str, fmt: str, config_path: Path | None) -> None:
-    """Which species, how often, first and last seen; or activity by day or hour.
+def stats(
+    since: str | None, until: str | None, camera: str | None, by: str, trust: bool, per_camera: bool, fmt: str, config_path: Path | None
+) -> None:
+    """Which species, how often, first and last seen; or activity by day or hour; or --trust.
 
     \b
         birdtrap stats
         birdtrap stats --by hour --format csv
+        birdtrap stats --trust --per-camera
     """
     from birdtrap import store
 
+    if trust:
+        _print_trust(config_path, per_camera, camera, fmt)
+        return
     since_time, until_time = _parse_when(since, "--since"), _parse_when(until, "--until")
     with open_database(config_path)() as session:
         rows = store.stats_rows(session, by, since_time, until_time, camera)
         counts = store.counts_by_status(session)
+        redacted = store.redacted_count(session)
     print_rows(rows, fmt, empty="no bird photos yet")
     if fmt == "table":
         click.echo("photos by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        click.echo(f"photos with people hidden in every image birdtrap makes: {redacted}")
+
+
+def _print_trust(config_path: Path | None, per_camera: bool, camera: str | None, fmt: str) -> None:
+    """`stats --trust`: the trust report (store/trust.py), one row per species (and camera)."""
+    from birdtrap import store
+    from birdtrap.store import trust as trust_report
+
+    config = load_config(config_path)
+    sessions = store.open_store(config.database.url, config.database.busy_timeout_seconds, create=False)
+    with sessions() as session:
+        report = trust_report.trust_report(session, config.decision.threshold_for, per_camera=per_camera or camera is not None)
+    rows = [
+        {
+            "species": t.species,
+            "common_name": t.common_name or "",
+            "camera": t.camera,
+            "reviewed": t.reviewed,
+            "right": t.right,
+            "precision": round(t.precision, 3),
+            "corrected_into": "; ".join(f"{name} x{count}" for name, count in t.corrected_into),
+            "threshold": t.threshold,
+            "suggested": t.suggested if t.suggested is not None else "",
+            "meaning": t.sentence(),
+        }
+        for t in report
+        if camera is None or t.camera == camera
+    ]
+    print_rows(rows, fmt, empty="no reviewed events yet: review some in `birdtrap serve` first")
+    if fmt == "table" and any(t.suggested is not None for t in report):
+        click.echo("to accept a suggestion, add it under decision.species_thresholds in the config, e.g.")
+        first = next(t for t in report if t.suggested is not None)
+        click.echo(f"  species_thresholds: {{\"{first.species}\": {first.suggested}}}")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from birdtrap import store
 from birdtrap.config import Config
-from birdtrap.daemon import events, notify
+from birdtrap.daemon import events, health, notify
 from birdtrap.identify.identifier import Identifier
 
 
@@ -28,4 +28,7 @@ def commit_results(
     times = [result.captured_at for _, result in results if result.captured_at is not None]
     gap = timedelta(seconds=config.events.gap_seconds)
     touched = events.regroup(session, camera, times, gap, identifier.decide_combined, len(identifier.species.labels))
-    return notify.enqueue(session, touched, config.notify)
+    queued = notify.enqueue(session, touched, config.notify)
+    if any(result.measure is not None for _, result in results):  # camera health (issue 19); its notices are its own
+        health.after_batch(session, config, camera)
+    return queued

@@ -29,16 +29,24 @@ from birdtrap import store
 from birdtrap.config import Config
 from birdtrap.daemon.commit import commit_results
 from birdtrap.errors import PhotoError
+from birdtrap.identify.health import measure
 from birdtrap.identify.identifier import FrameInputs, Identification, Identifier
 from birdtrap.identify.kinds import Kind
 from birdtrap.identify.photos import Decoded, burst_key, could_not, decode_photo
 from birdtrap.identify.preprocess import Photo, PreprocessSettings, looping_link, read_photo_bytes
+from birdtrap.identify.privacy import boxes_to_hide
+from birdtrap.identify.regions import Box
 
 log = logging.getLogger(__name__)
 NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
-def to_result(identification: Identification, decoded: Decoded, archived: str | None) -> store.Result:
+def to_result(
+    identification: Identification,
+    decoded: Decoded,
+    archived: str | None,
+    person_boxes: tuple[Box, ...] = (),
+) -> store.Result:
     decision = identification.decision
     ranked = tuple(
         store.RankedLabel(s.label.index, s.label.text, s.label.scientific, s.label.common, s.probability)
@@ -64,6 +72,8 @@ def to_result(identification: Identification, decoded: Decoded, archived: str | 
         box=identification.box,
         invokes=identification.invokes,
         archived_path=archived,
+        person_boxes=person_boxes,
+        measure=decoded.measure,
     )
 
 
@@ -116,6 +126,7 @@ def read_and_decode(
     settings: PreprocessSettings,
     prepare: Callable[[Photo], FrameInputs] | None,
     keep_pixels: bool,
+    measure_health: bool = False,
 ) -> Decoded:
     """The decode task: read the file, publish its identity, decode it, make its model inputs.
 
@@ -136,6 +147,8 @@ def read_and_decode(
         raise e from None
     decoded = decode_photo(data, path, mtime, settings)
     del data  # the bytes go before the inputs are made: less memory at the decode threads' peak
+    if measure_health:  # camera health (issue 19), here while the pixels are still there
+        decoded = replace(decoded, measure=measure(decoded.photo))
     if prepare is None:
         return decoded
     inputs = prepare(decoded.photo)
@@ -194,7 +207,8 @@ class Ingestor:
                 prepared.unreadable.append((path, str(e)))
                 continue
             identity: Future[FileIdentity] = Future()
-            decoded = self.decode_pool.submit(read_and_decode, path, identity, settings, frame_inputs, keep)
+            health = self.config.health.enabled
+            decoded = self.decode_pool.submit(read_and_decode, path, identity, settings, frame_inputs, keep, health)
             prepared.work.append(Candidate(path, identity, decoded))
         return prepared
 
@@ -349,11 +363,15 @@ class Ingestor:
         # Identified: the pixels go now, so the next batch's decodes reuse their memory while
         # this batch is written (the peak holds one batch of frames less).
         stored: list[tuple[Candidate, Decoded, Identification, store.Result, Path | None]] = []
+        privacy = self.config.privacy.settings()
         for candidate, item, identification in identified:
+            hidden = boxes_to_hide(
+                identification.decision.kind, identification.detections, privacy, item.photo, identification.box
+            )
             item = replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)
             try:
                 destination = self.archive_destination(candidate.path, identification.decision.kind)
-                result = to_result(identification, item, str(destination) if destination else None)
+                result = to_result(identification, item, str(destination) if destination else None, hidden)
             except Exception as e:  # noqa: BLE001 - as above
                 failed.append(Failure(candidate, could_not(candidate.path, "named", e), in_the_bytes=False))
                 continue

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from birdtrap import evaluate as evaluation
 from birdtrap import store
 from birdtrap.config import Config, check_folders
+from birdtrap.daemon import health
 from birdtrap.daemon.ingest import Ingestor, Prepared, file_signature
 from birdtrap.daemon.notify import OutboxSender
 from birdtrap.daemon.notify import channels as notify_channels
@@ -34,10 +35,12 @@ from birdtrap.daemon.wiring import build_identifier
 from birdtrap.errors import BirdtrapError, ModelError, StoreError, first_line
 from birdtrap.identify.identifier import Identifier
 from birdtrap.identify.motion import BurstMemory
+from birdtrap.store import health as health_store
 from birdtrap.store.backup import RollingBackup
 from birdtrap.store.lock import DaemonLock
 
 log = logging.getLogger(__name__)
+HEALTH_EVERY_SECONDS = 60.0  # silence and STATUS='s camera problems (issue 19)
 
 
 class ModelFiles:
@@ -123,6 +126,8 @@ class Daemon:
         self.model_files = ModelFiles(config)
         self.in_flight: Prepared | None = None
         self.sender = OutboxSender(self.sessions, config.notify) if notify_channels(config.notify) else None
+        self.camera_problems: list[str] = []  # open camera health problems, for STATUS= (issue 19)
+        self.next_health = 0.0
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -175,6 +180,9 @@ class Daemon:
                     self.reload_models()
                 if self.backups is not None:
                     self.backups.tick()
+                if now >= self.next_health:
+                    self.check_health()
+                    self.next_health = now + HEALTH_EVERY_SECONDS
                 self.heartbeat()
                 if (self.queue or self.in_flight is not None) and time.monotonic() >= self.write_backoff and (
                     len(self.queue) >= self.config.batch.size or self.in_flight is not None
@@ -278,7 +286,34 @@ class Daemon:
             f"failed {t['failed']} duplicates {t['duplicate']}"
             + ("" if self.healthy else "; UNHEALTHY")
             + ("" if self.folder_present else "; WATCH FOLDER MISSING")
+            + "".join(f"; CAMERA {problem}" for problem in self.camera_problems)
         )
+
+    def refresh_problems(self) -> None:
+        """The open camera problems for STATUS=, after a batch may have opened or resolved one (and
+        the outbox sender woken for its notice)."""
+        try:
+            with self.sessions() as session:
+                problems = health_store.open_problems(session)
+        except SQLAlchemyError as e:
+            log.debug("open camera problems not read (%s)", e)
+            return
+        self.camera_problems = [f"{p.camera_id} {p.check.replace('_', ' ')}" for p in problems]
+        if self.sender is not None:
+            self.sender.wake.set()
+
+    def check_health(self) -> None:
+        """Silence (no photo triggers it) and the open camera problems for STATUS= (issue 19).
+
+        Runs once a minute; a database that is busy or failing is the batch path's concern, so
+        a failure here is logged and tried again at the next minute.
+        """
+        try:
+            with self.sessions.begin() as session:
+                health.check_silence(session, self.config)
+        except SQLAlchemyError as e:
+            log.warning("camera health could not be checked (%s); trying again in a minute", e)
+        self.refresh_problems()
 
     def enqueue(self, path: str) -> None:
         if path not in self.queued:
@@ -369,6 +404,7 @@ class Daemon:
         self.totals["duplicate"] = max(0, self.totals["duplicate"])
         if outcome.get("notifications") and self.sender is not None:
             self.sender.wake.set()
+        self.refresh_problems()
         for path in current.paths:
             self.queued.discard(path)
         for path in current.retry:

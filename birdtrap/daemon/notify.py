@@ -213,6 +213,9 @@ class MqttChannel:
 
     def send(self, message: dict[str, Any]) -> None:
         self._connect()
+        if message.get("type") == "camera_health":  # daemon/health.py: not an event
+            self._publish(f"{self.settings.topic_prefix}/{message['camera']}/health", message)
+            return
         self._announce(message["camera"])
         self._publish(f"{self.settings.topic_prefix}/{message['camera']}/event", message)
 
@@ -308,11 +311,13 @@ class OutboxSender(threading.Thread):
         for row in due:
             if self.stop_event.is_set():
                 break
-            # The event as it stands now: the burst may have grown since it was queued.
-            with self.sessions() as session:
-                event = session.get(EventRecord, row.event_id)
-                message = payload(event, session, self.settings.public_url) if event is not None else None
-                wanted = event is not None and _wanted_now(event, self.settings)
+            if row.event_id < 0:  # a camera health notice (daemon/health.py): sent as queued
+                message, wanted = json.loads(row.payload), True
+            else:  # the event as it stands now: the burst may have grown since it was queued
+                with self.sessions() as session:
+                    event = session.get(EventRecord, row.event_id)
+                    message = payload(event, session, self.settings.public_url) if event is not None else None
+                    wanted = event is not None and _wanted_now(event, self.settings)
             if message is None or not wanted:
                 with self.sessions.begin() as session:
                     record = session.get(OutboxRecord, row.id)

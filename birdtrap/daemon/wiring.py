@@ -147,7 +147,8 @@ def build_identifier(config: Config, species: Classifier | None = None, camera_h
     species = species or load_species_model(config)
     head = load_camera_head(config) if camera_head else None
     checklist = read_checklist(config.decision.checklist) if config.decision.checklist else None
-    rules = domain_settings(DecisionRules, config.decision, checklist=checklist)
+    thresholds = tuple(sorted(config.decision.rules_thresholds().items()))
+    rules = domain_settings(DecisionRules, config.decision, checklist=checklist, species_thresholds=thresholds)
     bursts = BurstMemory(config.events.gap_seconds) if "motion" in config.finder.methods else None
     return Identifier(
         species,

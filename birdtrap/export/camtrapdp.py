@@ -33,6 +33,7 @@ from birdtrap import __version__
 from birdtrap.errors import ExportError
 from birdtrap.identify import taxonomy
 from birdtrap.identify.kinds import Kind
+from birdtrap.identify.privacy import boxes_from_text, write_redacted
 from birdtrap.store import DONE, CorrectionRecord, EventRecord, ImageRecord, latest_reviews
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ VERSION = "1.0.2"
 BASE_URL = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}"
 PROFILE_URL = f"{BASE_URL}/camtrap-dp-profile.json"
 TABLES = ("deployments", "media", "observations")
+MEDIA_FOLDER = "media"  # copies with people hidden, inside the package
 PACKAGE_FILES = ("datapackage.json", *(f"{table}.csv" for table in TABLES))
 
 SAMPLING_DESIGNS = ("simpleRandom", "systematicRandom", "clusteredRandom", "experimental", "targeted", "opportunistic")
@@ -185,6 +187,7 @@ class PackageSummary:
     people_left_out: int = 0  # photos of people not exported (privacy)
     undated_left_out: int = 0  # photos without a capture time: Camtrap DP requires one
     files: tuple[Path, ...] = field(default=())
+    people_hidden: int = 0  # media written as copies with people hidden (privacy.redact_people)
 
 
 def write_package(
@@ -196,13 +199,17 @@ def write_package(
     exclude_people: bool = False,
     overwrite: bool = False,
     created: datetime | None = None,
+    hide_people: bool = True,
 ) -> PackageSummary:
     """Write the done photos of one deployment as a Camtrap DP package into `out_dir`.
 
     Exported: photos of `deployment.camera_id` stored with `deployment.deployment_id` or with no
     deployment id (recorded before one was configured), between `deployment.start` and `.end` when
     given. `exclude_people` leaves out photos decided as a person and events decided as people
-    (their privacy; the rest of an event with a person in one frame stays). Returns what was written.
+    (their privacy; the rest of an event with a person in one frame stays). With `hide_people`
+    (privacy.redact_people, issue 19) a photo with person boxes is not linked: a copy with the
+    people filled is written to `media/` in the package and its filePath points there; the
+    count is in the descriptor's `birdtrap:peopleHidden`. Returns what was written.
 
     Raises ExportError when `out_dir` already holds a package and `overwrite` is false, or when no
     photo matches.
@@ -229,6 +236,7 @@ def write_package(
 
     media_ids = _media_ids(images)
     media_rows = [_media_row(image, media_ids[image.id], deployment, tz) for image in images]
+    hidden = _hide_people(out_dir, images, media_ids, media_rows) if hide_people else 0
     event_rows = [_event_observation(event, members, deployment, tz) for event, members in events]
     photo_rows = [_media_observation(image, media_ids[image.id], deployment, tz) for image in images]
     # A person's review (birdtrap serve) replaces the machine's answer for the event and its photos.
@@ -251,6 +259,7 @@ def write_package(
         _write_csv(out_dir / "observations.csv", OBSERVATION_COLUMNS, event_rows + photo_rows),
     ]
     descriptor = _descriptor(deployment, package, start, end, taxa, created or datetime.now(UTC))
+    descriptor["birdtrap:peopleHidden"] = hidden  # media whose people are filled in the copy under media/
     descriptor_path = out_dir / "datapackage.json"
     descriptor_path.write_text(json.dumps(descriptor, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.debug("wrote Camtrap DP package %s: %d photos, %d events", out_dir, len(images), len(events))
@@ -263,7 +272,25 @@ def write_package(
         people_left_out=people,
         undated_left_out=undated,
         files=(descriptor_path, *files),
+        people_hidden=hidden,
     )
+
+
+def _hide_people(out_dir: Path, images: list[ImageRecord], media_ids: dict[int, str], rows: list[dict[str, str]]) -> int:
+    """Write a copy with the people hidden of each photo that has person boxes, to media/ in the
+    package, and point its media row there (a path inside the package, as Camtrap DP allows)."""
+    hidden = 0
+    for image, row in zip(images, rows, strict=True):
+        boxes = boxes_from_text(image.person_boxes)
+        if not boxes:
+            continue
+        source = Path(_photo_path(image))
+        name = f"{media_ids[image.id]}.jpg"
+        (out_dir / MEDIA_FOLDER).mkdir(parents=True, exist_ok=True)
+        write_redacted(source, out_dir / MEDIA_FOLDER / name, boxes)
+        row.update({"filePath": f"{MEDIA_FOLDER}/{name}", "fileName": name, "fileMediatype": "image/jpeg"})
+        hidden += 1
+    return hidden
 
 
 def _select_images(session: Session, deployment: DeploymentInfo, exclude_people: bool) -> tuple[list[ImageRecord], int, int]:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from birdtrap.errors import ExportError
 from birdtrap.identify.bundle import sha256_file
+from birdtrap.identify.privacy import boxes_from_text, write_redacted
 from birdtrap.store import DONE, KIND_BIRD, KIND_UNSURE, ImageRecord, as_reviewed, join_review
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class TrainingSetSummary:
     per_label: tuple[tuple[str, int], ...]  # label folder, photos in it from the database
     renamed: tuple[tuple[Path, Path], ...] = field(default=())  # (photo, where it went): its name was taken
     missing: tuple[Path, ...] = field(default=())  # on record but no longer on disk
+    redacted: int = 0  # of `written`, copies with people hidden (never links)
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,18 @@ def label_folder(scientific_name: str) -> str:
     return name.lstrip(".") or "unnamed"
 
 
-def export_training_set(session: Session, out_dir: Path, min_confidence: float, copy: bool = False) -> TrainingSetSummary:
+def export_training_set(
+    session: Session, out_dir: Path, min_confidence: float, copy: bool = False, hide_people: bool = True
+) -> TrainingSetSummary:
     """Link (or copy) each done bird photo decided at species rank with confidence >= `min_confidence`
     into `out_dir/<scientific name>/`.
 
     Symlinks by default: a season of photos fits twice on no SD card. A file already in place is
     never replaced: the same photo is left as it is (so a second run adds only new photos), and a
     different file with the photo's name makes the photo go in as `<name>-<sha256[:8]><suffix>`,
-    listed in `renamed`. Photos no longer on disk are listed in `missing`. Returns the summary.
+    listed in `renamed`. Photos no longer on disk are listed in `missing`. With `hide_people`
+    (privacy.redact_people, issue 19) a photo with person boxes is never linked: a copy with the
+    people filled is written instead, counted in `redacted`. Returns the summary.
     """
     if not 0 <= min_confidence <= 1:
         raise ExportError(f"minimum confidence {min_confidence} is outside 0..1; pass --min-confidence between 0 and 1, e.g. 0.9.")
@@ -81,7 +87,7 @@ def export_training_set(session: Session, out_dir: Path, min_confidence: float, 
         review.scientific_name.is_not(None),
         review.at_least(min_confidence),
     ).order_by(review.scientific_name, ImageRecord.captured_at, ImageRecord.id)
-    written = already = 0
+    written = already = redacted = 0
     per_label: dict[str, int] = {}
     renamed: list[tuple[Path, Path]] = []
     missing: list[Path] = []
@@ -93,16 +99,21 @@ def export_training_set(session: Session, out_dir: Path, min_confidence: float, 
         folder = out_dir / label_folder(image.scientific_name or "")
         folder.mkdir(parents=True, exist_ok=True)
         per_label[folder.name] = per_label.get(folder.name, 0) + 1
-        target = folder / source.name
-        taken = os.path.lexists(target) and not _same_photo(target, source, image.sha256)
+        hide = boxes_from_text(image.person_boxes) if hide_people else ()
+        # A redacted copy differs from the photo's bytes: the sha256-suffixed name says it is this photo's.
+        target = folder / (f"{source.stem}-{(image.sha256 or '')[:8]}{source.suffix}" if hide else source.name)
+        taken = not hide and os.path.lexists(target) and not _same_photo(target, source, image.sha256)
         if taken:
             target = folder / f"{source.stem}-{(image.sha256 or '')[:8]}{source.suffix}"
         if os.path.lexists(target):
-            if not _same_photo(target, source, image.sha256):
+            if not hide and not _same_photo(target, source, image.sha256):
                 raise ExportError(f"{target} exists and is not {source}; move it away and export again.")
             already += 1
             continue
-        if copy:
+        if hide:
+            write_redacted(source, target, hide)
+            redacted += 1
+        elif copy:
             shutil.copy2(source, target)
         else:
             target.symlink_to(source.resolve())
@@ -110,7 +121,9 @@ def export_training_set(session: Session, out_dir: Path, min_confidence: float, 
         if taken:
             renamed.append((source, target))
     log.debug("training set %s: %d photos written, %d already there, %d missing", out_dir, written, already, len(missing))
-    return TrainingSetSummary(out_dir, written, already, tuple(sorted(per_label.items())), tuple(renamed), tuple(missing))
+    return TrainingSetSummary(
+        out_dir, written, already, tuple(sorted(per_label.items())), tuple(renamed), tuple(missing), redacted
+    )
 
 
 def _same_photo(target: Path, source: Path, sha256: str | None) -> bool:

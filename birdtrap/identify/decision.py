@@ -64,6 +64,15 @@ class DecisionRules:
     # The finest rank named on a monochrome (infrared) frame: a species model trained on colour
     # photos tells congeners apart by colour, which an infrared frame does not have.
     monochrome_rank: str = FAMILY
+    # (binomial, threshold) pairs the owner accepted from the trust report (issue 19): a species
+    # the camera's reviews found often wrong must be surer; below its own threshold it rolls up.
+    species_thresholds: tuple[tuple[str, float], ...] = ()
+
+    def threshold_for(self, scientific: str | None) -> float:
+        """The confidence a species needs: its own accepted threshold, else `threshold`."""
+        if self.species_thresholds and scientific:
+            return dict(self.species_thresholds).get(binomial(scientific), self.threshold)
+        return self.threshold
 
 
 def binomial(scientific: str) -> str:
@@ -196,7 +205,7 @@ def decide(probabilities: np.ndarray, labels: tuple[Label, ...], rules: Decision
         return _decide_coarse(probabilities, labels, rules, background, label, confidence, finest)
     checklist = rules.checklist
     if checklist is None or binomial(label.scientific) in checklist:
-        if confidence >= rules.threshold:
+        if confidence >= rules.threshold_for(label.scientific):
             return Decision(BIRD, label.text, label.scientific, label.common, SPECIES, confidence)
         rolled = _roll_up(probabilities, labels, rules, background)
         if rolled is not None:
@@ -246,7 +255,7 @@ def _decide_with_checklist(
         renormalised = np.where(allowed, probabilities, 0.0) / mass
         index = int(np.argmax(renormalised))
         listed_label = labels[index]
-        if renormalised[index] >= rules.threshold:
+        if renormalised[index] >= rules.threshold_for(listed_label.scientific):
             return Decision(BIRD, listed_label.text, listed_label.scientific, listed_label.common, SPECIES, float(renormalised[index]))
         rolled = _roll_up(renormalised, labels, rules, background, allowed)
         if rolled is not None:

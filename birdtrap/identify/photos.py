@@ -12,6 +12,7 @@ from pathlib import Path
 
 from birdtrap.errors import PhotoError
 from birdtrap.identify.exif import PhotoMetadata, read_metadata
+from birdtrap.identify.health import FrameMeasure
 from birdtrap.identify.identifier import FrameInputs, Identification, Identifier
 from birdtrap.identify.motion import BurstKey
 from birdtrap.identify.preprocess import Photo, PreprocessSettings, decode, read_photo_bytes
@@ -22,6 +23,7 @@ class Decoded:
     photo: Photo
     metadata: PhotoMetadata
     inputs: FrameInputs | None = None
+    measure: FrameMeasure | None = None  # camera health (identify/health.py), where asked for
 
 
 def decode_photo(data: bytes, name: str, mtime: float, settings: PreprocessSettings) -> Decoded:

@@ -51,6 +51,8 @@ import birdtrap
 from birdtrap import store
 from birdtrap.config import Config
 from birdtrap.errors import StoreError, first_line
+from birdtrap.identify.privacy import boxes_from_text, redact
+from birdtrap.identify.regions import Box
 from birdtrap.scale.retry import is_transient, with_retries
 from birdtrap.store import (
     DONE,
@@ -253,14 +255,18 @@ def read_batch(session: Session, after: tuple[int, int], size: int) -> Batch | N
     return Batch(images, predictions, models, events, members, (rows[-1].sync_seq, rows[-1].id))  # type: ignore[arg-type]
 
 
-def make_thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> tuple[bytes, int, int]:
-    """A JPEG at most `side` pixels on its long side, upright; raises OSError if unreadable."""
+def make_thumbnail(path: Path, side: int = THUMBNAIL_SIDE, hide: tuple[Box, ...] = ()) -> tuple[bytes, int, int]:
+    """A JPEG at most `side` pixels on its long side, upright, the `hide` boxes (people,
+    identify/privacy.py) filled; raises OSError if unreadable."""
+    import numpy as np
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
         image.draft("RGB", (side * 2, side * 2))  # JPEG: decode at 1/2..1/8 size, much faster
         picture = ImageOps.exif_transpose(image).convert("RGB")
     picture.thumbnail((side, side))
+    if hide:
+        picture = Image.fromarray(redact(np.asarray(picture), hide))
     buffer = io.BytesIO()
     picture.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
     return buffer.getvalue(), picture.width, picture.height
@@ -688,7 +694,8 @@ def push(
             if batch is None:
                 break
             if with_thumbnails:
-                run(lambda b=batch: _add_thumbnails(central, b), "checking thumbnails")
+                hide = config.privacy.redact_people
+                run(lambda b=batch, h=hide: _add_thumbnails(central, b, h), "checking thumbnails")
 
             def write(b: Batch = batch) -> Counter[str]:
                 with central.begin() as session:
@@ -811,8 +818,9 @@ def _run(
         raise SyncError(f"the central database {target} refused {what} ({first_line(e)}); {pushed} photos were pushed before it.") from None
 
 
-def _add_thumbnails(central: sessionmaker[Session], batch: Batch) -> None:
-    """Make thumbnails for the batch's photos the central database does not have yet."""
+def _add_thumbnails(central: sessionmaker[Session], batch: Batch, hide_people: bool = True) -> None:
+    """Make thumbnails for the batch's photos the central database does not have yet, with
+    their people hidden unless privacy.redact_people is off (issue 19)."""
     keys = [(row["camera_id"], row["sha256"]) for row in batch.images]
     with central() as session:
         have = set(
@@ -826,7 +834,8 @@ def _add_thumbnails(central: sessionmaker[Session], batch: Batch) -> None:
             continue
         path = Path(row["archived_path"] or row["path"])
         try:
-            batch.thumbnails[key] = make_thumbnail(path)
+            hide = boxes_from_text(row.get("person_boxes")) if hide_people else ()
+            batch.thumbnails[key] = make_thumbnail(path, hide=hide)
         except OSError as e:
             # Moved or deleted since: the photo's row still travels, without its thumbnail.
             log.warning("no thumbnail for %s (%s)", path, getattr(e, "strerror", None) or e)

@@ -13,6 +13,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from birdtrap.identify.kinds import Kind
+from birdtrap.identify.privacy import boxes_from_text
 from birdtrap.store.corrections import Reviewed, as_reviewed, join_review, review_of
 from birdtrap.store.tables import DONE, FAILED, KIND_BIRD, PENDING, CorrectionRecord, EventRecord, ImageRecord
 from birdtrap.store.writes import path_as_text
@@ -283,3 +284,27 @@ def activity(session: Session, by: str, since: datetime | None = None, camera: s
         bucket = when.strftime("%Y-%m-%d") if by == "day" else f"{when.hour:02d}"
         counts[(name, bucket)] = counts.get((name, bucket), 0) + 1
     return sorted((name, bucket, count) for (name, bucket), count in counts.items())
+
+
+# --- people hidden at the source (issue 19) ------------------------------------------------
+
+
+def hidden_boxes(session: Session, image_id: int) -> tuple[tuple[float, float, float, float], ...]:
+    """The person boxes to hide in images made from photo `image_id`; () when none (or no such photo)."""
+    return boxes_from_text(session.scalar(select(ImageRecord.person_boxes).where(ImageRecord.id == image_id)))
+
+
+def hidden_boxes_at(session: Session, paths: Iterable[str]) -> tuple[tuple[float, float, float, float], ...]:
+    """The person boxes of every photo recorded (or archived) at any of `paths`, together."""
+    names = list(paths)
+    rows = session.scalars(
+        select(ImageRecord.person_boxes).where(
+            or_(ImageRecord.path.in_(names), ImageRecord.archived_path.in_(names)), ImageRecord.person_boxes.is_not(None)
+        )
+    )
+    return tuple(box for text_value in rows for box in boxes_from_text(text_value))
+
+
+def redacted_count(session: Session) -> int:
+    """How many processed photos have people hidden in every image birdtrap makes of them."""
+    return session.scalar(select(func.count()).where(ImageRecord.status == DONE, ImageRecord.person_boxes.is_not(None))) or 0

@@ -95,6 +95,14 @@ class ImageRecord(Base):
     box_x1: Mapped[float | None] = mapped_column(Float)
     box_y1: Mapped[float | None] = mapped_column(Float)
     invokes: Mapped[int | None] = mapped_column(Integer)
+    # People to hide in every image made from this photo (identify/privacy.py); null: none seen.
+    person_boxes: Mapped[str | None] = mapped_column(Text)
+    # What the frame looks like, for the camera's health checks (identify/health.py); null: not measured.
+    brightness: Mapped[float | None] = mapped_column(Float)
+    contrast: Mapped[float | None] = mapped_column(Float)
+    sharpness: Mapped[float | None] = mapped_column(Float)
+    colour: Mapped[float | None] = mapped_column(Float)
+    scene: Mapped[bytes | None] = mapped_column(LargeBinary)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"), index=True)
     # The device's own order of changes to processed photos; sync resumes after it (see fleet.py).
     sync_seq: Mapped[int | None] = mapped_column(Integer)
@@ -259,3 +267,16 @@ class CameraHeadRecord(Base):
     figures: Mapped[str] = mapped_column(Text)  # JSON of camera_head.Figures and counts per class
     in_use: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class CameraProblemRecord(Base):
+    """A health problem of one camera (identify/health.py), from when it was seen until resolved."""
+
+    __tablename__ = "camera_problems"
+    __table_args__ = (Index("ix_camera_problems_open", "camera_id", "resolved_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(100))
+    check: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -13,6 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from birdtrap.errors import StoreError
+from birdtrap.identify.health import FrameMeasure
+from birdtrap.identify.privacy import boxes_to_text
 from birdtrap.store.tables import DONE, DUPLICATE, FAILED, PENDING, ClassifyCacheRecord, ImageRecord, ModelRecord, PredictionRecord, utcnow
 
 # A file name is bytes; Python shows a name that is not valid UTF-8 (Latin-1 from a FAT card or
@@ -226,6 +228,8 @@ class Result:
     box: tuple[float, float, float, float] | None = None
     invokes: int | None = None
     archived_path: str | None = None
+    person_boxes: tuple[tuple[float, float, float, float], ...] = ()
+    measure: FrameMeasure | None = None
 
 
 def record_result(session: Session, image_id: int, result: Result, model_id: int) -> None:
@@ -257,6 +261,10 @@ def record_result(session: Session, image_id: int, result: Result, model_id: int
         image.archived_path = path_as_text(result.archived_path)
     if result.box is not None:
         image.box_x0, image.box_y0, image.box_x1, image.box_y1 = result.box
+    image.person_boxes = boxes_to_text(result.person_boxes)
+    if result.measure is not None:
+        for name in ("brightness", "contrast", "sharpness", "colour", "scene"):
+            setattr(image, name, getattr(result.measure, name))
     earlier_result = image.status != PENDING
     image.status = DONE
     image.error = None

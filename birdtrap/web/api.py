@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,11 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from birdtrap import __version__, store
 from birdtrap.errors import DatabaseFileError, StoreError, first_line
+from birdtrap.identify.regions import Box
 from birdtrap.store import examples as examples_store
 from birdtrap.store import reviews as review_store
 from birdtrap.web import queries, schemas
@@ -225,11 +228,14 @@ def get_photo(image_id: PhotoId, context: Context) -> dict[str, Any]:
 
 
 JPEG = {200: {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail"}}
+PHOTO_VIEW_SIZE = 2048  # the longest side of the photo view served instead of an original
 Size = Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="Longest side in pixels")]
 
 
-def _thumbnail_response(context: WebContext, path: str, size: int, box: tuple[float, float, float, float] | None = None) -> FileResponse:
-    thumbnail = context.thumbnails.thumbnail(path, size, box)
+def _thumbnail_response(
+    context: WebContext, path: str, size: int, hide: tuple[Box, ...] = (), box: Box | None = None
+) -> FileResponse:
+    thumbnail = context.thumbnails.thumbnail(path, size, hide, box)
     # The name is a hash of path, size, mtime and size on disk: a changed file gets a new one.
     return FileResponse(thumbnail, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
@@ -250,7 +256,8 @@ def photo_thumbnail(
     if found is None:
         raise Problem(404, "no-such-photo", f"there is no photo {image_id}.")
     location, box = found
-    return _thumbnail_response(context, location, size, box if crop else None)
+    hide = _people(context, lambda s: store.hidden_boxes(s, image_id))
+    return _thumbnail_response(context, location, size, hide, box if crop else None)
 
 
 @router.get(
@@ -263,6 +270,11 @@ def photo_original(image_id: PhotoId, context: Context) -> FileResponse:
     location = context.read(lambda s: queries.photo_location(s, image_id))
     if location is None:
         raise Problem(404, "no-such-photo", f"there is no photo {image_id}.")
+    if not context.config.privacy.keep_originals_visible:
+        # privacy.keep_originals_visible: false (issue 19): a re-encoded view with people hidden
+        # (and no EXIF, so no GPS either), never the file itself.
+        hide = _people(context, lambda s: store.hidden_boxes(s, image_id))
+        return _thumbnail_response(context, location, PHOTO_VIEW_SIZE, hide)
     return FileResponse(context.thumbnails.check(location), headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -281,7 +293,13 @@ def path_thumbnail(
 ) -> FileResponse:
     if "\0" in path:
         raise Problem(422, "bad-parameters", "path contains a NUL character.")
-    return _thumbnail_response(context, path, size)
+    names = {path, str(context.thumbnails.check(path))}  # as asked and as resolved: either may be on record
+    return _thumbnail_response(context, path, size, _people(context, lambda s: store.hidden_boxes_at(s, names)))
+
+
+def _people(context: WebContext, boxes: Callable[[Session], tuple[Box, ...]]) -> tuple[Box, ...]:
+    """The person boxes to hide in an image of a photo (issue 19); none when privacy.redact_people is off."""
+    return context.read(boxes) if context.config.privacy.redact_people else ()
 
 
 # --- classify ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from birdtrap.identify.answer import answer
 from birdtrap.identify.exif import read_metadata
 from birdtrap.identify.identifier import Identification, Identifier
 from birdtrap.identify.preprocess import Photo, check_shape, decode, read_header
+from birdtrap.identify.privacy import boxes_to_hide
 from birdtrap.web.metrics import Metrics
 from birdtrap.web.problems import Problem, problem_body
 from birdtrap.web.settings import ServeSettings
@@ -57,6 +58,9 @@ class Upload:
 
     filename: str
     data: bytes
+
+
+HIDDEN = "person_boxes"  # the answer's key for the boxes privacy hides (identify/privacy.py)
 
 
 @dataclass
@@ -289,8 +293,14 @@ class ClassifyService:
             if self.metrics is not None:
                 self.metrics.invoke_seconds.observe(time.monotonic() - started)
         labels = identifier.species.labels
+        privacy = self.config.privacy.settings()
         for item, identification in zip(todo, identifications, strict=True):
             item.answer = answer(identification, labels, TOP_LABELS)
+            # Kept with the cached answer for a later record=true (issue 19); never in a response.
+            hidden = boxes_to_hide(
+                identification.decision.kind, identification.detections, privacy, item.photo, identification.box
+            )
+            item.answer[HIDDEN] = [list(box) for box in hidden]
             item.photo = None
             self._remember(item.sha256, item.answer)
         try:
@@ -380,7 +390,8 @@ def _first_of_each(items: Any) -> list[_Item]:
 def _response(item: _Item, top_k: int, recorded: dict[str, Any] | None) -> dict[str, Any]:
     answer = None
     if item.answer is not None and item.error is None:
-        answer = {**item.answer, "top": item.answer["top"][:top_k]}
+        answer = {key: value for key, value in item.answer.items() if key != HIDDEN}
+        answer["top"] = item.answer["top"][:top_k]
     return {
         "index": item.index,
         "filename": item.filename,
@@ -430,6 +441,7 @@ def _to_result(item: _Item, mtime: float, top_k: int) -> store.Result:
         height=height,
         box=tuple(box) if box else None,  # type: ignore[arg-type]
         invokes=answer.get("invokes"),
+        person_boxes=tuple(tuple(box) for box in answer.get(HIDDEN, ())),  # type: ignore[misc]
     )
 
 
@@ -441,7 +453,9 @@ def pipeline_fingerprint(config: Config, identifier: Identifier) -> str:
         "gate": identifier.gate.model.bundle.model_sha256 if identifier.gate is not None else None,
         "detector": _file_signature(config.detector.path) if identifier.detector is not None else None,
         "preprocess": identifier.preprocess.as_dict(),
-        "settings": {key: getattr(config, key).model_dump(mode="json") for key in ("model", "gate", "detector", "finder", "decision")},
+        "settings": {
+            key: getattr(config, key).model_dump(mode="json") for key in ("model", "gate", "detector", "finder", "decision", "privacy")
+        },
         "checklist": _file_signature(config.decision.checklist),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

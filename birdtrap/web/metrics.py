@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from birdtrap import store
+from birdtrap.store import health as health_store
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class _DatabaseCollector(Collector):
                 counts = store.counts_by_status(session)
                 last = store.last_photo(session)
                 latency = _pipeline_latency(session)
+                problems = health_store.open_problems(session)
         except SQLAlchemyError as e:
             log.warning("metrics: the database cannot be read (%s)", e)
             return
@@ -62,6 +64,11 @@ class _DatabaseCollector(Collector):
         if last is not None and last.discovered_at is not None:
             seen = last.discovered_at.replace(tzinfo=UTC).timestamp()  # stored as naive UTC
             yield GaugeMetricFamily("birdtrap_last_photo_timestamp_seconds", "When the newest photo was found (UTC)", value=seen)
+        # Camera health (issue 19): 1 per open problem; a resolved one is gone (absent, not 0).
+        health = GaugeMetricFamily("birdtrap_camera_problem", "A camera problem found in its photos is open", labels=["camera", "check"])
+        for problem in problems:
+            health.add_metric([problem.camera_id, problem.check], 1)
+        yield health
 
 
 def _pipeline_latency(session: Session) -> HistogramMetricFamily | None:

@@ -17,15 +17,28 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import inspect
 
 from birdtrap import store
-from birdtrap.store import central, daily
+from birdtrap.store import central, daily, trust
 from birdtrap.store import examples as examples_store
+from birdtrap.store import health as health_store
 from birdtrap.web import queries
 from birdtrap.web.api import EventId
-from birdtrap.web.context import Context
+from birdtrap.web.context import Context, WebContext
 from birdtrap.web.problems import Problem
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.filters["verdict"] = lambda verdict: "blank" if verdict == store.MARKED_EMPTY else verdict  # the stored word is older
+
+
+def _camera_problems(request: Request) -> list[Any]:
+    """The open camera health problems (issue 19) for the banner on every page (_health.html);
+    none when the database cannot be read: the page itself will say so."""
+    try:
+        return request.app.state.web.read(health_store.open_problems)
+    except Problem:
+        return []
+
+
+templates.env.globals["camera_problems"] = _camera_problems
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
 PAGE_SIZE = 30
@@ -158,8 +171,21 @@ def species_page(request: Request, name: str, context: Context) -> HTMLResponse:
         "chart": chart,
         "first": days[0][0] if days else None,
         "last": days[-1][0] if days else None,
+        "trust": _species_trust(context, name),
     }
     return templates.TemplateResponse(request, "species.html", values)
+
+
+def _species_trust(context: WebContext, name: str) -> list[trust.SpeciesTrust]:
+    """The trust report's rows for one species (issue 19): all cameras first, then each camera."""
+    threshold_for = context.config.decision.threshold_for
+
+    def load(session: Any) -> list[trust.SpeciesTrust]:
+        overall = trust.trust_report(session, threshold_for, species=name)
+        cameras = trust.trust_report(session, threshold_for, per_camera=True, species=name)
+        return overall + (cameras if len(cameras) > 1 else [])
+
+    return context.read(load)
 
 
 @router.get("/stats")

@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError
 from birdtrap.config import Config
 from birdtrap.errors import PhotoError
 from birdtrap.identify.preprocess import decode, read_photo_bytes, resample
+from birdtrap.identify.privacy import redact
 from birdtrap.web.problems import Problem
 from birdtrap.web.settings import ServeSettings
 
@@ -135,11 +136,12 @@ class Thumbnails:
             raise Problem(404, "photo-missing", f"{path} cannot be read (permission denied); let the server's user read it.")
         return resolved
 
-    def thumbnail(self, path: str | Path, size: int, box: Box | None = None) -> Path:
+    def thumbnail(self, path: str | Path, size: int, hide: tuple[Box, ...] = (), box: Box | None = None) -> Path:
         """A cached JPEG at most `size` pixels on its long side; made now if not cached yet.
 
-        With `box` (0-1 of the frame the models saw), the thumbnail is cropped around the region
-        that decided, with the box drawn, so a small bird is visible in a list (issue 18).
+        The `hide` boxes (people, identify/privacy.py) are filled. With `box` (0-1 of the frame
+        the models saw), the thumbnail is cropped around the region that decided, with the box
+        drawn, so a small bird is visible in a list (issue 18).
         """
         source = self.check(path)
         try:
@@ -147,14 +149,14 @@ class Thumbnails:
         except OSError as e:  # removed between the check and now
             raise Problem(404, "photo-missing", f"{path} cannot be read ({e.strerror or e}).") from None
         box = box if box is not None and not _whole_frame(box) else None
-        key = hashlib.sha256(f"{source}\0{info.st_size}\0{info.st_mtime_ns}\0{size}\0{box}".encode()).hexdigest()
+        key = hashlib.sha256(f"{source}\0{info.st_size}\0{info.st_mtime_ns}\0{size}\0{box}\0{hide}".encode()).hexdigest()
         target = self.cache / key[:2] / f"{key}.jpg"
         if target.is_file():
             return target
         with self._decoding:
             if target.is_file():
                 return target
-            data = self._encode(source, size, box)
+            data = self._encode(source, size, hide, box)
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
         with os.fdopen(handle, "wb") as out:
@@ -163,10 +165,12 @@ class Thumbnails:
         self._maybe_prune()
         return target
 
-    def _encode(self, source: Path, size: int, box: Box | None = None) -> bytes:
-        # A box is in the coordinates of the frame the models saw: without the info bars when the
-        # configuration crops them, so the thumbnail crops them the same way. The daemon's bounds
-        # (max_pixels, aspect, side, file size) come with self.preprocess: what it refuses is never decoded here.
+    def _encode(self, source: Path, size: int, hide: tuple[Box, ...] = (), box: Box | None = None) -> bytes:
+        # A box to crop around is in the coordinates of the frame the models saw: without the info
+        # bars when the configuration crops them, so a cropped thumbnail crops them the same way.
+        # People are hidden on the whole frame (privacy.margin covers the bars' few rows). The
+        # daemon's bounds (max_pixels, aspect, side, file size) come with self.preprocess: what it
+        # refuses is never decoded here.
         settings = replace(
             self.preprocess,
             reduced_decode=True,
@@ -182,6 +186,8 @@ class Thumbnails:
         except OSError as e:  # an I/O error while reading (a failing card)
             raise Problem(404, "photo-missing", f"{source} cannot be read ({e.strerror or e}).") from None
         rgb = photo.bgr[..., ::-1]  # the decoder's BGR view of Pillow's RGB rows
+        if hide and box is not None:  # before the crop: the boxes are in the whole frame's coordinates
+            rgb = redact(np.ascontiguousarray(rgb), hide)
         drawn = None
         if box is not None:
             rgb, drawn = _around(rgb, box)
@@ -189,6 +195,8 @@ class Thumbnails:
         scale = size / max(height, width)
         if scale < 1:
             rgb = resample(rgb, max(1, round(width * scale)), max(1, round(height * scale)))
+        if hide and box is None:  # on the thumbnail itself: the fill's edges stay sharp
+            rgb = redact(np.ascontiguousarray(rgb), hide)
         image = Image.fromarray(np.ascontiguousarray(rgb))
         if drawn is not None:
             w, h = image.size
