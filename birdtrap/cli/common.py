@@ -81,3 +81,22 @@ def package_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ):
         command = option(command)
     return command
+
+
+def echo_package_summary(summary: Any) -> None:
+    """What a Camtrap DP export wrote, the same lines for one deployment and for the network."""
+    click.echo(f"wrote {summary.out_dir}: {', '.join(path.name for path in summary.files)}")
+    deployments = getattr(summary, "deployments", None)
+    if deployments is not None:
+        click.echo(f"deployments {len(deployments)}: {', '.join(deployments)}")
+    click.echo(f"photos {summary.media}, event observations {summary.event_observations}, photo observations {summary.media_observations}")
+    click.echo(f"taxa: {', '.join(summary.taxa) or 'none'}")
+    if getattr(summary, "people_hidden", 0):
+        hidden = f"{summary.people_hidden} photos hold people: copies with them hidden are in {summary.out_dir}/media"
+        click.echo(f"{hidden} (privacy.redact_people)")
+    if getattr(summary, "empty_deployments", None):
+        click.echo(f"left out deployments without processed photos: {', '.join(summary.empty_deployments)}")
+    if summary.people_left_out:
+        click.echo(f"left out {summary.people_left_out} photos of people (--exclude-people)")
+    if summary.undated_left_out:
+        click.echo(f"left out {summary.undated_left_out} photos without a capture time")

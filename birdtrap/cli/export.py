@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from birdtrap import store
-from birdtrap.cli.common import config_option, load_config, package_options
+from birdtrap.cli.common import config_option, echo_package_summary, load_config, package_options
 from birdtrap.export import camtrapdp, trainingset
 
 _OFFSET = re.compile(r"^(?:(?P<utc>Z|UTC)|(?P<sign>[+-])(?P<hours>\d{1,2})(?::?(?P<minutes>\d{2}))?)$", re.IGNORECASE)
@@ -169,15 +169,7 @@ def camtrap_dp(
             session, out_dir, deployment, package, exclude_people=exclude_people, overwrite=overwrite,
             hide_people=config.privacy.redact_people,
         )
-    click.echo(f"wrote {summary.out_dir}: {', '.join(path.name for path in summary.files)}")
-    click.echo(f"photos {summary.media}, event observations {summary.event_observations}, photo observations {summary.media_observations}")
-    click.echo(f"taxa: {', '.join(summary.taxa) or 'none'}")
-    if summary.people_hidden:
-        click.echo(f"{summary.people_hidden} photos hold people: copies with them hidden are in {out_dir}/media (privacy.redact_people)")
-    if summary.people_left_out:
-        click.echo(f"left out {summary.people_left_out} photos of people (--exclude-people)")
-    if summary.undated_left_out:
-        click.echo(f"left out {summary.undated_left_out} photos without a capture time")
+    echo_package_summary(summary)
 
 
 @export.command("training-set")

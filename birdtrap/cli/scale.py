@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from birdtrap.cli.common import config_option, load_config, package_options
+from birdtrap.cli.common import config_option, echo_package_summary, load_config, package_options
 from birdtrap.cli.output import output_options, print_rows
 
 
@@ -236,16 +236,7 @@ def export_network(
         summary = network.write_network_package(
             session, out_dir, package, deployments=deployments or None, exclude_people=exclude_people, overwrite=overwrite
         )
-    click.echo(f"wrote {summary.out_dir}: {', '.join(path.name for path in summary.files)}")
-    click.echo(f"deployments {len(summary.deployments)}: {', '.join(summary.deployments)}")
-    click.echo(f"photos {summary.media}, event observations {summary.event_observations}, photo observations {summary.media_observations}")
-    click.echo(f"taxa: {', '.join(summary.taxa) or 'none'}")
-    if summary.empty_deployments:
-        click.echo(f"left out deployments without processed photos: {', '.join(summary.empty_deployments)}")
-    if summary.people_left_out:
-        click.echo(f"left out {summary.people_left_out} photos of people (--exclude-people)")
-    if summary.undated_left_out:
-        click.echo(f"left out {summary.undated_left_out} photos without a capture time")
+    echo_package_summary(summary)
 
 
 __all__ = ["archive", "sync", "fleet", "export_network"]
