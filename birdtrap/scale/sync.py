@@ -31,7 +31,6 @@ compatibility rule); sync creates it in an empty database and otherwise upgrades
 
 from __future__ import annotations
 
-import io
 import logging
 import socket
 import time
@@ -50,8 +49,10 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 import birdtrap
 from birdtrap import store
 from birdtrap.config import Config
-from birdtrap.errors import StoreError, first_line
-from birdtrap.identify.privacy import boxes_from_text, redact
+from birdtrap.errors import PhotoError, StoreError, first_line
+from birdtrap.identify import thumbnail
+from birdtrap.identify.preprocess import PreprocessSettings, read_photo_bytes
+from birdtrap.identify.privacy import boxes_from_text
 from birdtrap.identify.regions import Box
 from birdtrap.scale.retry import is_transient, with_retries
 from birdtrap.store import (
@@ -255,21 +256,17 @@ def read_batch(session: Session, after: tuple[int, int], size: int) -> Batch | N
     return Batch(images, predictions, models, events, members, (rows[-1].sync_seq, rows[-1].id))  # type: ignore[arg-type]
 
 
-def make_thumbnail(path: Path, side: int = THUMBNAIL_SIDE, hide: tuple[Box, ...] = ()) -> tuple[bytes, int, int]:
-    """A JPEG at most `side` pixels on its long side, upright, the `hide` boxes (people,
-    identify/privacy.py) filled; raises OSError if unreadable."""
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image.draft("RGB", (side * 2, side * 2))  # JPEG: decode at 1/2..1/8 size, much faster
-        picture = ImageOps.exif_transpose(image).convert("RGB")
-    picture.thumbnail((side, side))
-    if hide:
-        picture = Image.fromarray(redact(np.asarray(picture), hide))
-    buffer = io.BytesIO()
-    picture.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
-    return buffer.getvalue(), picture.width, picture.height
+def make_thumbnail(
+    path: Path, side: int = THUMBNAIL_SIDE, hide: tuple[Box, ...] = (), settings: PreprocessSettings | None = None
+) -> tuple[bytes, int, int]:
+    """A JPEG at most `side` pixels on its long side, upright, the `hide` boxes (people) filled,
+    made by the web's thumbnail maker within the daemon's bounds; raises OSError if unreadable."""
+    settings = settings or PreprocessSettings()
+    data = read_photo_bytes(path, settings.max_bytes)
+    try:
+        return thumbnail.make_thumbnail(data, str(path), side, settings, hide, quality=THUMBNAIL_QUALITY)
+    except PhotoError as e:
+        raise OSError(str(e)) from None
 
 
 # --- one batch, written centrally ----------------------------------------------------------
@@ -695,7 +692,8 @@ def push(
                 break
             if with_thumbnails:
                 hide = config.privacy.redact_people
-                run(lambda b=batch, h=hide: _add_thumbnails(central, b, h), "checking thumbnails")
+                preprocess = config.preprocess.settings()
+                run(lambda b=batch, h=hide, p=preprocess: _add_thumbnails(central, b, h, p), "checking thumbnails")
 
             def write(b: Batch = batch) -> Counter[str]:
                 with central.begin() as session:
@@ -818,7 +816,9 @@ def _run(
         raise SyncError(f"the central database {target} refused {what} ({first_line(e)}); {pushed} photos were pushed before it.") from None
 
 
-def _add_thumbnails(central: sessionmaker[Session], batch: Batch, hide_people: bool = True) -> None:
+def _add_thumbnails(
+    central: sessionmaker[Session], batch: Batch, hide_people: bool = True, settings: PreprocessSettings | None = None
+) -> None:
     """Make thumbnails for the batch's photos the central database does not have yet, with
     their people hidden unless privacy.redact_people is off (issue 19)."""
     keys = [(row["camera_id"], row["sha256"]) for row in batch.images]
@@ -835,7 +835,7 @@ def _add_thumbnails(central: sessionmaker[Session], batch: Batch, hide_people: b
         path = Path(row["archived_path"] or row["path"])
         try:
             hide = boxes_from_text(row.get("person_boxes")) if hide_people else ()
-            batch.thumbnails[key] = make_thumbnail(path, hide=hide)
+            batch.thumbnails[key] = make_thumbnail(path, hide=hide, settings=settings)
         except OSError as e:
             # Moved or deleted since: the photo's row still travels, without its thumbnail.
             log.warning("no thumbnail for %s (%s)", path, getattr(e, "strerror", None) or e)

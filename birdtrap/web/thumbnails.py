@@ -9,24 +9,20 @@ scaling) and shrunk once; later requests read the small cached file.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import stat
 import tempfile
 import threading
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from birdtrap.config import Config
 from birdtrap.errors import PhotoError
-from birdtrap.identify.preprocess import decode, read_photo_bytes, resample
-from birdtrap.identify.privacy import redact
+from birdtrap.identify.preprocess import read_photo_bytes
+from birdtrap.identify.thumbnail import make_thumbnail, whole_frame
 from birdtrap.web.problems import Problem
 from birdtrap.web.settings import ServeSettings
 
@@ -35,33 +31,7 @@ log = logging.getLogger(__name__)
 MIN_SIZE, MAX_SIZE = 32, 1024
 JPEG_QUALITY = 80
 PRUNE_EVERY = 64  # writes between two size checks of the cache folder
-BOX_COLOUR = (255, 196, 0)  # amber: visible on foliage, sky and snow
 Box = tuple[float, float, float, float]
-
-
-def _whole_frame(box: Box) -> bool:
-    """A box covering (nearly) all of the frame says nothing about where: no crop, no box drawn."""
-    x0, y0, x1, y1 = box
-    return (x1 - x0) * (y1 - y0) >= 0.8
-
-
-def _around(rgb: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
-    """The part of `rgb` around `box` (the box and 30 % of it again on each side, 4:3 where the frame
-    allows) and the box's place in that crop, 0-1."""
-    height, width = rgb.shape[:2]
-    x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in box)
-    bw, bh = max(x1 - x0, 1e-3) * width, max(y1 - y0, 1e-3) * height
-    side_w = max(1.6 * bw, 4 / 3 * 1.6 * bh, 48.0)
-    side_h = max(side_w * 3 / 4, 1.6 * bh)
-    side_w, side_h = min(side_w, width), min(side_h, height)
-    cx, cy = (x0 + x1) / 2 * width, (y0 + y1) / 2 * height
-    left = int(min(max(cx - side_w / 2, 0), width - side_w))
-    top = int(min(max(cy - side_h / 2, 0), height - side_h))
-    right, bottom = int(left + side_w), int(top + side_h)
-    crop = rgb[top:bottom, left:right]
-    cw, ch = max(right - left, 1), max(bottom - top, 1)
-    inside = ((x0 * width - left) / cw, (y0 * height - top) / ch, (x1 * width - left) / cw, (y1 * height - top) / ch)
-    return crop, tuple(min(max(v, 0.0), 1.0) for v in inside)  # type: ignore[return-value]
 
 
 def allowed_folders(config: Config, upload_folder: Path) -> dict[str, Path]:
@@ -148,7 +118,7 @@ class Thumbnails:
             info = source.stat()
         except OSError as e:  # removed between the check and now
             raise Problem(404, "photo-missing", f"{path} cannot be read ({e.strerror or e}).") from None
-        box = box if box is not None and not _whole_frame(box) else None
+        box = box if box is not None and not whole_frame(box) else None
         key = hashlib.sha256(f"{source}\0{info.st_size}\0{info.st_mtime_ns}\0{size}\0{box}\0{hide}".encode()).hexdigest()
         target = self.cache / key[:2] / f"{key}.jpg"
         if target.is_file():
@@ -166,45 +136,13 @@ class Thumbnails:
         return target
 
     def _encode(self, source: Path, size: int, hide: tuple[Box, ...] = (), box: Box | None = None) -> bytes:
-        # A box to crop around is in the coordinates of the frame the models saw: without the info
-        # bars when the configuration crops them, so a cropped thumbnail crops them the same way.
-        # People are hidden on the whole frame (privacy.margin covers the bars' few rows). The
-        # daemon's bounds (max_pixels, aspect, side, file size) come with self.preprocess: what it
-        # refuses is never decoded here.
-        settings = replace(
-            self.preprocess,
-            reduced_decode=True,
-            decode_min_side=size if box is None else 4 * size,
-            crop_info_bars=box is not None and self.preprocess.crop_info_bars,
-            denoise=False,
-            auto_contrast=False,
-        )
         try:
-            photo = decode(read_photo_bytes(source, settings.max_bytes), str(source), settings)
+            data = read_photo_bytes(source, self.preprocess.max_bytes)
+            return make_thumbnail(data, str(source), size, self.preprocess, hide, box, JPEG_QUALITY)[0]
         except PhotoError as e:
             raise Problem(422, "unreadable-image", str(e)) from None
         except OSError as e:  # an I/O error while reading (a failing card)
             raise Problem(404, "photo-missing", f"{source} cannot be read ({e.strerror or e}).") from None
-        rgb = photo.bgr[..., ::-1]  # the decoder's BGR view of Pillow's RGB rows
-        if hide and box is not None:  # before the crop: the boxes are in the whole frame's coordinates
-            rgb = redact(np.ascontiguousarray(rgb), hide)
-        drawn = None
-        if box is not None:
-            rgb, drawn = _around(rgb, box)
-        height, width = rgb.shape[:2]
-        scale = size / max(height, width)
-        if scale < 1:
-            rgb = resample(rgb, max(1, round(width * scale)), max(1, round(height * scale)))
-        if hide and box is None:  # on the thumbnail itself: the fill's edges stay sharp
-            rgb = redact(np.ascontiguousarray(rgb), hide)
-        image = Image.fromarray(np.ascontiguousarray(rgb))
-        if drawn is not None:
-            w, h = image.size
-            x0, y0, x1, y1 = (round(v * s) for v, s in zip(drawn, (w - 1, h - 1, w - 1, h - 1), strict=True))
-            ImageDraw.Draw(image).rectangle((x0, y0, x1, y1), outline=BOX_COLOUR, width=max(2, round(max(w, h) / 100)))
-        encoded = io.BytesIO()
-        image.save(encoded, "JPEG", quality=JPEG_QUALITY)
-        return encoded.getvalue()
 
     def _maybe_prune(self) -> None:
         with self._lock:
