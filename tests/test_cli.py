@@ -196,3 +196,18 @@ def test_a_missing_extra_is_named_with_the_command_that_installs_it(tmp_path):
     assert result.returncode == 1
     assert "Error: `birdtrap serve` needs uvicorn, which this install lacks: pip install 'birdtrap[web]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_prints_one_row_per_photo_as_csv(tmp_path):
+    config = write_config(tmp_path)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,truth\nreal/bird.bmp,Poecile atricapillus\nreal/cat.bmp,none\n")
+    result = CliRunner().invoke(cli, ["evaluate", str(labels), "--root", str(photo("bird.bmp").parents[1]), "--format", "csv",
+                                      "--config", str(config)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [Path(row["path"]).name for row in rows] == ["bird.bmp", "cat.bmp"]
+    assert rows[0]["species_right"] == "True" and rows[1]["false_bird"] == "False"

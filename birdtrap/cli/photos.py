@@ -15,7 +15,7 @@ from birdtrap.cli.common import config_option, load_config
 from birdtrap.cli.output import clip, output_options, print_rows
 from birdtrap.errors import BirdtrapError
 from birdtrap.identify.answer import ANSWER_FIELDS, answer
-from birdtrap.identify.kinds import Status
+from birdtrap.identify.kinds import Kind, Status
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def classify(paths: tuple[Path, ...], fmt: str, model_path: Path | None, record:
         click.echo(f"{'photo':40} {'kind':8} {'taxon_rank':10} {'confidence':>10}  label")
         for row in rows():
             name = clip(Path(row["path"]).name, 40)
-            if row["kind"] == "failed":
+            if row["kind"] == Kind.FAILED:
                 click.echo(f"{name:40} {'failed':8} {'':10} {'':>10}  {row['error']}")
             else:
                 # A blank or unsure frame has no label: '-', never the word None (issue 18).
@@ -117,18 +117,19 @@ def _expand(paths: tuple[Path, ...]):
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder the paths in LABELS are relative to [default: the parent of each file's folder].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summaries (all, per file, per source; --verbose: every photo) as JSON.")
-@click.option("-v", "--verbose", is_flag=True, help="Also print one line per photo.")
+@output_options()
+@click.option("-v", "--verbose", is_flag=True, help="Also print one line per photo (json: every photo too).")
 @click.option("--no-camera-head", is_flag=True, help="Leave out the head `birdtrap learn` installed for this camera (see its effect).")
 @config_option
 def evaluate(
-    labels: tuple[Path, ...], root: Path | None, as_json: bool, verbose: bool, no_camera_head: bool, config_path: Path | None
+    labels: tuple[Path, ...], root: Path | None, fmt: str, verbose: bool, no_camera_head: bool, config_path: Path | None
 ) -> None:
     """Score the daemon's own pipeline on labelled photos (truth: scientific name or none).
 
     Counts, per labels file and per source: birds found, named right (species, genus, family,
     order), wrong names, false birds, animals or people called blank, blank frames recognised,
-    unsure frames, invokes and time.
+    unsure frames, invokes and time. `--format json` prints the summaries; csv and ndjson print
+    one row per photo.
 
     \b
         birdtrap evaluate ../shared/data/labels.csv ../shared/data/labels-more.csv --verbose
@@ -144,10 +145,13 @@ def evaluate(
     with tqdm(total=len(photos), unit="photo", disable=not sys.stderr.isatty(), leave=False) as bar:
         outcomes = evaluation.evaluate(photos, identifier, bar.update)
     payload: dict[str, Any] = evaluation.report(outcomes)
-    if as_json:
+    if fmt == "json":
         if verbose:
             payload["photos"] = [o.__dict__ for o in outcomes]
         click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    if fmt in ("csv", "ndjson"):
+        print_rows([dict(o.__dict__) for o in outcomes], fmt)
         return
     if verbose:
         click.echo(f"{'photo':34} {'truth':22} {'decided':8} {'label':40} {'conf':>5} {'inv':>3} {'gate':>4} {'det':>3}  source")

@@ -106,6 +106,10 @@ class Failure:
     in_the_bytes: bool
 
 
+# A photo ready to be written: its file, decode, identification, row and after-action folder.
+Stored = tuple[Candidate, Decoded, Identification, store.Result, Path | None]
+
+
 @dataclass
 class Prepared:
     """A batch being read and decoded, registered or not yet (see Ingestor.prepare, read_ahead)."""
@@ -362,7 +366,7 @@ class Ingestor:
         identified = self._identify(decoded, failed)
         # Identified: the pixels go now, so the next batch's decodes reuse their memory while
         # this batch is written (the peak holds one batch of frames less).
-        stored: list[tuple[Candidate, Decoded, Identification, store.Result, Path | None]] = []
+        stored: list[Stored] = []
         privacy = self.config.privacy.settings()
         for candidate, item, identification in identified:
             hidden = boxes_to_hide(
@@ -411,11 +415,16 @@ class Ingestor:
         for failure in failed:
             totals["failed"] += 1
             log.warning("failed: %s", failure.reason)
+        self._after_actions(stored, failed)
+        return totals
+
+    def _after_actions(self, stored: list[Stored], failed: list[Failure]) -> None:
+        """Once the batch is committed: failed files to quarantine, processed ones to their folders."""
+        for failure in failed:
             self.quarantine(failure.candidate.path)
         for candidate, _, _, _, destination in stored:
             if destination is not None:
                 self.move(candidate.path, destination)
-        return totals
 
     def _identify(
         self, decoded: list[tuple[Candidate, Decoded]], failed: list[Failure]
@@ -451,7 +460,7 @@ class Ingestor:
     def _store(
         self,
         session: Session,
-        stored: list[tuple[Candidate, Decoded, Identification, store.Result, Path | None]],
+        stored: list[Stored],
         failed: list[Failure],
         totals: Counter[str],
         prepared: Prepared,

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from birdtrap.errors import BirdtrapError
+from birdtrap.identify.kinds import Kind
 from birdtrap.identify.regions import Box
 
 BLANK, ANIMAL, PERSON = "blank", "animal", "person"
@@ -335,9 +336,9 @@ def combined_answer(head: CameraHead, example: FrameExample) -> tuple[str, str |
     """(kind, taxon) of the head joined to the general models, on one example frame's vectors."""
     judgement = head.judge(example.vectors)
     if judgement is not None:
-        return "bird", judgement.label
+        return Kind.BIRD, judgement.label
     if (
-        example.general_kind == "bird"
+        example.general_kind == Kind.BIRD
         and example.positive is not None
         and head.not_a_bird(example.vectors[example.positive], example.general_taxon)
     ):
@@ -346,7 +347,7 @@ def combined_answer(head: CameraHead, example: FrameExample) -> tuple[str, str |
 
 
 def named_right(label: str, kind: str, taxon: str | None) -> bool:
-    return is_bird_label(label) and kind == "bird" and taxon is not None and _same_taxon(taxon, label)
+    return is_bird_label(label) and kind == Kind.BIRD and taxon is not None and _same_taxon(taxon, label)
 
 
 def cross_validate(examples: Sequence[FrameExample], embedder: str) -> Figures:
@@ -365,10 +366,10 @@ def cross_validate(examples: Sequence[FrameExample], embedder: str) -> Figures:
         for example in held:
             bird = is_bird_label(example.label)
             general_right += named_right(example.label, example.general_kind, example.general_taxon)
-            general_false += (not bird) and example.general_kind == "bird"
+            general_false += (not bird) and example.general_kind == Kind.BIRD
             kind, taxon = combined_answer(head, example) if head is not None else (example.general_kind, example.general_taxon)
             head_right += named_right(example.label, kind, taxon)
-            head_false += (not bird) and kind == "bird"
+            head_false += (not bird) and kind == Kind.BIRD
     return Figures(count, sum(is_bird_label(e.label) for e in examples), folds, general_right, general_false, head_right, head_false)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import case, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from birdtrap.errors import StoreError
+from birdtrap.identify.kinds import Kind
 from birdtrap.store.corrections import add_correction
 from birdtrap.store.examples import REVIEW, add_review_examples
 from birdtrap.store.queries import event_photos
@@ -19,7 +20,7 @@ from birdtrap.store.tables import CONFIRMED, CameraExampleRecord, CorrectionReco
 
 # Who needs a person most: unsure first, then birds (least sure first), then what a detector
 # named, and blank (already decided on evidence) last.
-_PRIORITY = {"unsure": 0, "bird": 1, "animal": 2, "person": 2, "vehicle": 2, "blank": 3}
+_PRIORITY = {Kind.UNSURE: 0, Kind.BIRD: 1, Kind.ANIMAL: 2, Kind.PERSON: 2, Kind.VEHICLE: 2, Kind.BLANK: 3}
 
 
 def _unreviewed() -> object:

@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import inspect
 
 from birdtrap import store
+from birdtrap.identify.kinds import Kind
 from birdtrap.store import central, daily, trust
 from birdtrap.store import examples as examples_store
 from birdtrap.store import health as health_store
@@ -109,7 +110,7 @@ def event_page(request: Request, event_id: EventId, context: Context) -> HTMLRes
         selected, species = "correct", current["label"] or current["scientific_name"] or ""
     elif current is not None and current["verdict"] == store.MARKED_EMPTY:
         selected, species = "blank", ""
-    elif detail["machine"]["kind"] == "bird":
+    elif detail["machine"]["kind"] == Kind.BIRD:
         selected, species = "confirm", ""
     else:
         selected, species = "correct", ""
