@@ -273,6 +273,9 @@ class PreprocessConfig(Settings):
     )
     min_side: int = Field(16, ge=1, le=4096, description="Refuse photos with a side shorter than this, in pixels")
     max_file_mb: float = Field(200.0, gt=0, description="Refuse photo files larger than this, in MB, before reading them")
+    max_full_decode_pixels: int = Field(
+        12_200_000, ge=1, description="Refuse photos that must be decoded at full size (not a shrinkable JPEG) above this many pixels"
+    )
 
     def settings(self) -> PreprocessSettings:
         return domain_settings(PreprocessSettings, self)

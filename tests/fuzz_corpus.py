@@ -125,9 +125,13 @@ def make(folder: Path, good: list[Path]) -> dict[str, list[str]]:
     corpus.write("huge-claimed-header", ".bmp", bytes(bmp))
 
     # Decompression bombs inside the limits: a few KB that decode to tens of MB.
-    for width, height in ((6000, 6000), (9000, 4000)):
+    for width, height in ((3400, 3400), (4000, 3000)):
         flat = Image.new("L", (width, height), corpus.random.randrange(256))
         corpus.write("decompression-bomb-inside-limits", ".png", encoded(flat, "PNG", optimize=True))
+    # ... and past preprocess.max_full_decode_pixels: a PNG cannot shrink while decoding.
+    for width, height in ((6000, 6000), (9000, 4000)):
+        flat = Image.new("L", (width, height), corpus.random.randrange(256))
+        corpus.write("full-decode-too-large", ".png", encoded(flat, "PNG", optimize=True))
 
     # Truncated and corrupted copies of real photos.
     for data in originals:

@@ -78,6 +78,9 @@ def test_a_few_hundred_hostile_files_each_end_done_or_failed_under_a_memory_limi
         assert status == "failed" and shape_refused, (name, status, error)
     for name in kinds["huge-claimed-header"]:
         assert statuses[name][0] == "failed", (name, statuses[name])
+    for name in kinds["full-decode-too-large"]:
+        status, error = statuses[name]
+        assert status == "failed" and "preprocess.max_full_decode_pixels" in (error or ""), (name, status, error)
     for name in kinds["odd-shape-inside-bounds"] + kinds["random-noise-photo"] + kinds["decompression-bomb-inside-limits"]:
         assert statuses[name][0] == "done", (name, statuses[name])
     assert "Traceback" not in log.read_text()

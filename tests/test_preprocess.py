@@ -209,3 +209,28 @@ def test_resampling_in_chunks_gives_the_same_pixels_as_in_one_piece(monkeypatch)
     chunked = [preprocess.resample(image, 192, 1152), preprocess.resample(image, 224, 224, "linear")]
     for one, other in zip(whole, chunked, strict=True):
         assert np.array_equal(one, other)
+
+
+def test_a_photo_that_must_be_decoded_at_full_size_is_refused_above_the_bound_naming_the_key(tmp_path):
+    """A PNG cannot shrink while decoding: above preprocess.max_full_decode_pixels it is refused
+    from its header (no pixel decoded), while a JPEG of the same size decodes reduced."""
+    import io
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from birdtrap.errors import PhotoError
+    from birdtrap.identify.preprocess import PreprocessSettings, decode
+
+    settings = PreprocessSettings(max_full_decode_pixels=1_000_000)
+    frame = Image.new("RGB", (1400, 800), (90, 120, 60))
+    as_png, as_jpeg = io.BytesIO(), io.BytesIO()
+    frame.save(as_png, "PNG")
+    frame.save(as_jpeg, "JPEG")
+    with pytest.raises(PhotoError) as refused:
+        decode(as_png.getvalue(), "big.png", settings)
+    assert "big.png is a PNG of 1400x800 pixels" in str(refused.value)
+    assert "preprocess.max_full_decode_pixels (1000000)" in str(refused.value)
+    photo = decode(as_jpeg.getvalue(), "big.jpg", replace(settings, decode_min_side=300))
+    assert photo.reduction > 1
+    assert decode(as_png.getvalue(), "big.png", replace(settings, max_full_decode_pixels=1_120_000)).bgr.shape[:2] == (800, 1400)

@@ -73,6 +73,10 @@ class PreprocessSettings:
     max_aspect_ratio: float = 20.0
     min_side: int = 16
     max_file_mb: float = 200.0
+    # A decode the decoder cannot shrink (PNG, TIFF, BMP, WebP; a JPEG without reduced_decode) holds
+    # Pillow's frame and ours at once, 1.4-1.8x the frame beyond it (bench.memory): 12.2 MP keeps
+    # that under 64 MB (a 4032x3024 frame: 61 MB).
+    max_full_decode_pixels: int = 12_200_000
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -205,6 +209,12 @@ def decode(data: bytes, name: str, settings: PreprocessSettings) -> Photo:
     factor = 1
     if settings.reduced_decode and fmt in JPEG_FORMATS:
         factor = reduction_for(width, height, settings.decode_min_side)
+    if factor == 1 and width * height > settings.max_full_decode_pixels:
+        raise PhotoError(
+            f"{name} is a {fmt} of {width}x{height} pixels that must be decoded at full size (only JPEGs shrink while "
+            f"decoding), more than preprocess.max_full_decode_pixels ({settings.max_full_decode_pixels}); refused without "
+            "decoding. Save it as a JPEG, or raise the limit where memory allows."
+        )
     try:
         bgr = decode_pixels(data, factor)
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken data
