@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from birdtrap.identify.preprocess import Photo, resample
+from birdtrap.identify.preprocess import MONOCHROME_SPREAD, Photo, colour_spread, resample
 
 SIDE = (160, 120)  # the thumbnail the measures are taken on
 SCENE = (32, 24)  # the structure map a moved camera is found by
@@ -49,7 +49,7 @@ class FrameMeasure:
     @property
     def night(self) -> bool:
         """An infrared frame: cameras switch to monochrome IR at night."""
-        return self.colour < 4.0
+        return self.colour < MONOCHROME_SPREAD
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def measure(photo: Photo) -> FrameMeasure:
     small = resample(np.ascontiguousarray(bgr[::step, ::step]), *SIDE).astype(np.float32)
     grey = small.mean(axis=2)
     laplacian = np.abs(4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:])
-    colour = float((small.max(axis=2) - small.min(axis=2)).mean())
+    colour = colour_spread(small)
     return FrameMeasure(float(grey.mean()), float(grey.std()), float(laplacian.mean()), colour, scene_map(grey))
 
 

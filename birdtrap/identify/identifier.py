@@ -40,7 +40,7 @@ from birdtrap.identify.embedding import Embedder
 from birdtrap.identify.gate import BirdGate
 from birdtrap.identify.kinds import Kind
 from birdtrap.identify.motion import BurstMemory, thumbnail_for_motion
-from birdtrap.identify.preprocess import InputSpec, Photo, PreprocessSettings, to_model_input
+from birdtrap.identify.preprocess import MONOCHROME_SPREAD, InputSpec, Photo, PreprocessSettings, colour_spread, to_model_input
 from birdtrap.identify.regions import WHOLE, Box, Region, crop, grow_to_square, suppress, tiles
 
 
@@ -460,17 +460,9 @@ def _not_a_bird(decision: Decision) -> Decision:
 __all__ = ["Identifier", "Identification", "FinderSettings", "FrameInputs"]
 
 
-# Mean |R - G| + |G - B| over a sample of pixels, 0-255 scale: infrared camera-trap frames measure
-# 0.2-1.5 (JPEG noise), colour frames 13 and more on the labelled sets; 4 sits well between.
-MONOCHROME_SPREAD = 4.0
-
-
 def is_monochrome(pixels: np.ndarray) -> bool:
     """Whether a frame carries no colour (a camera trap's infrared night frame, a greyscale photo)."""
-    if pixels.ndim != 3 or pixels.shape[2] < 3 or pixels.size == 0:
-        return pixels.ndim == 2
+    if pixels.ndim == 2:
+        return True
     step = max(1, int(np.sqrt(pixels.shape[0] * pixels.shape[1] / 40_000)))  # ~40k pixels: cheap at any size
-    sample = pixels[::step, ::step, :3].astype(np.int16)
-    spread = np.abs(sample[..., 0] - sample[..., 1]) + np.abs(sample[..., 1] - sample[..., 2])
-    return float(spread.mean()) < MONOCHROME_SPREAD
-
+    return colour_spread(pixels[::step, ::step]) < MONOCHROME_SPREAD

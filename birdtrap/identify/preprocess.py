@@ -39,6 +39,19 @@ _ORIENTATION = {
 # ITU-R BT.601 luma, the weights of OpenCV's grey, in RGB order.
 LUMA_RGB = np.array([0.299, 0.587, 0.114], np.float32)
 
+# Mean (max - min channel) on the 0-255 scale: a camera trap's infrared night frame measures about
+# 0.1-1.5 (JPEG noise), colour frames 12 and more on the shared labelled sets; 4 sits between.
+# One statistic and one bound for the species rank on infrared frames and the health checks' night.
+MONOCHROME_SPREAD = 4.0
+
+
+def colour_spread(pixels: np.ndarray) -> float:
+    """Mean of each pixel's largest minus smallest channel: about 0 for an infrared or grey frame."""
+    if pixels.ndim != 3 or pixels.shape[2] < 3 or pixels.size == 0:
+        return 0.0
+    sample = pixels[..., :3]
+    return float((sample.max(axis=2) - sample.min(axis=2)).mean())  # max >= min: no uint8 wrap-around
+
 
 def opencv(needed_by: str = "preprocess.denoise and preprocess.auto_contrast") -> ModuleType:
     """OpenCV, imported on first use: only the optional denoise and auto-contrast steps need it.
