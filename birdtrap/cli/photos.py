@@ -190,8 +190,8 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
         lines.append("")
     lines.append(row("all photos", payload["summary"]))
     lines.append(
-        "found: bird photos given any bird answer; named: species or genus right; wrong: a species or genus "
-        "that is not the truth; false: no-bird photos called birds; bird>blank, animal>blank: a bird, or a mammal, "
+        "found: bird photos given any bird answer; named: species or genus right; wrong: a species, genus, "
+        "family or order the truth is not in; false: no-bird photos called birds; bird>blank, animal>blank: a bird, or a mammal, "
         "person or vehicle, called blank; blank ok: truly empty frames called blank; ms: mean per photo."
     )
     return "\n".join(lines)
