@@ -552,8 +552,12 @@ def test_a_run_started_with_relative_paths_resumes_evaluates_and_exports_from_el
 @pytest.mark.slow
 def test_export_with_the_photos_gone_fails_and_leaves_the_old_bundle_alone(relative_run: Path, tmp_path: Path) -> None:
     run = shutil.copytree(relative_run, tmp_path / "moved-run")
-    rows = (run / "split.csv").read_text().splitlines()
-    (run / "split.csv").write_text("\n".join([rows[0], *(r.replace(str(ROOT.parent), "/nowhere") for r in rows[1:])]) + "\n")
+    with open(run / "split.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(run / "split.csv", "w", newline="") as handle:  # every photo now points at a folder that does not exist
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**row, "path": str(tmp_path / "gone" / Path(row["path"]).name)} for row in rows)
     out = tmp_path / "bundles"
     (out / "int8").mkdir(parents=True)
     (out / "int8" / "keep.txt").write_text("last good export")
