@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -425,7 +428,9 @@ def test_pruning_and_quantization_aware_training_report_their_effect_in_the_card
     run_cli("export", str(run), "--out", str(out), "--formats", "int8", "--calibration-images", "12")
     card = json.loads((out / "int8" / "model.json").read_text())
     optimization = card["metrics"]["optimization"]
-    assert 0.2 < optimization["prune"]["sparsity"] <= 0.5
+    prune = optimization["prune"]
+    assert prune["kept"] == (prune["val_accuracy_after"] >= prune["val_accuracy_before"])
+    assert 0.2 < prune["sparsity"] <= 0.5 if prune["kept"] else prune["sparsity"] < 0.05
     assert {"val_accuracy_before", "val_accuracy_after"} <= set(optimization["prune"]) & set(optimization["qat"])
     assert card["quantization"]["quantization_aware"] is True
     assert 0 < card["sizes"]["int8"]["gzip_bytes"] < card["sizes"]["int8"]["bytes"]
@@ -433,6 +438,59 @@ def test_pruning_and_quantization_aware_training_report_their_effect_in_the_card
     settings = classifier.card_preprocessing
     [prediction] = classifier.predict_batch([to_model_input(load(OWL, settings).bgr, classifier.spec, settings)])
     assert prediction.best.label.text in ("Ardea cinerea (Grey Heron)", "Athene cunicularia (Burrowing Owl)", "background")
+
+
+def _pruned_pair() -> tuple[object, object, list[np.ndarray]]:
+    """A small real network, a copy of its weights, and its pruned twin trained to 50% zeros."""
+    import tf_keras as keras
+
+    from training import optimize
+
+    inputs = keras.Input((8,))
+    network = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(16, activation="relu")(inputs)))
+    original = [w.copy() for w in network.get_weights()]
+    pruned = optimize.prunable(network, 0.5, updates=4)
+    pruned.compile(optimizer="sgd", loss="mse")
+    x, y = np.random.default_rng(0).normal(size=(32, 8)), np.zeros((32, 3))
+    pruned.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=optimize.pruning_callbacks())
+    return network, pruned, original
+
+
+def test_pruning_that_lowers_validation_accuracy_is_undone_and_pruning_that_does_not_is_kept() -> None:
+    from training import optimize
+
+    network, pruned, original = _pruned_pair()
+    assert optimize.sparsity(optimize.strip(pruned)) > 0.4, "the twin really was pruned"
+    assert optimize.sparsity(network) > 0.4, "the wrappers share the network's layers: it is pruned in place"
+    worse = optimize.keep_if_not_worse(network, pruned, original, before=0.71, after=0.57)
+    assert worse["kept"] is False and worse["sparsity"] < 0.05
+    assert all(np.array_equal(a, b) for a, b in zip(network.get_weights(), original, strict=True)), "the unpruned weights stay"
+    network, pruned, original = _pruned_pair()  # the wrappers share the variables: a fresh pair
+    same = optimize.keep_if_not_worse(network, pruned, original, before=0.71, after=0.71)
+    assert same["kept"] is True and 0.4 < same["sparsity"] <= 0.5
+    network, pruned, original = _pruned_pair()
+    assert optimize.keep_if_not_worse(network, pruned, original, before=float("nan"), after=0.2)["kept"] is True
+
+
+def test_tensorflow_starts_without_its_cuda_probe_lines_on_a_machine_without_a_gpu(tmp_path: Path) -> None:
+    """The cuInit / cudart_stub lines are written before TensorFlow's logging exists; quiet_start filters them."""
+
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "evaluate", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 1 and "is not a finished training run" in result.stderr + result.stdout
+    for chatter in ("cuInit", "cudart_stub", "absl::InitializeLog"):
+        assert chatter not in result.stderr, result.stderr
+
+
+def test_only_tensorflow_start_up_chatter_is_filtered() -> None:
+    from training.quiet_start import harmless
+
+    assert harmless("E0000 00:00:1796437416.222233   12490 cuda_platform.cc:52] failed call to cuInit: INTERNAL")
+    assert harmless("I0000 00:00:1796437413.721803   12490 cudart_stub.cc:31] Could not find cuda drivers")
+    assert not harmless("E0000 00:00:1796437416.222233   12490 bfc_allocator.cc:485] Allocator ran out of memory")
+    assert not harmless("ImportError: libtensorflow_framework.so.2: cannot open shared object file")
 
 
 # --- issue 20: a season's model that can be trusted ---------------------------------------------

@@ -20,8 +20,8 @@ import yaml
 from birdtrap.errors import BirdtrapError
 from training import config as config_module
 
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) buries the summary; set before
-# TensorFlow is first imported, by the commands below.
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) buries the summary: every command
+# starts TensorFlow through quiet_start before the library imports it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -34,6 +34,9 @@ def _setup_logging(verbose: bool) -> None:
 def _fail_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        from training.quiet_start import start_tensorflow
+
+        start_tensorflow()
         try:
             return command(*args, **kwargs)
         except BirdtrapError as e:

@@ -544,6 +544,9 @@ def _fail_cleanly(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> Any:
+        from training.quiet_start import start_tensorflow
+
+        start_tensorflow()  # before onnx2tf imports it, so its CUDA-probe lines stay hidden
         try:
             return function(*args, **kwargs)
         except BirdtrapError as e:

@@ -39,6 +39,21 @@ def strip(model: keras.Model) -> keras.Model:
     return tfmot.sparsity.keras.strip_pruning(model)
 
 
+def keep_if_not_worse(
+    network: keras.Model, pruned: keras.Model, unpruned: list[np.ndarray], before: float, after: float
+) -> dict[str, object]:
+    """Leave the pruned weights in `network` only when validation accuracy did not drop.
+
+    A smaller download is not worth a worse model. The pruning wrappers reuse `network`'s own
+    layers, so pruning has already changed its weights in place: undoing it means writing back
+    `unpruned`, the weights taken before the phase. `before` may be NaN (no validation to
+    compare with), and then the pruned weights are kept. Returns the report's `kept` and `sparsity`.
+    """
+    kept = bool(np.isnan(before) or after >= before)
+    network.set_weights(strip(pruned).get_weights() if kept else unpruned)
+    return {"kept": kept, "sparsity": round(sparsity(network), 4)}
+
+
 def sparsity(network: keras.Model) -> float:
     """Share of zero weights across the Conv2D, DepthwiseConv2D and Dense kernels."""
     kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)

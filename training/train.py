@@ -486,6 +486,7 @@ def _optimize_phase(
         if not wanted:
             continue
         if name == "prune":
+            unpruned = [weights.copy() for weights in network.get_weights()]
             wrapped = optimize.prunable(network, config.train.prune_sparsity, updates_per_epoch * epochs)
             extra = optimize.pruning_callbacks()
         else:
@@ -510,13 +511,11 @@ def _optimize_phase(
         after = round(float(history.history[key][-1]), 4)
         entry: dict[str, Any] = {"epochs": len(history.epoch), f"{key}_before": before, f"{key}_after": after}
         if name == "prune":
-            entry.update(target_sparsity=config.train.prune_sparsity)
-            if math.isnan(before) or after >= before:  # not worse (or nothing to compare with)
-                network.set_weights(optimize.strip(wrapped).get_weights())
-                entry.update(kept=True, sparsity=round(optimize.sparsity(network), 4))
+            settled = optimize.keep_if_not_worse(network, wrapped, unpruned, before, after)
+            entry.update(target_sparsity=config.train.prune_sparsity, **settled)
+            if entry["kept"]:
                 state["best"] = {**state.get("best", {}), "accuracy": after, "phase": "prune"}
             else:
-                entry.update(kept=False, sparsity=round(optimize.sparsity(network), 4))
                 log.warning("pruning lowered %s from %.4f to %.4f: kept the unpruned weights", key, before, after)
         else:
             wrapped.save_weights(str(out / QAT_WEIGHTS_FILE))
