@@ -11,6 +11,7 @@ from pathlib import Path
 from birdtrap.config import Config, domain_settings
 from birdtrap.errors import ModelError
 from birdtrap.identify.bundle import CARD_FILE, MODEL_FILE, load_bundle, resolve_input
+from birdtrap.identify.burst_sightings import BurstSightings
 from birdtrap.identify.camera_head import CameraHead
 from birdtrap.identify.classifier import Classifier
 from birdtrap.identify.decision import DecisionRules, read_checklist
@@ -160,4 +161,5 @@ def build_identifier(config: Config, species: Classifier | None = None, camera_h
         bursts=bursts,
         camera_head=head,
         embedder=load_embedder(config) if head is not None else None,
+        sightings=BurstSightings(config.events.gap_seconds),
     )

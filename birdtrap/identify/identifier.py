@@ -10,8 +10,10 @@ For each photo:
    plain tiles), grown to squares with context, merged, ranked and capped;
 3. the gate screens the regions and the species model names only those the gate calls birds,
    a few at a time, stopping at the first confident bird;
-4. a bird is reported only where species model and gate agree; otherwise the frame is a person,
-   an animal or a vehicle (detector), `blank` only on evidence, else `unsure`.
+4. a bird is reported only where species model and gate agree, or where the species model names
+   the bird the gate confirmed in an earlier frame of the same burst (`burst_sightings`);
+   otherwise the frame is a person, an animal or a vehicle (detector), `blank` only on evidence,
+   else `unsure`.
 
 The blank rule (issue 22): a camera-trap user moves or deletes blank frames, so calling a cougar
 blank loses data, and calling a blank frame unsure only costs a look. A frame is `blank` only
@@ -32,6 +34,7 @@ from typing import TypeGuard
 
 import numpy as np
 
+from birdtrap.identify.burst_sightings import BurstSightings
 from birdtrap.identify.camera_head import ANIMAL, PERSON, CameraHead, FrameExample, is_bird_label
 from birdtrap.identify.classifier import Classifier, Prediction
 from birdtrap.identify.decision import GENUS, SPECIES, Decision, DecisionRules, decide
@@ -111,6 +114,7 @@ class _Work:
     motion: list[Region] | None = None  # motion against the burst, once asked for
     regions: list[Region] | None = None  # the proposals, once made
     vectors: dict[Box, np.ndarray] = field(default_factory=dict)  # camera-head embeddings by box
+    burst_key: object = None  # the camera and capture time (motion, burst sightings)
 
 
 class Identifier:
@@ -127,6 +131,7 @@ class Identifier:
         bursts: BurstMemory | None = None,
         camera_head: CameraHead | None = None,
         embedder: Embedder | None = None,
+        sightings: BurstSightings | None = None,
     ) -> None:
         self.species = species
         self.preprocess = preprocess
@@ -139,6 +144,7 @@ class Identifier:
         usable = embedder is not None and camera_head is not None and camera_head.embedder == embedder.name
         self.camera_head = camera_head if usable else None
         self.embedder = embedder
+        self.sightings = sightings
 
     def decide_combined(self, probabilities: np.ndarray, finest: str = SPECIES) -> Decision:
         """The decision rules applied to combined probabilities (an event's mean over its frames)."""
@@ -217,7 +223,10 @@ class Identifier:
         return self.frame_inputs(photo)
 
     def _identify_one(self, work: _Work, burst_key: object, thumbnail: np.ndarray | None) -> Identification:
+        work.burst_key = burst_key
         general = self._identify_general(work, burst_key, thumbnail)
+        if self.sightings is not None and self.gate is not None and general.decision.kind == Kind.BIRD and general.source != "burst":
+            self.sightings.confirm(burst_key, general.decision.scientific_name)  # the gate agreed: a witness for the burst
         if self.camera_head is None:
             return general
         return self._with_head(work, general)
@@ -279,6 +288,8 @@ class Identifier:
             confidence = whole_decision.confidence if background else 1.0 - (work.whole_gate or 0.0)
             decision = Decision(Kind.BLANK, whole_decision.label if background else None, None, None, None, confidence)
         elif whole_decision.kind == Kind.BIRD:
+            if self.sightings is not None and self.sightings.witness(work.burst_key, whole_decision.scientific_name):
+                return self._result(work, whole_decision, work.whole, WHOLE, "burst", work.whole_gate)
             decision = _not_a_bird(whole_decision)  # the gate disagreed; the species guess stays for review
         elif whole_decision.kind == Kind.UNSURE:
             decision = whole_decision  # the species model's best guess stays, for a person to review
