@@ -345,3 +345,67 @@ def test_a_yolo_export_is_decoded_scored_and_suppressed(tmp_path, decoding):
     ssd = config_module.load(write_config(tmp_path, detector={"path": coco_ssd, **megadetector}))
     with pytest.raises(ModelError, match="needs one output of candidate boxes"):
         load_detector(ssd)
+
+
+# --- the camera's recent blank frames ----------------------------------------------------------
+
+
+def _photo(pixels: np.ndarray):
+    from birdtrap.identify.preprocess import Photo
+
+    return Photo(pixels.copy(), (pixels.shape[1], pixels.shape[0]), "JPEG")
+
+
+def _scene_with_a_cat(scale: float = 0.22) -> tuple[np.ndarray, np.ndarray]:
+    """A real empty camera-trap frame, and the same frame with a real cat photo pasted into it."""
+    empty = load(SHARED / "images" / "camtrap_more" / "speciesnet_testdata" / "blank.jpg").bgr
+    from PIL import Image
+
+    cat = load(photo("cat.bmp")).bgr
+    height, width = empty.shape[:2]
+    side = int(width * scale)
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(cat[..., ::-1])).resize((side, side)))[..., ::-1]
+    with_cat = empty.copy()
+    top, left = height // 2, width // 3
+    with_cat[top : top + side, left : left + side] = small
+    return empty, with_cat
+
+
+def test_a_frame_that_differs_from_the_cameras_recent_blank_frames_shows_where():
+    from datetime import datetime, timedelta
+
+    empty, with_cat = _scene_with_a_cat()
+    memory, start = BurstMemory(), datetime(2026, 6, 1, 12, 0, 0)
+    key = lambda minutes: BurstKey("trail", start + timedelta(minutes=minutes))  # noqa: E731
+    assert memory.against_blanks(key(1), thumbnail_for_motion(with_cat)) == [], "no history: no evidence either way"
+    memory.remember_blank(key(0), thumbnail_for_motion(empty))
+    memory.remember_blank(key(1), thumbnail_for_motion(empty))
+    regions = memory.against_blanks(key(2), thumbnail_for_motion(with_cat))
+    height, width = with_cat.shape[:2]
+    side = int(width * 0.22)
+    cat = (1 / 3, 0.5, 1 / 3 + side / width, 0.5 + side / height)
+    assert regions and max(iou(region.box, cat) for region in regions) > 0.3
+    assert memory.against_blanks(key(2), thumbnail_for_motion(empty)) == [], "the empty scene again differs from nothing"
+    assert memory.against_blanks(key(90), thumbnail_for_motion(with_cat)) == [], "blank frames an hour old are no reference"
+    assert memory.against_blanks(BurstKey("other camera", start + timedelta(minutes=2)), thumbnail_for_motion(with_cat)) == []
+
+
+def test_a_frame_the_detector_cannot_vouch_for_is_not_blank_when_it_differs_from_the_cameras_blank_frames(tmp_path):
+    """The blank rule's history witness (issue 22): only ever turns blank into unsure."""
+    from datetime import datetime, timedelta
+
+    from birdtrap.config import load as load_config
+    from birdtrap.daemon.wiring import build_identifier
+    # A detector that decides nothing (every score threshold out of reach) isolates the history rule.
+    config = write_config(tmp_path, finder={"blank_max_box_score": 0.99},
+                          detector={"animal_min_score": 0.99, "person_min_score": 0.99, "vehicle_min_score": 0.99})  # fmt: skip
+    empty, with_cat = _scene_with_a_cat()
+    start = datetime(2026, 6, 1, 12, 0, 0)
+    identifier = build_identifier(load_config(config))
+    for minute in (0, 1):
+        [seen] = identifier.identify([_photo(empty)], [BurstKey("trail", start + timedelta(minutes=minute))])
+        assert seen.decision.kind == "blank", seen.decision
+    [with_history] = identifier.identify([_photo(with_cat)], [BurstKey("trail", start + timedelta(minutes=2))])
+    [without] = build_identifier(load_config(config)).identify([_photo(with_cat)], [BurstKey("trail", start)])
+    assert without.decision.kind == "blank", "the control: with no history the models alone call it blank"
+    assert with_history.decision.kind == "unsure"

@@ -19,7 +19,8 @@ The blank rule (issue 22): a camera-trap user moves or deletes blank frames, so 
 blank loses data, and calling a blank frame unsure only costs a look. A frame is `blank` only
 when the species model names no bird (background, or no species or genus sure), the gate agrees
 (no bird), the detector, on the frame and on its tiles, boxes nothing of any class at or above
-`blank_max_box_score`, and nothing moved against the burst. (The iNat model calls only 2 of the 5
+`blank_max_box_score`, and nothing moved against the burst nor against the camera's blank frames
+of the last half hour, where it has two (motion.py). (The iNat model calls only 2 of the 5
 truly empty labelled frames "background": its other answers there are birds at 0.08-0.18, so
 "background or unsure" is its way of saying no bird; the detector is the strong witness.)
 Without a detector there is no such evidence, so nothing is ever blank.
@@ -115,6 +116,7 @@ class _Work:
     regions: list[Region] | None = None  # the proposals, once made
     vectors: dict[Box, np.ndarray] = field(default_factory=dict)  # camera-head embeddings by box
     burst_key: object = None  # the camera and capture time (motion, burst sightings)
+    thumbnail: np.ndarray | None = None  # the motion thumbnail, where motion is looked for
 
 
 class Identifier:
@@ -224,7 +226,11 @@ class Identifier:
 
     def _identify_one(self, work: _Work, burst_key: object, thumbnail: np.ndarray | None) -> Identification:
         work.burst_key = burst_key
-        general = self._identify_general(work, burst_key, thumbnail)
+        if self.bursts is not None and "motion" in self.finder.methods:
+            work.thumbnail = thumbnail if thumbnail is not None else thumbnail_for_motion(work.photo.bgr)
+        general = self._identify_general(work, burst_key, work.thumbnail)
+        if general.decision.kind == Kind.BLANK and self.bursts is not None:
+            self.bursts.remember_blank(burst_key, work.thumbnail)  # the next frames' empty scene
         if self.sightings is not None and self.gate is not None and general.decision.kind == Kind.BIRD and general.source != "burst":
             self.sightings.confirm(burst_key, general.decision.scientific_name)  # the gate agreed: a witness for the burst
         if self.camera_head is None:
@@ -305,7 +311,10 @@ class Identifier:
             return False
         if any(d.score >= self.finder.blank_max_box_score for d in work.detections):
             return False
-        return not self._motion(work, motion_regions)
+        if self._motion(work, motion_regions):
+            return False
+        # Something in the frame that the camera's recent blank frames lack (motion.py).
+        return self.bursts is None or not self.bursts.against_blanks(work.burst_key, work.thumbnail)
 
     def _motion(self, work: _Work, motion_regions: Callable[[], list[Region]]) -> list[Region]:
         if work.motion is None:

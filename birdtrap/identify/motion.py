@@ -3,6 +3,11 @@
 A camera trap fires a burst when something moves. The median of the burst's frames is the empty
 scene (the animal moves, the background does not), so the difference of one frame to that median
 shows where the animal is, however small or grey it is. Only small grey thumbnails are kept.
+
+A frame is `blank` only on evidence that nothing is there (identify/identifier.py). Where the
+camera has history, its recent frames called blank are that evidence's reference: a frame that
+differs from them where they agree (a fox that triggered one frame, missed by the detector) is
+not blank. Only the safe direction: this history can turn blank into unsure, never the reverse.
 """
 
 from __future__ import annotations
@@ -33,12 +38,22 @@ class BurstKey:
 class BurstMemory:
     """Remembers the last few frames of each camera; `observe` returns motion regions for a frame."""
 
-    def __init__(self, gap_seconds: float = 5.0, keep: int = 8, min_area: float = 0.002, max_regions: int = 2) -> None:
+    def __init__(
+        self,
+        gap_seconds: float = 5.0,
+        keep: int = 8,
+        min_area: float = 0.002,
+        max_regions: int = 2,
+        blank_history_seconds: float = 1800.0,
+    ) -> None:
         self.gap_seconds = gap_seconds
         self.keep = keep
         self.min_area = min_area
         self.max_regions = max_regions
+        # Blank frames older than this are no reference: the light and the shadows have moved.
+        self.blank_history_seconds = blank_history_seconds
         self._frames: dict[str, deque[tuple[datetime, np.ndarray]]] = {}
+        self._blanks: dict[str, deque[tuple[datetime, np.ndarray]]] = {}
 
     def observe(self, key: object, thumb: np.ndarray) -> Callable[[], list[Region]]:
         """Remember this frame (its `thumbnail_for_motion`); returns a function that finds its motion regions.
@@ -55,6 +70,25 @@ class BurstMemory:
         if len(burst) < 2:
             return list
         return lambda: self.regions(thumb, burst)
+
+    def remember_blank(self, key: object, thumb: np.ndarray | None) -> None:
+        """Keep a frame that was called blank as this camera's empty scene (its last few)."""
+        if isinstance(key, BurstKey) and thumb is not None:
+            self._blanks.setdefault(key.camera, deque(maxlen=4)).append((key.captured_at, thumb))
+
+    def against_blanks(self, key: object, thumb: np.ndarray | None) -> list[Region]:
+        """Where `thumb` differs from the camera's recent blank frames; [] without two of them.
+
+        Two at least: the median of them and this frame is the empty scene only when the
+        references outnumber the frame under test.
+        """
+        if not isinstance(key, BurstKey) or thumb is None:
+            return []
+        recent = [
+            frame for when, frame in self._blanks.get(key.camera, ())
+            if 0 < (key.captured_at - when).total_seconds() <= self.blank_history_seconds and frame.shape == thumb.shape
+        ]  # fmt: skip
+        return self.regions(thumb, recent) if len(recent) >= 2 else []
 
     def regions(self, thumb: np.ndarray, others: list[np.ndarray]) -> list[Region]:
         """Boxes (0-1) around where `thumb` differs from the median of itself and `others`."""
