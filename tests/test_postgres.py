@@ -719,6 +719,17 @@ def test_reviews_travel_both_ways_and_the_latest_wins_with_both_kept(trap, pg_ur
     )
     result = CliRunner().invoke(cli, ["events", "-c", str(config.source)])
     assert "Ardea alba" in result.output, result.output
+    # The pull taught the camera's head (issue 23): the event's frames are examples of its latest review.
+    from birdtrap.store.examples import examples_of
+
+    with sessions() as session:
+        camera = session.get(store.EventRecord, event_id).camera_id
+        assert sorted(e.label for e in examples_of(session, camera)) == ["Ardea alba"] * 3
+    with central.begin() as session:  # the office has the last word
+        store.add_correction(session, central_event, "corrected", scientific_name="Ardea herodias", reviewer="at the office, later")
+    assert push(config, pg_url).reviews_pulled == 1
+    with sessions() as session:
+        assert sorted(e.label for e in examples_of(session, camera)) == ["Ardea herodias"] * 3
 
 
 def test_fleet_status_shows_each_trap_as_its_device_counts_it_in_the_cli_and_on_the_web(devices, pg_url, tmp_path):

@@ -69,6 +69,7 @@ from birdtrap.store import (
 )
 from birdtrap.store import central as central_schema
 from birdtrap.store.central import DeploymentRecord, DeviceRecord, SyncedEvent, ThumbnailRecord
+from birdtrap.store.examples import add_review_examples
 from birdtrap.store.fleet import SyncState
 
 log = logging.getLogger(__name__)
@@ -470,7 +471,12 @@ def read_central_reviews(session: Session, device: str, after: int, size: int) -
 
 
 def store_pulled_reviews(session: Session, reviews: list[dict[str, Any]], central_id: str) -> int:
-    """Add central reviews to the device's events (once each); returns how many are new."""
+    """Add central reviews to the device's events (once each); returns how many are new.
+
+    A review made at the office teaches this camera's head like one made on the trap (issue 23):
+    each touched event's photos become examples labelled by its latest review, which need not be
+    the pulled one (a newer review on the trap wins, as everywhere else).
+    """
     have = set(
         session.scalars(
             select(CorrectionRecord.origin_id).where(
@@ -479,14 +485,17 @@ def store_pulled_reviews(session: Session, reviews: list[dict[str, Any]], centra
         )
     )
     alive = set(session.scalars(select(EventRecord.id).where(EventRecord.id.in_([r["local_event_id"] for r in reviews]))))
-    added = 0
+    added, touched = 0, set()
     for review in reviews:
         if review["central_id"] in have or review["local_event_id"] not in alive:
             continue
         values = {k: review[k] for k in REVIEW_COLUMNS}
         session.add(CorrectionRecord(event_id=review["local_event_id"], origin=central_id, origin_id=review["central_id"], **values))
+        touched.add(review["local_event_id"])
         added += 1
     session.flush()
+    for event_id, latest in store.latest_reviews(session, sorted(touched)).items():
+        add_review_examples(session, event_id, latest)
     return added
 
 
