@@ -156,6 +156,10 @@ class FinderConfig(Settings):
         0.2, ge=0, le=1,
         description="A detector box of any class at or above this score (frame or tiles) keeps a frame from being called blank",
     )
+    bird_box_witness_score: float | None = Field(
+        0.5, ge=0, le=1,
+        description="A detector bird box this sure lets its region pass the gate at half its threshold, named no finer than family",
+    )
 
 
 class EventSettings(Settings):

@@ -10,7 +10,9 @@ For each photo:
    plain tiles), grown to squares with context, merged, ranked and capped;
 3. the gate screens the regions and the species model names only those the gate calls birds,
    a few at a time, stopping at the first confident bird;
-4. a bird is reported only where species model and gate agree, or where the species model names
+4. a bird is reported only where species model and gate agree (in a region the detector boxed as
+   a bird at `bird_box_witness_score`, the detector is a second witness: the gate needs only half
+   its threshold there, and the name is no finer than a family), or where the species model names
    the bird the gate confirmed in an earlier frame of the same burst (`burst_sightings`);
    otherwise the frame is a person, an animal or a vehicle (detector), `blank` only on evidence,
    else `unsure`.
@@ -38,7 +40,7 @@ import numpy as np
 from birdtrap.identify.burst_sightings import BurstSightings
 from birdtrap.identify.camera_head import ANIMAL, PERSON, CameraHead, FrameExample, is_bird_label
 from birdtrap.identify.classifier import Classifier, Prediction
-from birdtrap.identify.decision import GENUS, SPECIES, Decision, DecisionRules, decide
+from birdtrap.identify.decision import FAMILY, GENUS, RANK_DEPTH, SPECIES, Decision, DecisionRules, decide
 from birdtrap.identify.detector import Detection, Detector
 from birdtrap.identify.embedding import Embedder
 from birdtrap.identify.gate import BirdGate
@@ -70,6 +72,10 @@ class FinderSettings:
     # frame is not blank. Below the strongest box of every labelled frame with something there
     # (python -m bench.blank_scores; bench/README.md).
     blank_max_box_score: float = 0.2
+    # A detector's bird box this sure is a witness of its own: its region passes the gate at half
+    # the gate's threshold, and what is named there is named no finer than its family (weaker
+    # evidence, a coarser name). None: the gate alone decides.
+    bird_box_witness_score: float | None = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -257,13 +263,15 @@ class Identifier:
             crops = [crop(work.photo.bgr, region.box) for region in stage]
             gates = self._gate(crops)
             work.gate_invokes += len(crops)
-            birdlike = [i for i, g in enumerate(gates) if g >= self.finder.gate_threshold]
+            birdlike = [i for i, g in enumerate(gates) if g >= self._gate_bar(stage[i])]
             if not birdlike:
                 continue
             predictions = self._species([crops[i] for i in birdlike])
             work.invokes += len(birdlike)
             for i, prediction in zip(birdlike, predictions, strict=True):
-                decision = decide(prediction.probabilities, self.species.labels, self.rules, work.finest)
+                # Passed on the detector's word as well as the gate's: a family at the finest.
+                finest = work.finest if gates[i] >= self.finder.gate_threshold else _coarser(work.finest, FAMILY)
+                decision = decide(prediction.probabilities, self.species.labels, self.rules, finest)
                 if decision.kind == Kind.BIRD and (best is None or decision.confidence > best[0].confidence):
                     best = (decision, prediction, stage[i], float(gates[i]))
             if best is not None and best[2].source != "frame":
@@ -272,6 +280,12 @@ class Identifier:
             decision, prediction, region, gate = best
             return self._result(work, decision, prediction, region.box, region.source, gate)
         return self._no_bird(work, whole_decision, motion_regions)
+
+    def _gate_bar(self, region: Region) -> float:
+        """The gate probability a region needs: half the threshold where the detector boxed a bird surely."""
+        witness = self.finder.bird_box_witness_score
+        boxed_bird = region.label == Kind.BIRD and region.score is not None and witness is not None and region.score >= witness
+        return self.finder.gate_threshold / 2 if boxed_bird else self.finder.gate_threshold
 
     def _accept(self, decision: Decision, gate: float | None) -> bool:
         if decision.kind != Kind.BIRD:
@@ -378,7 +392,7 @@ class Identifier:
                         grown = grow_to_square(box, width, height, finder.box_margin, finder.min_region_side)
                         # Birds first: an animal box is worth a look (detectors confuse them) but ranks lower.
                         prior = detection.score + (1.0 if detection.kind == Kind.BIRD else 0.0)
-                        regions.append(Region(grown, "detector", prior, detection.kind))
+                        regions.append(Region(grown, "detector", prior, detection.kind, detection.score))
         for region in self._motion(work, motion_regions):
             grown = grow_to_square(region.box, width, height, finder.box_margin, finder.min_region_side)
             regions.append(Region(grown, "motion", 1.5 + region.prior, "motion"))
@@ -470,6 +484,10 @@ def _inside(view: Box, box: Box) -> Box:
     """A box found in a crop (`view`), in the coordinates of the whole frame."""
     width, height = view[2] - view[0], view[3] - view[1]
     return (view[0] + box[0] * width, view[1] + box[1] * height, view[0] + box[2] * width, view[1] + box[3] * height)
+
+
+def _coarser(rank: str, other: str) -> str:
+    return rank if RANK_DEPTH[rank] >= RANK_DEPTH[other] else other
 
 
 def _not_a_bird(decision: Decision) -> Decision:

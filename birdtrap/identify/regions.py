@@ -22,6 +22,7 @@ class Region:
     source: str  # frame, detector, tile, motion
     prior: float = 0.0
     label: str | None = None
+    score: float | None = None  # the detector's score, for a detector's box
 
 
 def tiles(width: int, height: int, scale: float, overlap: float = 0.25) -> list[Box]:
