@@ -93,7 +93,8 @@ def relearn(
     head = fit(examples, embedder.name)
     figures = cross_validate(examples, embedder.name)
     with sessions.begin() as session:
-        examples_store.save_head(session, camera_id, head, figures.as_dict() | {"counts": counts, "margin": head.margin}, figures.better)
+        shown = figures.as_dict() | {"counts": counts, "margin": head.margin, "sure_margin": head.sure_margin}
+        examples_store.save_head(session, camera_id, head, shown, figures.better)
     log.info("camera %s head: %s (%s)", camera_id, "installed" if figures.better else "refused", figures.as_dict())
     return Outcome(figures, figures.better, counts)
 

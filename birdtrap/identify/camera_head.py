@@ -15,12 +15,23 @@ Whole-frame and plain-tile vectors alone separate nothing (the issue's trial), h
 
 The rule that joins it to the general models (`CameraHead.judge`):
 - the head speaks only in its own classes, so it never invents a taxon it has no example of;
-- a region is the head's bird when its nearest class mean is a bird taxon and that beats the best
-  non-bird class by at least `margin`; `margin` is learnt so that no held-out no-bird frame of the
-  examples would have passed it (and is never below MIN_MARGIN);
-- the head's bird overrules the species model and the gate; where the general models name a bird
-  of a taxon the head knows and the head puts that region in a no-bird class with the margin,
-  the head's no-bird answer stands; anything else is left to the general models.
+- a region's margin is its nearest bird class score minus its best no-bird class score. Two
+  margins are learnt by leave-one-out over the examples (each frame held out from the means):
+  `margin`, just above the best any held-out no-bird frame reached (never below MIN_MARGIN), and
+  `sure_margin`, the least a held-out bird's own region reached above `margin`;
+- where the general models found a bird, the head names it when a region clears `margin`: it
+  renames a bird, it adds none;
+- where they found none, the head makes the frame a bird only when a region clears `sure_margin`,
+  i.e. stands as far from the no-bird classes as every one of this camera's own birds did. The
+  means know only this camera's classes, so a frame of a scene they never saw (another project's
+  mammals at night) can fall on the bird's side by chance; it falls short of the birds' own
+  distance (measured: 6 false birds on other projects' no-bird frames with `margin` alone, 0 now);
+- in either case the frame must look like a scene the head's birds were seen in (`knows_scene`:
+  its whole-frame vector at least as like one bird frame as the least alike bird frame was to
+  the others);
+- where the general models name a bird of a taxon the head knows and the head puts that region
+  in a no-bird class by `margin`, the head's no-bird answer stands; anything else is left to the
+  general models.
 A head is installed only when cross-validation over the camera's frames says the combination
 names more right and calls no more no-bird frames birds than the general models alone.
 """
@@ -136,6 +147,8 @@ class CameraHead:
     # be to one of them: the head claims birds only in this camera's own scenes (see fit).
     scenes: np.ndarray | None = None
     scene_min: float = -1.0
+    # A frame the general models found no bird in becomes a bird only from this margin up (see judge).
+    sure_margin: float = 0.0
 
     def knows_scene(self, frame_vector: np.ndarray) -> bool:
         """Whether a whole-frame vector looks like a scene the head's birds were seen in."""
@@ -160,15 +173,19 @@ class CameraHead:
             return np.zeros(len(vectors))
         return scores[:, bird].max(axis=1) - scores[:, ~bird].max(axis=1)
 
-    def judge(self, vectors: np.ndarray) -> Judgement | None:
-        """The head's bird among regions (best margin), else None: nothing it would claim."""
+    def judge(self, vectors: np.ndarray, general_bird: bool = False) -> Judgement | None:
+        """The head's bird among regions (best margin), else None: nothing it would claim.
+
+        `general_bird`: the general models found a bird in this frame, so the head only names it
+        and `margin` suffices; else only a region clearing `sure_margin` makes the frame a bird.
+        """
         scores = self._scores(vectors)
         bird = np.array([is_bird_label(c) for c in self.classes])
-        if not bird.any() or bird.all():
+        if not bird.any() or bird.all() or not self.knows_scene(vectors[0]):
             return None
         margins = scores[:, bird].max(axis=1) - scores[:, ~bird].max(axis=1)
         row = int(np.argmax(margins))
-        if margins[row] < self.margin or not self.knows_scene(vectors[0]):
+        if margins[row] < (self.margin if general_bird else max(self.margin, self.sure_margin)):
             return None
         best = np.flatnonzero(bird)[int(np.argmax(scores[row, bird]))]
         return Judgement(self.classes[best], float(margins[row]), row)
@@ -188,7 +205,8 @@ class CameraHead:
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         meta = json.dumps(
-            {"classes": self.classes, "margin": self.margin, "embedder": self.embedder, "counts": self.counts, "scene_min": self.scene_min}
+            {"classes": self.classes, "margin": self.margin, "embedder": self.embedder, "counts": self.counts, "scene_min": self.scene_min,
+             "sure_margin": self.sure_margin}
         )
         scenes = self.scenes if self.scenes is not None else np.zeros((0, len(self.center)))
         np.savez_compressed(
@@ -210,6 +228,8 @@ class CameraHead:
                 tuple(meta.get("counts", ())),
                 arrays["scenes"].astype(np.float32),
                 float(meta.get("scene_min", -1.0)),
+                # A head stored before sure_margin claimed every region past its margin.
+                float(meta.get("sure_margin", meta["margin"])),
             )
 
 
@@ -239,7 +259,8 @@ def fit(examples: Sequence[FrameExample], embedder: str) -> CameraHead:
     means = _normalise(np.stack([centred[label_array == c].mean(axis=0) for c in classes]))
     head = CameraHead(classes, means, center, 0.0, embedder, tuple(int((label_array == c).sum()) for c in classes))
     scenes, scene_min = _bird_scenes(examples)
-    return CameraHead(classes, means, center, _learn_margin(examples, head), embedder, head.counts, scenes, scene_min)
+    margin, sure_margin = _learn_margin(examples, head)
+    return replace(head, margin=margin, sure_margin=sure_margin, scenes=scenes, scene_min=scene_min)
 
 
 def _bird_scenes(examples: Sequence[FrameExample]) -> tuple[np.ndarray | None, float]:
@@ -268,16 +289,20 @@ def _stack(examples: Sequence[FrameExample]) -> tuple[np.ndarray, list[str]]:
     return np.concatenate(parts), labels
 
 
-def _learn_margin(examples: Sequence[FrameExample], head: CameraHead) -> float:
-    """The smallest margin no held-out no-bird frame clears (its own vectors left out of the means).
+def _learn_margin(examples: Sequence[FrameExample], head: CameraHead) -> tuple[float, float]:
+    """(margin, sure_margin): the two edges of the gap leave-one-out saw between this camera's
+    no-bird frames and its birds.
 
-    The class sums are made once and each frame's own rows subtracted (the centre stays the
-    whole set's), so this is linear in the examples: 200 frames take a fraction of a second.
-    A frame that takes its class's only example is judged by the classes left.
+    Each frame is held out in turn (its own rows subtracted from the class sums, the centre stays
+    the whole set's, so this is linear in the examples: 200 frames take a fraction of a second).
+    `margin` is just above the best margin any held-out no-bird frame reached (never below
+    MIN_MARGIN); `sure_margin` is the least margin a held-out bird's own region reached above
+    it (`margin` when none did). A frame that takes its class's only example is judged by the
+    classes left.
     """
-    worst = MIN_MARGIN
+    below = MIN_MARGIN
     if not head.bird_classes:
-        return worst
+        return below, below
     index = {c: i for i, c in enumerate(head.classes)}
     bird = np.array([is_bird_label(c) for c in head.classes])
     sums = np.zeros_like(head.means)
@@ -293,19 +318,26 @@ def _learn_margin(examples: Sequence[FrameExample], head: CameraHead) -> float:
         sums += own_sums
         counts += own_counts
         per_frame.append((own_sums, own_counts))
+    birds_seen = []
     for example, (own_sums, own_counts) in zip(examples, per_frame, strict=True):
-        if is_bird_label(example.label):
+        is_bird = is_bird_label(example.label)
+        if is_bird and example.positive is None:
             continue
         left = counts - own_counts
         present = left > 0
         if not (present & bird).any() or not (present & ~bird).any():
             continue
         means = _normalise(sums[present] - own_sums[present])
-        scores = _normalise(example.vectors - head.center) @ means.T
+        vectors = example.vectors[[example.positive]] if is_bird else example.vectors
+        scores = _normalise(vectors - head.center) @ means.T
         kept_bird = bird[present]
         margins = scores[:, kept_bird].max(axis=1) - scores[:, ~kept_bird].max(axis=1)
-        worst = max(worst, float(margins.max()) + 1e-3)
-    return worst
+        if is_bird:
+            birds_seen.append(float(margins.max()))
+        else:
+            below = max(below, float(margins.max()) + 1e-3)
+    above = [m for m in birds_seen if m > below]
+    return below, (min(above) if above else below)
 
 
 # --- cross-validation: the head against the general models on the camera's own frames ----------
@@ -334,7 +366,7 @@ class Figures:
 
 def combined_answer(head: CameraHead, example: FrameExample) -> tuple[str, str | None]:
     """(kind, taxon) of the head joined to the general models, on one example frame's vectors."""
-    judgement = head.judge(example.vectors)
+    judgement = head.judge(example.vectors, example.general_kind == Kind.BIRD)
     if judgement is not None:
         return Kind.BIRD, judgement.label
     if (

@@ -426,7 +426,7 @@ class Identifier:
         head = self.camera_head
         assert head is not None
         boxes = self._head_boxes(work)
-        judgement = head.judge(self._vectors(work, boxes))
+        judgement = head.judge(self._vectors(work, boxes), general.decision.kind == Kind.BIRD)
         if judgement is not None:
             rank = SPECIES if len(judgement.label.split()) >= 2 else GENUS
             confidence = max(self.rules.threshold, min(1.0, 0.5 + judgement.margin))
