@@ -732,6 +732,14 @@ def test_reviews_travel_both_ways_and_the_latest_wins_with_both_kept(trap, pg_ur
         assert sorted(e.label for e in examples_of(session, camera)) == ["Ardea herodias"] * 3
 
 
+def _fleet_rows(pg_url: str) -> dict[str, dict]:
+    import json
+
+    result = CliRunner().invoke(cli, ["fleet", "status", "--from", pg_url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return {row["camera"]: row for row in json.loads(result.output)}
+
+
 def test_fleet_status_shows_each_trap_as_its_device_counts_it_in_the_cli_and_on_the_web(devices, pg_url, tmp_path):
     for config in devices.values():
         push(config_module.load(config), pg_url)
@@ -748,6 +756,22 @@ def test_fleet_status_shows_each_trap_as_its_device_counts_it_in_the_cli_and_on_
         assert (row["photos"], row["failed"], row["pending"]) == (counts.get("done", 0), counts.get("failed", 0), counts.get("pending", 0))
         assert datetime.fromisoformat(row["last_photo"]) == datetime.fromisoformat(newest)
         assert row["version"] and row["schema"] == store.HEAD_REVISION and row["last_sync"]
+        assert row["health"] == "ok"
+    # A camera-health problem open on a trap travels with its next sync, and goes when resolved.
+    from birdtrap.store import health as health_store
+
+    camera, config = next(iter(devices.items()))
+    loaded = config_module.load(config)
+    with store.open_store(loaded.database.url, create=False).begin() as session:
+        health_store.open_problem(session, camera, "lens", "lens blocked or fogged since 2026-06-01 04:10")
+    push(loaded, pg_url)
+    rows = _fleet_rows(pg_url)
+    assert rows[camera]["health"] == "lens: lens blocked or fogged since 2026-06-01 04:10"
+    with store.open_store(loaded.database.url, create=False).begin() as session:
+        health_store.resolve_problem(session, camera, "lens")
+    push(loaded, pg_url)
+    rows = _fleet_rows(pg_url)
+    assert rows[camera]["health"] == "ok"
     from fastapi.testclient import TestClient
 
     from birdtrap.web.app import create_app
@@ -759,7 +783,7 @@ def test_fleet_status_shows_each_trap_as_its_device_counts_it_in_the_cli_and_on_
     for camera in devices:
         row = rows[camera]
         at = cells.index(camera)
-        assert cells[at + 3 : at + 6] == [str(row["photos"]), str(row["failed"]), str(row["pending"])]
+        assert cells[at + 3 : at + 7] == [str(row["photos"]), str(row["failed"]), str(row["pending"]), "ok"]
 
 
 # --- the central schema: migrations and the compatibility rule; a role per trap --------------------
@@ -797,6 +821,8 @@ def test_a_centre_one_revision_ahead_accepts_the_trap_and_one_too_far_ahead_says
 def test_a_trap_newer_than_the_centre_changes_nothing_unless_told_to_upgrade_it(devices, postgres, pg_url):
     from alembic import command
 
+    from birdtrap.store import central
+
     engine = create_engine(pg_url)
     with engine.begin() as connection:  # a centre made by the release before this one
         command.upgrade(store._alembic(connection), "0003")
@@ -804,16 +830,15 @@ def test_a_trap_newer_than_the_centre_changes_nothing_unless_told_to_upgrade_it(
     marsh = devices["marsh-cam"]
     result = CliRunner().invoke(cli, ["sync", "--to", pg_url, "-c", str(marsh)])
     assert result.exit_code == 1
-    assert f"is older than this trap: device schema 0003 (this trap: {store.HEAD_REVISION}); central schema none (this trap: c001)" in (
-        result.output
-    )
+    expected = f"device schema 0003 (this trap: {store.HEAD_REVISION}); central schema none (this trap: {central.CENTRAL_HEAD})"
+    assert f"is older than this trap: {expected}" in result.output
     assert "Upgrade it once with `birdtrap sync --upgrade-central`" in result.output
     assert query(pg_url, "select version_num from alembic_version") == [("0003",)]
     assert query(pg_url, "select count(*) from images") == [(0,)]
     result = CliRunner().invoke(cli, ["sync", "--to", pg_url, "--upgrade-central", "-c", str(marsh)])
     assert result.exit_code == 0, result.output
     assert query(pg_url, "select version_num from alembic_version") == [(store.HEAD_REVISION,)]
-    assert query(pg_url, "select version_num from central_version") == [("c001",)]
+    assert query(pg_url, "select version_num from central_version") == [(central.CENTRAL_HEAD,)]
     assert_central_matches(pg_url, marsh)
     fresh = postgres.url(postgres.create_database())
     push(config_module.load(marsh), fresh)

@@ -178,7 +178,7 @@ def fleet() -> None:
 @output_options()
 @config_option
 def fleet_status(from_url: str | None, fmt: str, config_path: Path | None) -> None:
-    """Per trap: last sync (central clock, UTC), newest photo, photos, failed, pending, birdtrap version.
+    """Per trap: last sync (central clock, UTC), newest photo, photos, failed, pending, camera health, birdtrap version.
 
     Oldest sync first: the trap to go and look at is at the top.
 

@@ -71,6 +71,7 @@ from birdtrap.store import central as central_schema
 from birdtrap.store.central import DeploymentRecord, DeviceRecord, SyncedEvent, ThumbnailRecord
 from birdtrap.store.examples import add_review_examples
 from birdtrap.store.fleet import SyncState
+from birdtrap.store.health import open_problems
 
 log = logging.getLogger(__name__)
 
@@ -520,6 +521,7 @@ def device_values(config: Config, session: Session, device: str) -> dict[str, An
         "photos": counts.get(DONE, 0),
         "failed": counts.get(FAILED, 0),
         "pending": counts.get(PENDING, 0),
+        "health": "; ".join(f"{p.check}: {p.detail}" for p in open_problems(session)) or "ok",
     }
 
 

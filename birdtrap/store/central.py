@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, select, text
+from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text, select, text
 from sqlalchemy import inspect as inspect_schema
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -29,7 +29,7 @@ from birdtrap.errors import StoreError
 from birdtrap.store.tables import utcnow
 
 CENTRAL_MIGRATIONS = Path(__file__).parents[1] / "migrations" / "central"
-CENTRAL_HEAD = "c001"  # a test keeps it equal to the head of birdtrap/migrations/central
+CENTRAL_HEAD = "c002"  # a test keeps it equal to the head of birdtrap/migrations/central
 COMPATIBLE_VERSIONS = 2
 
 
@@ -90,6 +90,7 @@ class DeviceRecord(CentralBase):
     photos: Mapped[int] = mapped_column(Integer)
     failed: Mapped[int] = mapped_column(Integer)
     pending: Mapped[int] = mapped_column(Integer)
+    health: Mapped[str | None] = mapped_column(Text)  # open camera-health problems at its last sync, or "ok"
 
 
 class CentralMeta(CentralBase):
@@ -218,6 +219,7 @@ def fleet_status(session: Session) -> list[dict[str, Any]]:
                 "pending": device.pending,
                 "version": device.birdtrap_version,
                 "schema": device.schema_revision,
+                "health": device.health or "unknown (birdtrap too old to say)",
             }
         )
     return rows
