@@ -440,7 +440,7 @@ class Identifier:
         head = self.camera_head
         assert head is not None
         if not self._head_knows_scene(work):
-            return replace(general, embed_invokes=work.embed_invokes)
+            return self._costed(work, general)
         boxes = self._head_boxes(work)
         judgement = head.judge(self._vectors(work, boxes), general.decision.kind == Kind.BIRD)
         if judgement is not None:
@@ -455,7 +455,13 @@ class Identifier:
                 kind = {ANIMAL: Kind.ANIMAL, PERSON: Kind.PERSON}.get(named, Kind.BLANK)  # a site class the owner named is no bird
                 decision = Decision(kind, named, None, None, None, decided.confidence)
                 return self._result(work, decision, general.prediction, general.box, "camera-head", general.gate_probability)
-        return replace(general, embed_invokes=work.embed_invokes)
+        return self._costed(work, general)
+
+    @staticmethod
+    def _costed(work: _Work, general: Identification) -> Identification:
+        """The general answer, with what the head spent on top of it counted (its embeddings, and the
+        detector where the head needed proposals the general models did not make)."""
+        return replace(general, detector_invokes=work.detector_invokes, embed_invokes=work.embed_invokes)
 
     def example(self, photo: Photo, key: str, label: str, box: Box | None = None) -> FrameExample:
         """One labelled frame as the camera's head learns it: its regions embedded, its bird's region marked.
