@@ -404,9 +404,10 @@ class Identifier:
             plain = [Region(box, "tile", 0.0) for scale in finder.tile_scales for box in tiles(width, height, scale, finder.tile_overlap)]
             ranked.extend(plain)
         ranked = ranked[: finder.max_regions]
-        if self._head_knows_scene(work):
+        head = self.camera_head
+        if head is not None and self._head_knows_scene(work):
             # The regions this camera's head takes for its bird are searched first.
-            scores = self.camera_head.bird_scores(self._vectors(work, [region.box for region in ranked])) if ranked else []
+            scores = head.bird_scores(self._vectors(work, [region.box for region in ranked])) if ranked else []
             ranked = [region for _, region in sorted(zip(scores, ranked, strict=True), key=lambda pair: -pair[0])]
         work.regions = ranked
         return ranked
