@@ -6,9 +6,14 @@ the labelled camera-trap frames are turned into examples the way `birdtrap learn
   only that project's frames as negatives, and with camtrap_nonbird's visible frames added;
 - a head learnt from those frames judges every other labelled camera-trap frame (other projects):
   how many no-bird frames it turns into birds, how many birds it renames;
-- timings: one region embedding, and fitting + cross-validating 200 examples.
+- timings: one region embedding, and fitting + cross-validating 200 examples;
+- what the head costs when identifying: every labelled camera-trap frame identified without a head
+  and with the one learnt from the owl project and camtrap_nonbird, invokes per photo of each model
+  (species, gate, detector, embedder) and milliseconds per photo. A frame of a scene the head's
+  birds were never seen in costs one embedding (the whole frame's); one of a known scene, the
+  frame and each proposal.
 
-    python -m bench.camera_head          # about 3 minutes on 2 busy cores
+    python -m bench.camera_head          # about 4 minutes on 2 busy cores
 """
 
 from __future__ import annotations
@@ -85,6 +90,31 @@ def other_frames_judged(head: heads.CameraHead, examples: list[heads.FrameExampl
     }
 
 
+def identify_cost(identifier, rows: list[dict], head: heads.CameraHead | None, embedder: Embedder | None) -> dict:
+    """Invokes per photo of each model, and ms per photo, identifying `rows` with `head` installed (or none)."""
+    identifier.camera_head, identifier.embedder = head, embedder
+    found, seconds = [], []
+    for row in rows:
+        path = SHARED / row["path"]
+        photo = decode_photo(read_photo_bytes(path), str(path), 0, identifier.preprocess).photo
+        started = time.perf_counter()
+        [result] = identifier.identify([photo])
+        seconds.append(time.perf_counter() - started)
+        found.append(result)
+    identifier.camera_head = None
+    embeds = [r.embed_invokes for r in found]
+    return {
+        "photos": len(found),
+        "species_invokes_per_photo": round(statistics.fmean(r.invokes for r in found), 2),
+        "gate_invokes_per_photo": round(statistics.fmean(r.gate_invokes for r in found), 2),
+        "detector_invokes_per_photo": round(statistics.fmean(r.detector_invokes for r in found), 2),
+        "embed_invokes_per_photo": round(statistics.fmean(embeds), 2),
+        "photos_by_embed_invokes": {str(n): embeds.count(n) for n in sorted(set(embeds))},
+        "ms_per_photo_mean": round(statistics.fmean(seconds) * 1000),
+        "decided_by_head": sum(r.source == "camera-head" for r in found),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.camera_head", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -93,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"machine": platform.machine(), "processor": platform.processor(), "frames": len(rows), "embeddings": {}}
     with tempfile.TemporaryDirectory() as folder:
         identifier = identifier_for(Path(folder))
+        results["identify_without_head"] = identify_cost(identifier, rows, None, None)
+        print(json.dumps({"identify_without_head": results["identify_without_head"]}, indent=1), flush=True)
         for name, embedder in (("species_penultimate", Embedder(SPECIES, penultimate=True)), ("embedding_extractor", Embedder(EXTRACTOR))):
             identifier.embedder = embedder
             examples, seconds = {}, []
@@ -108,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
             for negatives, frames in (("owls_project_only", owls), ("plus_camtrap_nonbird", owls + nonbird)):
                 loo = heads.cross_validate(frames, embedder.name)
                 head = heads.fit(frames, embedder.name)
+                if negatives == "plus_camtrap_nonbird":
+                    figures["identify_with_head"] = identify_cost(identifier, rows, head, embedder)
                 others = [e for e in examples.values() if e not in frames]
                 figures[negatives] = {
                     "leave_one_out": loo.as_dict(),

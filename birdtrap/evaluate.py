@@ -65,6 +65,7 @@ class PhotoOutcome:
     called_blank: bool = False  # a bird, an animal, a person or a vehicle was there and it was called blank
     photo_source: str = ""
     labels_file: str = ""
+    embed_invokes: int = 0  # the camera head's embedder (issue 23)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class Summary:
     animals_people_called_blank: int = 0  # no bird, yet something there (mammal, person, vehicle, ...), called blank
     unsure: int = 0  # photos a person must look at
     total_seconds: float = 0.0
-    total_invokes: int = 0  # species, gate and detector invokes together
+    total_invokes: int = 0  # species, gate, detector and embedder invokes together
+    mean_embed_invokes: float = 0.0  # the camera head's embedder, where one is installed
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -220,7 +222,7 @@ def evaluate(photos: list[LabelledPhoto], identifier, progress: Callable[[int], 
                     found=photo.truth is not None and d.kind == Kind.BIRD,
                     family_right=family_right, order_right=order_right, wrong_name=wrong,
                     called_blank=something_there and d.kind == Kind.BLANK,
-                    photo_source=photo.source, labels_file=photo.labels_file,
+                    photo_source=photo.source, labels_file=photo.labels_file, embed_invokes=result.embed_invokes,
                 )
             )
         if progress is not None:
@@ -259,7 +261,8 @@ def summarise(outcomes: list[PhotoOutcome]) -> Summary:
         animals_people_called_blank=sum(o.called_blank for o in others),
         unsure=sum(o.decided == Kind.UNSURE for o in outcomes),
         total_seconds=sum(o.seconds for o in outcomes),
-        total_invokes=sum(o.invokes + o.gate_invokes + o.detector_invokes for o in outcomes),
+        total_invokes=sum(o.invokes + o.gate_invokes + o.detector_invokes + o.embed_invokes for o in outcomes),
+        mean_embed_invokes=statistics.fmean(o.embed_invokes for o in done) if done else 0.0,
     )
 
 

@@ -7,6 +7,7 @@ visible no-bird frames of camtrap_nonbird; the floors below are what the shipped
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -18,8 +19,10 @@ from click.testing import CliRunner
 from birdtrap import config as config_module
 from birdtrap import store
 from birdtrap.cli import cli
-from birdtrap.daemon.wiring import load_camera_head
+from birdtrap.daemon.wiring import build_identifier, load_camera_head
 from birdtrap.identify import camera_head as heads
+from birdtrap.identify.photos import decode_photo
+from birdtrap.identify.preprocess import read_photo_bytes
 from birdtrap.store import examples as examples_store
 
 from conftest import SHARED, write_config
@@ -234,3 +237,52 @@ def test_a_review_through_the_web_api_adds_an_example_and_changes_the_next_decis
     assert relearnt.exit_code == 0 and "head: in use" in relearnt.output, relearnt.output
     again = run(config, "classify", *map(str, owls), "--json")
     assert again.output.count("Athene cunicularia") >= 1 and again.output.count('"kind": "bird"') >= 1, again.output
+
+
+def identify_one(identifier, path: Path):
+    photo = decode_photo(read_photo_bytes(path), str(path), 0, identifier.preprocess).photo
+    [result] = identifier.identify([photo])
+    return result
+
+
+def watch_embeddings(embedder) -> list[str]:
+    """The digest of every image the embedder is given (an observer: the real embedder still runs)."""
+    seen: list[str] = []
+    embed = embedder.embed
+
+    def observed(image, preprocess=None):
+        seen.append(hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest())
+        return embed(image, preprocess)
+
+    embedder.embed = observed
+    return seen
+
+
+def test_an_installed_head_costs_one_whole_frame_embedding_on_another_scene_and_leaves_its_answer_alone(owl_camera):
+    # camtrapR's sample stations: a project the owl head never saw. Each frame costs the whole
+    # frame's embedding (the head does not know the scene), then nothing more: no proposal is
+    # embedded or reordered, so the answer, its box and the other models' invokes are the general models'.
+    config = config_module.load(owl_camera)
+    with_head, without = build_identifier(config), build_identifier(config, camera_head=False)
+    assert with_head.camera_head is not None and without.camera_head is None
+    seen = watch_embeddings(with_head.embedder)
+    frames = sorted((SHARED / "images" / "camtrap_more" / "camtrapr_sample_images").glob("*.JPG"))[:4]
+    assert len(frames) == 4
+    for frame in frames:
+        before = len(seen)
+        head, general = identify_one(with_head, frame), identify_one(without, frame)
+        assert head.embed_invokes == 1 and len(seen) - before == 1, frame
+        assert general.embed_invokes == 0
+        assert (head.decision, head.box, head.source) == (general.decision, general.box, general.source), frame
+        assert (head.invokes, head.gate_invokes, head.detector_invokes) == (general.invokes, general.gate_invokes, general.detector_invokes)
+
+
+def test_on_its_own_scene_the_head_embeds_the_frame_and_each_proposal_once(owl_camera):
+    # An owl the general models call a hawk: the head reorders the proposals and judges them all,
+    # each region embedded once though both steps use it.
+    identifier = build_identifier(config_module.load(owl_camera))
+    seen = watch_embeddings(identifier.embedder)
+    result = identify_one(identifier, SHARED / "images" / "camtrap_owls" / "IMG_0708.JPG")
+    assert result.source == "camera-head" and result.decision.scientific_name == "Athene cunicularia"
+    assert 1 < result.embed_invokes <= 1 + identifier.finder.max_regions
+    assert len(seen) == result.embed_invokes and len(set(seen)) == len(seen)

@@ -154,13 +154,13 @@ def evaluate(
         print_rows([dict(o.__dict__) for o in outcomes], fmt)
         return
     if verbose:
-        click.echo(f"{'photo':34} {'truth':22} {'decided':8} {'label':40} {'conf':>5} {'inv':>3} {'gate':>4} {'det':>3}  source")
+        click.echo(f"{'photo':34} {'truth':22} {'decided':8} {'label':40} {'conf':>5} {'inv':>3} {'gate':>4} {'det':>3} {'emb':>3}  source")
         for o in outcomes:
             right = o.species_right or o.genus_right or o.family_right or o.order_right
             mark = "ok" if right or (o.truth is None and not o.false_bird and not o.called_blank) else "XX"
             click.echo(
                 f"{clip(Path(o.path).name, 34):34} {clip(o.truth or 'none', 22):22} {o.decided:8} {clip(o.label or '-', 40):40} "
-                f"{o.confidence:5.2f} {o.invokes:3d} {o.gate_invokes:4d} {o.detector_invokes:3d}  {o.source} {mark}"
+                f"{o.confidence:5.2f} {o.invokes:3d} {o.gate_invokes:4d} {o.detector_invokes:3d} {o.embed_invokes:3d}  {o.source} {mark}"
             )
         click.echo()
     click.echo(_evaluation_table(payload))
@@ -170,7 +170,7 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
     """One row per labels file, per source and for all photos: what a user feels, then the cost."""
     header = (
         f"{'':30} {'photos':>6} {'found':>7} {'named':>7} {'sp/ge/fa/or':>11} {'wrong':>5} {'false':>5} "
-        f"{'bird>blank':>10} {'animal>blank':>12} {'blank ok':>8} {'unsure':>6} {'invokes s/g/d':>15} {'ms':>5}"
+        f"{'bird>blank':>10} {'animal>blank':>12} {'blank ok':>8} {'unsure':>6} {'invokes s/g/d/e':>20} {'ms':>5}"
     )
     lines = [header, "-" * len(header)]
 
@@ -181,7 +181,8 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
             f"{s['species_right']:>2}/{s['genus_right']}/{s['family_right']}/{s['order_right']:<4} {s['wrong_names']:5d} "
             f"{s['false_birds']:5d} {s['birds_called_blank']:10d} {s['animals_people_called_blank']:12d} "
             f"{s['blank_recognised']:4d}/{s['blank_photos']:<3d} "
-            f"{s['unsure']:6d} {s['mean_invokes']:4.1f}/{s['mean_gate_invokes']:4.1f}/{s['mean_detector_invokes']:4.1f} "
+            f"{s['unsure']:6d} {s['mean_invokes']:4.1f}/{s['mean_gate_invokes']:4.1f}/{s['mean_detector_invokes']:4.1f}"
+            f"/{s['mean_embed_invokes']:4.1f} "
             f"{s['mean_seconds'] * 1000:5.0f}"
         )
 
@@ -192,6 +193,7 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
     lines.append(
         "found: bird photos given any bird answer; named: species or genus right; wrong: a species, genus, "
         "family or order the truth is not in; false: no-bird photos called birds; bird>blank, animal>blank: a bird, or a mammal, "
-        "person or vehicle, called blank; blank ok: truly empty frames called blank; ms: mean per photo."
+        "person or vehicle, called blank; blank ok: truly empty frames called blank; invokes s/g/d/e: species model, gate, "
+        "detector and the camera head's embedder, mean per photo; ms: mean per photo."
     )
     return "\n".join(lines)

@@ -28,7 +28,9 @@ The rule that joins it to the general models (`CameraHead.judge`):
   distance (measured: 6 false birds on other projects' no-bird frames with `margin` alone, 0 now);
 - in either case the frame must look like a scene the head's birds were seen in (`knows_scene`:
   its whole-frame vector at least as like one bird frame as the least alike bird frame was to
-  the others);
+  the others). On a frame of another scene the head says nothing at all, not even a no-bird
+  answer (below): its no-bird classes are this camera's scene as little as its birds are. This
+  also bounds its cost: a frame of another scene costs one embedding, the whole frame's;
 - where the general models name a bird of a taxon the head knows and the head puts that region
   in a no-bird class by `margin`, the head's no-bird answer stands; anything else is left to the
   general models.
@@ -366,6 +368,8 @@ class Figures:
 
 def combined_answer(head: CameraHead, example: FrameExample) -> tuple[str, str | None]:
     """(kind, taxon) of the head joined to the general models, on one example frame's vectors."""
+    if not head.knows_scene(example.vectors[0]):
+        return example.general_kind, example.general_taxon
     judgement = head.judge(example.vectors, example.general_kind == Kind.BIRD)
     if judgement is not None:
         return Kind.BIRD, judgement.label

@@ -32,7 +32,7 @@ Frames the species model calls background therefore still get the detector's loo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeGuard
 
 import numpy as np
@@ -89,6 +89,7 @@ class Identification:
     source: str = "frame"
     gate_probability: float | None = None
     detections: tuple[Detection, ...] = field(default=(), repr=False)
+    embed_invokes: int = 0  # the camera head's embedder invokes for this photo
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +122,7 @@ class _Work:
     motion: list[Region] | None = None  # motion against the burst, once asked for
     regions: list[Region] | None = None  # the proposals, once made
     vectors: dict[Box, np.ndarray] = field(default_factory=dict)  # camera-head embeddings by box
+    embed_invokes: int = 0
     burst_key: object = None  # the camera and capture time (motion, burst sightings)
     thumbnail: np.ndarray | None = None  # the motion thumbnail, where motion is looked for
 
@@ -346,6 +348,7 @@ class Identifier:
             source,
             gate,
             tuple(work.detections),
+            work.embed_invokes,
         )
 
     # --- proposals -----------------------------------------------------------------------
@@ -401,9 +404,10 @@ class Identifier:
             plain = [Region(box, "tile", 0.0) for scale in finder.tile_scales for box in tiles(width, height, scale, finder.tile_overlap)]
             ranked.extend(plain)
         ranked = ranked[: finder.max_regions]
-        if self.camera_head is not None:
+        head = self.camera_head
+        if head is not None and self._head_knows_scene(work):
             # The regions this camera's head takes for its bird are searched first.
-            scores = self.camera_head.bird_scores(self._vectors(work, [region.box for region in ranked])) if ranked else []
+            scores = head.bird_scores(self._vectors(work, [region.box for region in ranked])) if ranked else []
             ranked = [region for _, region in sorted(zip(scores, ranked, strict=True), key=lambda pair: -pair[0])]
         work.regions = ranked
         return ranked
@@ -411,11 +415,22 @@ class Identifier:
     # --- this camera's head (issue 23) -----------------------------------------------------
 
     def _vectors(self, work: _Work, boxes: list[Box]) -> np.ndarray:
+        """The regions' embeddings; each region of a photo is embedded once, however often asked for."""
         assert self.embedder is not None
         for box in boxes:
             if box not in work.vectors:
                 work.vectors[box] = self.embedder.embed(work.photo.bgr if box == WHOLE else crop(work.photo.bgr, box), self.preprocess)
+                work.embed_invokes += 1
         return np.stack([work.vectors[box] for box in boxes])
+
+    def _head_knows_scene(self, work: _Work) -> bool:
+        """Whether the camera's head may speak on this frame: one embedding, the whole frame's.
+
+        A frame unlike every scene the head's birds were seen in is the general models' alone
+        (`CameraHead.knows_scene`): the head neither reorders its proposals, nor names, nor unnames
+        a bird there, so nothing more is embedded.
+        """
+        return self.camera_head is not None and self.camera_head.knows_scene(self._vectors(work, [WHOLE])[0])
 
     def _head_boxes(self, work: _Work) -> list[Box]:
         regions = work.regions if work.regions is not None else self._propose(work, list)
@@ -425,6 +440,8 @@ class Identifier:
         """The general answer joined to the camera's head by the rule in birdtrap.identify.camera_head."""
         head = self.camera_head
         assert head is not None
+        if not self._head_knows_scene(work):
+            return self._costed(work, general)
         boxes = self._head_boxes(work)
         judgement = head.judge(self._vectors(work, boxes), general.decision.kind == Kind.BIRD)
         if judgement is not None:
@@ -439,7 +456,13 @@ class Identifier:
                 kind = {ANIMAL: Kind.ANIMAL, PERSON: Kind.PERSON}.get(named, Kind.BLANK)  # a site class the owner named is no bird
                 decision = Decision(kind, named, None, None, None, decided.confidence)
                 return self._result(work, decision, general.prediction, general.box, "camera-head", general.gate_probability)
-        return general
+        return self._costed(work, general)
+
+    @staticmethod
+    def _costed(work: _Work, general: Identification) -> Identification:
+        """The general answer, with what the head spent on top of it counted (its embeddings, and the
+        detector where the head needed proposals the general models did not make)."""
+        return replace(general, detector_invokes=work.detector_invokes, embed_invokes=work.embed_invokes)
 
     def example(self, photo: Photo, key: str, label: str, box: Box | None = None) -> FrameExample:
         """One labelled frame as the camera's head learns it: its regions embedded, its bird's region marked.
