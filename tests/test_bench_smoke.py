@@ -174,3 +174,20 @@ def test_the_accuracy_bench_says_what_is_missing(tmp_path):
     command = [sys.executable, "-m", "bench.accuracy", "--shared", str(tmp_path)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no labels file" in result.stderr
+
+
+def test_the_shipped_peak_rss_bench_reports_each_variant_from_real_drains(tmp_path):
+    out = tmp_path / "rss.json"
+    command = [
+        sys.executable, "-m", "bench.shipped_rss", "--photos", "4", "--runs", "1", "--sources", "2",
+        "--env", "MALLOC_ARENA_MAX=2", "--shared", str(SHARED), "--json", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert [f["env"] for f in figures] == [{}, {"MALLOC_ARENA_MAX": "2"}]
+    for figure in figures:
+        assert figure["runs"] == 1
+        # Real drains: the peak is at least what the daemon held at READY=1, and both are positive.
+        assert 0 < figure["rss_ready_mb"] <= figure["peak_rss_mb"]
+        assert figure["drain_ms_per_photo"] > 0 and figure["cpu_ms_per_photo"] > 0

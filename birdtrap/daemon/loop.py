@@ -17,16 +17,17 @@ import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from tqdm import tqdm
 
 from birdtrap import evaluate as evaluation
 from birdtrap import store
 from birdtrap.config import Config, check_folders
 from birdtrap.daemon import health
 from birdtrap.daemon.ingest import Ingestor, Prepared, file_signature
+from birdtrap.daemon.memory import one_malloc_arena
 from birdtrap.daemon.notify import OutboxSender
 from birdtrap.daemon.notify import channels as notify_channels
 from birdtrap.daemon.systemd import Notifier
@@ -38,6 +39,9 @@ from birdtrap.identify.motion import BurstMemory
 from birdtrap.store import health as health_store
 from birdtrap.store.backup import RollingBackup
 from birdtrap.store.lock import DaemonLock
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 HEALTH_EVERY_SECONDS = 60.0  # silence and STATUS='s camera problems (issue 19)
@@ -457,6 +461,9 @@ class Daemon:
         processed = sum(self.totals[k] for k in ("done", "failed", "duplicate"))
         if sys.stderr.isatty() and waiting > 0:
             if self.bar is None:
+                # Imported only for a terminal: a service (no tty) never draws it, ~1.5 MB resident.
+                from tqdm import tqdm
+
                 self.bar = tqdm(total=processed + waiting, initial=processed, unit="photo", desc="backlog")
             self.bar.total = processed + waiting
             self.bar.n = processed
@@ -481,6 +488,7 @@ def without_memory(identifier: Identifier) -> Identifier:
 
 def run(config: Config) -> None:
     """Entry point of `birdtrap run`."""
+    one_malloc_arena()  # before the first thread allocates (see memory.one_malloc_arena)
     daemon = Daemon(config)
     daemon.install_signal_handlers()
     daemon.run()

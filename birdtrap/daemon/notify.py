@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -142,6 +140,11 @@ class WebhookChannel:
         self.url, self.timeout, self.headers = url, timeout, headers
 
     def send(self, message: dict[str, Any]) -> None:
+        # Imported here: urllib.request brings http.client and email, ~2 MB resident in every
+        # daemon, most of which never sends a webhook (bench/README.md, "Memory").
+        import urllib.error
+        import urllib.request
+
         request = urllib.request.Request(
             self.url,
             data=json.dumps(message).encode(),

@@ -333,8 +333,12 @@ def read_photo_bytes(path: Path, max_bytes: int | None = None) -> bytes:
                 f"{path} is {opened.st_size / 2**20:.0f} MB, more than preprocess.max_file_mb "
                 f"({max_bytes / 2**20:g}); refused without reading. Raise the limit if the photo is genuine."
             )
-        # Read at most one byte over the bound: a file that grows after the stat is cut, not held whole.
-        data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        # What the stat saw plus one byte: read(n) allocates n bytes up front, so asking for the
+        # bound (max_bytes + 1, 50 MB by default) reserved that much for every 3 MB photo. A file
+        # that grew since the stat is read on, to at most one byte over the bound: cut, not held whole.
+        data = handle.read(opened.st_size + 1)
+        if len(data) > opened.st_size:
+            data += handle.read() if max_bytes is None else handle.read(max(0, max_bytes + 1 - len(data)))
         if max_bytes is not None and len(data) > max_bytes:
             raise PhotoError(
                 f"{path} grew past preprocess.max_file_mb ({max_bytes / 2**20:g}) while it was read; refused. "
