@@ -211,3 +211,31 @@ def test_evaluate_prints_one_row_per_photo_as_csv(tmp_path):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [Path(row["path"]).name for row in rows] == ["bird.bmp", "cat.bmp"]
     assert rows[0]["species_right"] == "True" and rows[1]["false_bird"] == "False"
+
+
+EVERY_COMMAND = ("archive", "classify", "db", "doctor", "evaluate", "events", "export", "failed", "fleet", "install", "learn",
+                 "model", "plot", "run", "serve", "sightings", "stats", "sync", "uninstall")
+
+
+def test_help_lists_every_command_with_its_summary_though_they_are_imported_lazily():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    listed = result.output.split("Commands:")[1].splitlines()
+    names = [line.split()[0] for line in listed if line.strip()]
+    assert names == list(EVERY_COMMAND)
+    assert all(len(line.split()) > 1 for line in listed if line.strip()), "each command has its one-line summary"
+    assert "network" in invoke("export", "--help").output
+
+
+def test_birdtrap_run_does_not_import_the_other_commands_modules():
+    """The daemon runs for months: it should not carry exports, plots or sync (issue 22 item 5)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from birdtrap.cli import cli; cli.main(['run', '--help'], standalone_mode=False); "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('birdtrap.cli') or m.startswith('birdtrap.export'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == ["birdtrap.cli", "birdtrap.cli.common", "birdtrap.cli.main"]

@@ -8,7 +8,8 @@ importing main.py, which imports them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,30 @@ EXTRAS = {
 }
 
 
-class BirdtrapGroup(click.Group):
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when one is run or listed (`--help`).
+
+    `birdtrap run` is what systemd keeps alive for months: importing every other command's module
+    (exports, plots, sync, their imports) cost the daemon ~2 MB it never uses (issue 22 item 5).
+    `lazy` maps a command's name to "module:attribute" of the command object.
+    """
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attribute = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attribute)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+class BirdtrapGroup(LazyGroup):
     """The one place where a library error becomes a message: a BirdtrapError is printed as it is
     (it already names the thing and the fix), and a missing optional package names its extra."""
 

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from birdtrap import store
-from birdtrap.cli.common import config_option, echo_package_summary, load_config, package_options
+from birdtrap.cli.common import LazyGroup, config_option, echo_package_summary, load_config, package_options
 from birdtrap.export import camtrapdp, trainingset
 
 _OFFSET = re.compile(r"^(?:(?P<utc>Z|UTC)|(?P<sign>[+-])(?P<hours>\d{1,2})(?::?(?P<minutes>\d{2}))?)$", re.IGNORECASE)
@@ -60,7 +60,7 @@ def _local_time(value: str | None, flag: str, offset: timedelta) -> datetime | N
     return when
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={"network": "birdtrap.cli.scale:export_network"})
 def export() -> None:
     """Export the database: a Camtrap DP package for field tools, or a training set.
 

@@ -9,17 +9,34 @@ import click
 
 from birdtrap import __version__
 from birdtrap.cli.common import BirdtrapGroup, config_option, load_config
-from birdtrap.cli.export import export
-from birdtrap.cli.health import doctor, plot
-from birdtrap.cli.install import install, uninstall
-from birdtrap.cli.learn import learn
-from birdtrap.cli.scale import archive, export_network, fleet, sync
-from birdtrap.cli.web import serve
 
 log = logging.getLogger(__name__)
 
+# Every command but `run`, imported when it is run or listed (cli.common.LazyGroup): the daemon
+# does not carry the other commands' modules (issue 22 item 5).
+COMMANDS = {
+    "classify": "birdtrap.cli.photos:classify",
+    "evaluate": "birdtrap.cli.photos:evaluate",
+    "sightings": "birdtrap.cli.queries:sightings",
+    "events": "birdtrap.cli.queries:events",
+    "failed": "birdtrap.cli.queries:failed",
+    "stats": "birdtrap.cli.queries:stats",
+    "model": "birdtrap.cli.models:model",
+    "db": "birdtrap.cli.database:db",
+    "export": "birdtrap.cli.export:export",
+    "plot": "birdtrap.cli.health:plot",
+    "doctor": "birdtrap.cli.health:doctor",
+    "install": "birdtrap.cli.install:install",
+    "uninstall": "birdtrap.cli.install:uninstall",
+    "serve": "birdtrap.cli.web:serve",
+    "learn": "birdtrap.cli.learn:learn",
+    "archive": "birdtrap.cli.scale:archive",
+    "sync": "birdtrap.cli.scale:sync",
+    "fleet": "birdtrap.cli.scale:fleet",
+}
 
-@click.group(cls=BirdtrapGroup)
+
+@click.group(cls=BirdtrapGroup, lazy=COMMANDS)
 @click.version_option(__version__, prog_name="birdtrap")
 def cli() -> None:
     """birdtrap: find and name the birds in camera-trap photos.
@@ -57,17 +74,6 @@ def run(with_server: bool, config_path: Path | None) -> None:
         loop.run(config)
     finally:
         server.stop()
-
-
-from birdtrap.cli.database import db  # noqa: E402 - the group above comes first
-from birdtrap.cli.models import model  # noqa: E402
-from birdtrap.cli.photos import classify, evaluate  # noqa: E402
-from birdtrap.cli.queries import events, failed, sightings, stats  # noqa: E402
-
-for command in (classify, evaluate, sightings, events, failed, stats, model, db, export, plot, doctor, install, uninstall, serve,
-                learn, archive, sync, fleet):
-    cli.add_command(command)
-export.add_command(export_network, "network")
 
 
 def main() -> None:

@@ -2,12 +2,8 @@
 
 Thin like the rest of the CLI: parse, call birdtrap.scale.archive / birdtrap.scale.sync / birdtrap.export.network,
 print. Dask and psycopg come with the `scale` extra, so each command imports its module only when
-it runs and says how to install what is missing. Registered in cli.py:
-
-    cli.add_command(archive)
-    cli.add_command(sync)
-    cli.add_command(fleet)
-    export.add_command(export_network, "network")
+it runs and says how to install what is missing. Registered by name in cli/main.py's COMMANDS
+(archive, sync, fleet) and in cli/export.py's group (`export network`).
 """
 
 from __future__ import annotations
