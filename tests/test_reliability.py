@@ -464,7 +464,6 @@ def test_frame_inputs_without_pixels_are_not_named_by_other_models(tmp_path):
     from dataclasses import replace
 
     from birdtrap import config as config_module
-    from birdtrap.daemon.ingest import NO_PIXELS
     from birdtrap.daemon.wiring import build_identifier
     from birdtrap.identify.preprocess import load
 
@@ -473,7 +472,7 @@ def test_frame_inputs_without_pixels_are_not_named_by_other_models(tmp_path):
     assert not identifier.searches_regions  # nothing to crop without a gate
     frame = load(photo("bird.bmp"), identifier.preprocess)
     inputs = identifier.frame_inputs(frame)
-    bare = replace(frame, bgr=NO_PIXELS)
+    bare = frame.without_pixels()
     [named] = identifier.identify([bare], inputs=[inputs])
     assert named.decision.label.startswith("Poecile atricapillus")
     other = replace(inputs, species_spec=replace(inputs.species_spec, width=192, height=192))

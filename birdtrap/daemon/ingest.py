@@ -15,13 +15,12 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,7 +37,6 @@ from birdtrap.identify.privacy import boxes_to_hide
 from birdtrap.identify.regions import Box
 
 log = logging.getLogger(__name__)
-NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
 def to_result(
@@ -92,7 +90,7 @@ class Candidate:
 
     path: str
     identity: Future[FileIdentity]
-    decoded: Future[Decoded] | None
+    decoded: Future[Decoded] | None  # None: not handed to the pool yet (Prepared.waiting), or not needed
     file: FileIdentity | None = None
     image_id: int = 0
 
@@ -122,6 +120,10 @@ class Prepared:
     # Copies of a photo that failed for a reason not in its bytes: each is processed as the
     # original now (see store.release_copies). The caller queues them again.
     retry: list[str] = field(default_factory=list)
+    # Files whose read and decode wait for a free slot (Ingestor.start_decodes), and the decode's
+    # arguments, fixed when the batch was read ahead (the identifier of that moment).
+    waiting: deque[Candidate] = field(default_factory=deque)
+    decode_args: tuple = ()
 
 
 def read_and_decode(
@@ -156,7 +158,7 @@ def read_and_decode(
     if prepare is None:
         return decoded
     inputs = prepare(decoded.photo)
-    photo = decoded.photo if keep_pixels else replace(decoded.photo, bgr=NO_PIXELS)
+    photo = decoded.photo if keep_pixels else decoded.photo.without_pixels()
     return replace(decoded, photo=photo, inputs=inputs)
 
 
@@ -194,27 +196,38 @@ class Ingestor:
         self._log_unreadable(prepared)
         return prepared
 
-    def read_ahead(self, batch: list[str]) -> Prepared:
+    def read_ahead(self, batch: list[str], start: int | None = None) -> Prepared:
         """Start reading and decoding a batch in the pool; it is registered with the batch before it.
 
         `finish(current, following=this)` registers it in the transaction that stores the current
         batch's results: one commit (one fsync) a batch instead of two. Until that commit nothing
         of it is on record, so a crash leaves its files to be found again, never half-counted.
+
+        `start`: how many of its files are read and decoded now (None: all); `finish` starts one
+        more each time a photo of the current batch has been searched and let its frame go, so
+        the two batches together hold about one batch of frames, not two (issue 22 item 5).
         """
         identifier = self.identifier
         settings, frame_inputs, keep = identifier.preprocess, identifier.frame_inputs, identifier.searches_regions
-        prepared = Prepared(batch, Counter(), [])
+        prepared = Prepared(batch, Counter(), [], decode_args=(settings, frame_inputs, keep, self.config.health.enabled))
         for path in batch:
             try:
                 self.check_inside(path)
             except PhotoError as e:
                 prepared.unreadable.append((path, str(e)))
                 continue
-            identity: Future[FileIdentity] = Future()
-            health = self.config.health.enabled
-            decoded = self.decode_pool.submit(read_and_decode, path, identity, settings, frame_inputs, keep, health)
-            prepared.work.append(Candidate(path, identity, decoded))
+            candidate = Candidate(path, Future(), None)
+            prepared.work.append(candidate)
+            prepared.waiting.append(candidate)
+        self.start_decodes(prepared, start)
         return prepared
+
+    def start_decodes(self, prepared: Prepared, count: int | None = None) -> None:
+        """Hand `count` (None: all) more of a read-ahead batch's files to the decode pool."""
+        while prepared.waiting and (count is None or count > 0):
+            candidate = prepared.waiting.popleft()
+            candidate.decoded = self.decode_pool.submit(read_and_decode, candidate.path, candidate.identity, *prepared.decode_args)
+            count = None if count is None else count - 1
 
     def check_inside(self, path: str) -> None:
         """Refuse a symlink (or anything) that resolves outside the watch folder, or loops."""
@@ -245,9 +258,9 @@ class Ingestor:
             batch = prepared.retry
         return totals
 
-    @staticmethod
-    def _await_identities(prepared: Prepared) -> None:
+    def _await_identities(self, prepared: Prepared) -> None:
         """Wait until each file is read (not decoded); files that cannot be read become unreadable."""
+        self.start_decodes(prepared)  # a file not handed to the pool yet would never be read
         readable = []
         for candidate in prepared.work:
             try:
@@ -363,16 +376,17 @@ class Ingestor:
             except Exception as e:  # noqa: BLE001 - one photo's surprise is that photo's failure
                 failed.append(Failure(candidate, could_not(candidate.path, "decoded", e), in_the_bytes=False))
             candidate.decoded = None  # the future held the decode too
-        identified = self._identify(decoded, failed)
-        # Identified: the pixels go now, so the next batch's decodes reuse their memory while
-        # this batch is written (the peak holds one batch of frames less).
+        identified = self._identify(decoded, failed, following)
+        if following is not None:
+            self.start_decodes(following)  # photos that failed before their search freed no slot
         stored: list[Stored] = []
         privacy = self.config.privacy.settings()
         for candidate, item, identification in identified:
+            # The frame went when its search ended (Identifier.identify_each); its height stayed.
             hidden = boxes_to_hide(
                 identification.decision.kind, identification.detections, privacy, item.photo, identification.box
             )
-            item = replace(item, photo=replace(item.photo, bgr=NO_PIXELS), inputs=None)
+            item = replace(item, inputs=None)
             try:
                 destination = self.archive_destination(candidate.path, identification.decision.kind)
                 result = to_result(identification, item, str(destination) if destination else None, hidden)
@@ -427,33 +441,44 @@ class Ingestor:
                 self.move(candidate.path, destination)
 
     def _identify(
-        self, decoded: list[tuple[Candidate, Decoded]], failed: list[Failure]
+        self, decoded: list[tuple[Candidate, Decoded]], failed: list[Failure], following: Prepared | None = None
     ) -> list[tuple[Candidate, Decoded, Identification]]:
-        """Identify the batch at once; if that raises, photo by photo, so one photo fails alone.
+        """Identify the batch at once; if that raises, the photos not yet identified one by one,
+        so one photo fails alone. Returned decodes hold no pixels (`Photo.without_pixels`).
 
+        The frames are handed over to `Identifier.identify_each`, which lets each go as its search
+        ends; each time, one more of `following`'s files starts decoding into the room it left.
         Photo by photo, the burst memory may see a frame that the failed batch call had shown it
         already: motion then compares a frame with itself once, which finds nothing, never a
         false region.
         """
         camera = self.config.camera
+        photos = [d.photo for _, d in decoded]  # from here on the only reference to the frames
+        decoded = [(c, replace(d, photo=d.photo.without_pixels())) for c, d in decoded]
+        keys = [burst_key(camera.id, d.metadata) for _, d in decoded]
+        identified: list[tuple[Candidate, Decoded, Identification]] = []
         try:
-            identifications = self.identifier.identify(
-                [d.photo for _, d in decoded], [burst_key(camera.id, d.metadata) for _, d in decoded], [d.inputs for _, d in decoded]
-            )
-            return [(c, d, i) for (c, d), i in zip(decoded, identifications, strict=True)]
+            each = self.identifier.identify_each(photos, keys, [d.inputs for _, d in decoded])
+            for (candidate, item), identification in zip(decoded, each, strict=True):
+                identified.append((candidate, item, identification))
+                if following is not None:
+                    self.start_decodes(following, 1)
+            return identified
         except Exception as e:  # noqa: BLE001 - isolated below
             if len(decoded) == 1:
                 candidate = decoded[0][0]
                 failed.append(Failure(candidate, could_not(candidate.path, "identified", e), in_the_bytes=False))
                 return []
-            log.warning("identifying a batch of %d photos failed (%r); identifying them one by one", len(decoded), e)
-        identified = []
-        for candidate, item in decoded:
+            log.warning("identifying a batch of %d photos failed (%r); identifying the rest one by one", len(decoded), e)
+        for index in range(len(identified), len(decoded)):
+            candidate, item = decoded[index]
             try:
-                [identification] = self.identifier.identify([item.photo], [burst_key(camera.id, item.metadata)], [item.inputs])
+                [identification] = self.identifier.identify_each([photos[index]], [keys[index]], [item.inputs])
             except Exception as e:  # noqa: BLE001 - this photo's failure
                 failed.append(Failure(candidate, could_not(candidate.path, "identified", e), in_the_bytes=False))
                 continue
+            finally:
+                photos[index] = photos[index].without_pixels()
             identified.append((candidate, item, identification))
         return identified
 

@@ -44,6 +44,11 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 log = logging.getLogger(__name__)
+# How many of the next batch's files start decoding before this batch is identified; one more
+# starts as each of this batch's photos is searched and lets its frame go (Ingestor.read_ahead).
+# One is enough to keep the decode behind the searches (a decode ~25 ms, a search ~100-150 ms)
+# and holds ~5 frames of 2.25 MB at once instead of 8 (issue 22 item 5, bench/README.md).
+READ_AHEAD_START = 1
 HEALTH_EVERY_SECONDS = 60.0  # silence and STATUS='s camera problems (issue 19)
 
 
@@ -387,7 +392,7 @@ class Daemon:
             if self.queue:
                 following_paths = self.take_batch()
                 taken.append(following_paths)
-                following = self.ingestor.read_ahead(following_paths)
+                following = self.ingestor.read_ahead(following_paths, start=READ_AHEAD_START)
             outcome = self.ingestor.finish(current, following)
             self.in_flight = following
         except (SQLAlchemyError, StoreError) as e:

@@ -31,7 +31,7 @@ Frames the species model calls background therefore still get the detector's loo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TypeGuard
 
@@ -206,8 +206,21 @@ class Identifier:
 
         `inputs` are the photos' `frame_inputs` where the caller made them already.
         """
+        return list(self.identify_each(list(photos), burst_keys, inputs))
+
+    def identify_each(
+        self, photos: list[Photo], burst_keys: list[object] | None = None, inputs: list[FrameInputs | None] | None = None
+    ) -> Iterator[Identification]:
+        """`identify`, one photo's identification at a time, taking the frames over as it goes.
+
+        The batch's whole frames go through the models at once; then each photo is searched and
+        yielded in order. Once a photo's search has ended its item in `photos` becomes
+        `Photo.without_pixels()`: a caller that keeps no other reference to the frames frees each
+        one then, not when the whole batch is done (issue 22 item 5), and if a later photo raises,
+        the photos not yet yielded still have their pixels for another try.
+        """
         if not photos:
-            return []
+            return
         given = inputs or [None] * len(photos)
         frames = [self._inputs_for(photo, item) for photo, item in zip(photos, given, strict=True)]
         wholes = self.species.predict_batch([frame.species for frame in frames])
@@ -215,13 +228,14 @@ class Identifier:
             gates = self.gate.bird_probability(np.stack([frame.gate for frame in frames]))
         else:
             gates = [None] * len(photos)
-        results = []
-        for index, (photo, frame, whole, gate) in enumerate(zip(photos, frames, wholes, gates, strict=True)):
-            work = _Work(photo, whole, None if gate is None else float(gate), gate_invokes=1 if self.gate else 0,
+        for index, (frame, whole, gate) in enumerate(zip(frames, wholes, gates, strict=True)):
+            work = _Work(photos[index], whole, None if gate is None else float(gate), gate_invokes=1 if self.gate else 0,
                          finest=self.rules.monochrome_rank if frame.monochrome else SPECIES)
             key = burst_keys[index] if burst_keys else None
-            results.append(self._identify_one(work, key, frame.thumbnail))
-        return results
+            identification = self._identify_one(work, key, frame.thumbnail)
+            photos[index] = photos[index].without_pixels()
+            del work  # it held the frame too; nothing here may hold it while the caller has the answer
+            yield identification
 
     def _inputs_for(self, photo: Photo, given: FrameInputs | None) -> FrameInputs:
         if self._usable(given):

@@ -61,7 +61,7 @@ def boxes_to_hide(
     if not boxes and kind == Kind.PERSON:
         return (WHOLE,)
     boxes = _merged(boxes)
-    if photo is not None and any(photo.crop) and photo.bgr.size:
+    if photo is not None and any(photo.crop) and photo.bgr.shape[0]:  # pixels or not (Photo.without_pixels)
         kept = photo.bgr.shape[0]
         top, whole = photo.crop[0], kept + photo.crop[0] + photo.crop[1]
         boxes = [(b[0], (top + b[1] * kept) / whole, b[2], (top + b[3] * kept) / whole) for b in boxes]
