@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import HERON, INAT, copy_photo, photo, rows, wait_for, write_config
+from conftest import HERON, INAT, SHARED, copy_photo, photo, rows, wait_for, write_config
 
 
 def recorded(tmp_path: Path) -> list[tuple]:
@@ -515,3 +515,19 @@ def test_an_unexpected_error_while_storing_a_batch_keeps_its_photos_queued_and_t
     finally:
         daemon.decode_pool.shutdown()
     assert sorted(r[1] for r in rows(tmp_path)) == ["done", "done"]
+
+
+def test_a_detector_without_a_gate_still_sees_the_frame_and_the_opossum_is_not_failed(tmp_path):
+    """With no gate nothing is cropped, but the detector looks at every frame that is not a bird:
+    the daemon must keep those pixels (a frame without them failed with ZeroDivisionError)."""
+    from birdtrap import config as config_module
+    from birdtrap.daemon.ingest import record_files
+    from birdtrap.daemon.wiring import build_identifier
+
+    config = config_module.load(write_config(tmp_path, gate={"path": None}))
+    identifier = build_identifier(config)
+    assert identifier.detector is not None and identifier.gate is None
+    opossum = SHARED / "images" / "camtrap_more" / "ena24_zamba" / "2480_opossum.jpg"
+    [image] = record_files(config, identifier, [opossum])
+    assert image.status == "done", image.error
+    assert image.kind != "bird"

@@ -184,12 +184,14 @@ class Identifier:
 
     @property
     def searches_regions(self) -> bool:
-        """Whether `identify` may crop the frame (region search), so needs its pixels past `frame_inputs`.
+        """Whether `identify` may look at the frame's pixels past `frame_inputs`: to crop regions
+        (a gate and a search), or for the detector's look that a frame needs before it is called
+        anything but a bird (even with no gate, or with `finder.search: never`).
 
-        Without a gate nothing is searched: a caller holding many decoded frames (the daemon's
-        batches in flight) can keep only their `frame_inputs` and let the pixels go.
+        Otherwise a caller holding many decoded frames (the daemon's batches in flight) can keep
+        only their `frame_inputs` and let the pixels go.
         """
-        return self.gate is not None and self.finder.search != "never"
+        return self.detector is not None or (self.gate is not None and self.finder.search != "never")
 
     def _usable(self, inputs: FrameInputs | None) -> TypeGuard[FrameInputs]:
         # Inputs made before a model reload may be for another input size.
