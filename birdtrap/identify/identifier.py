@@ -449,8 +449,18 @@ class Identifier:
         return self.camera_head is not None and self.camera_head.knows_scene(self._vectors(work, [WHOLE])[0])
 
     def _head_boxes(self, work: _Work) -> list[Box]:
+        """What the head judges on a scene it knows: the frame, the proposals, and every plain tile.
+
+        The proposals are capped (`finder.max_regions`) and led by the general detector, which
+        misses this camera's own birds where they sit (an owl at the frame's bottom edge); every
+        plain tile of `finder.tile_scales` covers them. Only on the head's own scenes, so the cost
+        (9-14 ms an embedding here; ~15-20 a frame instead of ~7) is paid only where the head speaks.
+        Leave-one-out over the owl camera: 7 -> 8 of 9 named right, still 0 false birds.
+        """
         regions = work.regions if work.regions is not None else self._propose(work, list)
-        return list(dict.fromkeys([WHOLE, *(region.box for region in regions)]))
+        height, width = work.photo.bgr.shape[:2]
+        plain = [box for scale in self.finder.tile_scales for box in tiles(width, height, scale, self.finder.tile_overlap)]
+        return list(dict.fromkeys([WHOLE, *(region.box for region in regions), *plain]))
 
     def _with_head(self, work: _Work, general: Identification) -> Identification:
         """The general answer joined to the camera's head by the rule in birdtrap.identify.camera_head."""
