@@ -730,6 +730,9 @@ def test_reviews_travel_both_ways_and_the_latest_wins_with_both_kept(trap, pg_ur
     assert push(config, pg_url).reviews_pulled == 1
     with sessions() as session:
         assert sorted(e.label for e in examples_of(session, camera)) == ["Ardea herodias"] * 3
+    # ... and the examples travel to the centre with the same sync, relabelled in place.
+    assert query(pg_url, f"select label from camera_examples where camera_id = '{camera}'") == [("Ardea herodias",)] * 3
+    assert push(config, pg_url).examples_pushed == 0, "only what changed is written"
 
 
 def _fleet_rows(pg_url: str) -> dict[str, dict]:
@@ -738,6 +741,33 @@ def _fleet_rows(pg_url: str) -> dict[str, dict]:
     result = CliRunner().invoke(cli, ["fleet", "status", "--from", pg_url, "--format", "json"])
     assert result.exit_code == 0, result.output
     return {row["camera"]: row for row in json.loads(result.output)}
+
+
+def test_a_cameras_learnt_heads_travel_with_sync_and_which_is_in_use_follows_the_trap(trap, pg_url):
+    import numpy as np
+
+    from birdtrap.identify.camera_head import CameraHead
+    from birdtrap.store import examples as examples_store
+
+    config, sessions, ingest = trap
+    ingest(HERON[0].name)
+    camera = config.camera.id
+
+    def head(margin: float) -> CameraHead:
+        means = np.eye(2, 4, dtype=np.float32)
+        return CameraHead(("Athene cunicularia", "blank"), means, np.zeros(4, np.float32), margin, "species-penultimate", (3, 5))
+
+    with sessions.begin() as session:
+        first = examples_store.save_head(session, camera, head(0.1), {"head_right": 7}, in_use=True)
+        first_bytes = first.head
+    assert push(config, pg_url).heads_pushed == 1
+    assert query(pg_url, "select in_use from camera_heads") == [(True,)]
+    assert query(pg_url, "select head from camera_heads")[0][0] == first_bytes
+    assert push(config, pg_url).heads_pushed == 0, "a head already there is not sent again"
+    with sessions.begin() as session:  # relearnt: the new head is put in use, the old one retired
+        examples_store.save_head(session, camera, head(0.2), {"head_right": 8}, in_use=True)
+    assert push(config, pg_url).heads_pushed == 2  # the new row, and the old one's in_use
+    assert query(pg_url, f"select in_use from camera_heads where camera_id = '{camera}' order by created_at") == [(False,), (True,)]
 
 
 def test_fleet_status_shows_each_trap_as_its_device_counts_it_in_the_cli_and_on_the_web(devices, pg_url, tmp_path):
@@ -907,6 +937,9 @@ def test_a_trap_role_writes_its_own_camera_and_is_refused_another_cameras_rows(d
         assert connection.execute(text("delete from events where camera_id = 'marsh-cam'")).rowcount == 0
         assert connection.execute(text("select count(*) from images where camera_id = 'marsh-cam'")).scalar() == 0
     engine.dispose()
+    with pytest.raises(Exception, match="row-level security"):  # nor teach another camera (central c003)
+        columns = "(camera_id, sha256, path, label, source, created_at)"
+        query(as_pond, f"insert into camera_examples {columns} values ('marsh-cam', 'x', '/x.jpg', 'Ardea alba', 'review', now())")
     assert query(pg_url, "select id, path, label, event_id from images where camera_id = 'marsh-cam' order by id") == marsh_rows
     assert_central_matches(pg_url, pond, marsh)
 

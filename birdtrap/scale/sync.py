@@ -54,6 +54,7 @@ from birdtrap.identify import thumbnail
 from birdtrap.identify.preprocess import PreprocessSettings, read_photo_bytes
 from birdtrap.identify.privacy import boxes_from_text
 from birdtrap.identify.regions import Box
+from birdtrap.scale import camera_learning
 from birdtrap.scale.retry import is_transient, with_retries
 from birdtrap.store import (
     DONE,
@@ -555,6 +556,8 @@ class SyncSummary:
     central: str = ""
     reviews_pushed: int = 0
     reviews_pulled: int = 0
+    examples_pushed: int = 0  # this camera's examples and heads (scale/camera_learning.py)
+    heads_pushed: int = 0
     duplicates_removed: int = 0
 
     @property
@@ -723,6 +726,14 @@ def push(
                 on_batch(totals)
         _sync_reviews(local, central, central_id, device, batch_size, run, totals)
         with local() as session:
+            learnt = camera_learning.read_local(session)
+
+        def teach() -> tuple[int, int]:
+            with central.begin() as session:
+                return camera_learning.write_central(session, *learnt)
+
+        totals["examples"], totals["heads"] = run(teach, "pushing the camera's examples and heads")
+        with local() as session:
             status = device_values(config, session, device)
 
         def report() -> None:
@@ -749,14 +760,18 @@ def push(
         central=central_id,
         reviews_pushed=totals["reviews_pushed"],
         reviews_pulled=totals["reviews_pulled"],
+        examples_pushed=totals["examples"],
+        heads_pushed=totals["heads"],
         duplicates_removed=totals["duplicates_removed"],
     )
     log.info(
-        "pushed %d photos (%d batches, %d retries) and %d reviews, pulled %d reviews, to and from %s in %.1f s",
+        "pushed %d photos (%d batches, %d retries), %d reviews, %d examples and %d heads, pulled %d reviews, to and from %s in %.1f s",
         summary.images,
         summary.batches,
         summary.retries,
         summary.reviews_pushed,
+        summary.examples_pushed,
+        summary.heads_pushed,
         summary.reviews_pulled,
         target,
         summary.seconds,
