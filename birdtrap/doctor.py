@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from birdtrap import config as config_module
 from birdtrap.config import Config
 from birdtrap.errors import BirdtrapError, DatabaseFileError, StoreError
+from birdtrap.store.schema import sqlite_path
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 Status = Literal["OK", "WARN", "FAIL"]
@@ -291,17 +291,6 @@ def check_detector(config: Config, delegate: str) -> Check:
 # --- database ------------------------------------------------------------------------------
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite URL, or None for another database or an in-memory one."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
 def _folder_problem(folder: Path, write: bool) -> str | None:
     """Why this user cannot use `folder` (list it, and create files in it when `write`), or None."""
     if not folder.exists():
@@ -333,7 +322,7 @@ def check_cameras(config: Config) -> list[Check]:
 
     if not config.health.enabled:
         return [Check("cameras", OK, "health checks off (health.enabled: false)")]
-    path = sqlite_file(config.database.url)
+    path = sqlite_path(config.database.url)
     if path is not None and not path.exists():
         return [Check("cameras", OK, "no photos yet")]
     try:
@@ -370,7 +359,7 @@ def check_database(config: Config) -> list[Check]:
     from birdtrap import store
 
     url = config.database.url
-    path = sqlite_file(url)
+    path = sqlite_path(url)
     if path is not None and not path.exists():
         problem = _folder_problem(path.parent, write=True)
         if problem:
@@ -583,7 +572,7 @@ def _service_paths(config: Config) -> list[tuple[Path, str, str]]:
     for key, path in (("gate.path", config.gate.path), ("detector.path", config.detector.path)):
         if path is not None:
             wanted.append((path, "r", key))
-    database = sqlite_file(config.database.url)
+    database = sqlite_path(config.database.url)
     if database is not None:
         # SQLite writes -wal and -shm files beside the database: the folder must be writable too.
         wanted.append((database.parent, "rwx", "database.url's folder"))
@@ -642,7 +631,7 @@ def _mount_point(path: Path) -> Path:
 
 def check_disk(config: Config) -> list[Check]:
     places: list[tuple[str, Path]] = []
-    database = sqlite_file(config.database.url)
+    database = sqlite_path(config.database.url)
     if database is not None:
         places.append(("database", database.parent))
     places.append(("watch folder", config.watch.folder))
@@ -700,7 +689,7 @@ def sandbox_problems(unit_text: str, config: Config, root: Path | None = None) -
     if unit.get("PrivateTmp", ["no"])[-1] in ("yes", "true"):
         hidden += [Path("/tmp"), Path("/var/tmp")]
     needs = [(folder, key) for key, folder, write in _folders(config) if write or key == "watch.folder"]
-    database = sqlite_file(config.database.url)
+    database = sqlite_path(config.database.url)
     if database is not None:
         needs.append((database.parent, "database.url's folder"))
     problems = []
