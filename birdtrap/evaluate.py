@@ -159,7 +159,7 @@ def _higher_ranks(photo: LabelledPhoto, decided: str, scientific: str | None, ra
     if photo.truth is None or decided != Kind.BIRD or not scientific:
         return False, False, False
     truth_words, answer = photo.truth.split(), scientific.split()
-    truth_family, truth_order = _truth_family_and_order(photo.truth)
+    truth_family, truth_order = taxonomy.family_and_order(photo.truth)
     family_right = rank == "family" and answer[0] == truth_family
     order_right = rank == "order" and answer[0] == truth_order
     truth_rank = "species" if len(truth_words) >= 2 else taxonomy.rank_of(truth_words[0]) or "genus"
@@ -175,19 +175,6 @@ def _higher_ranks(photo: LabelledPhoto, decided: str, scientific: str | None, ra
         elif rank == "order":
             wrong = truth_order is not None and answer[0] != truth_order
     return family_right, order_right, wrong
-
-
-def _truth_family_and_order(truth: str) -> tuple[str | None, str | None]:
-    """The truth's family and order from the taxonomy table (None where the table lacks them)."""
-    first = truth.split()[0]
-    lineage = taxonomy.lineage_of(first)
-    if lineage is not None:
-        return lineage.family, lineage.order
-    if taxonomy.rank_of(first) == "family":
-        return first, taxonomy.order_of_family(first)
-    if taxonomy.rank_of(first) == "order":
-        return None, first
-    return None, None
 
 
 def evaluate(photos: list[LabelledPhoto], identifier, progress: Callable[[int], object] | None = None) -> list[PhotoOutcome]:

@@ -58,13 +58,5 @@ def lineage(name: str) -> tuple[str, ...]:
         return ()
     if words[0] == taxonomy.CLASS_NAME:
         return (taxonomy.CLASS_NAME,)
-    rank = taxonomy.rank_of(words[0])
-    if rank == "order":
-        return (words[0], taxonomy.CLASS_NAME)
-    if rank == "family":
-        order = taxonomy.order_of_family(words[0])
-        return tuple(n for n in (words[0], order, taxonomy.CLASS_NAME) if n)
-    found = taxonomy.lineage_of(words[0])
-    species = (" ".join(words[:2]),) if len(words) >= 2 else ()
-    above = (found.family, found.order) if found else ()
-    return (*species, words[0], *above, taxonomy.CLASS_NAME)
+    own = (" ".join(words[:2]), words[0]) if len(words) >= 2 else (words[0],)
+    return tuple(dict.fromkeys(n for n in (*own, *taxonomy.family_and_order(name), taxonomy.CLASS_NAME) if n))

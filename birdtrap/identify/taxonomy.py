@@ -59,6 +59,23 @@ def label_lineage(scientific_name: str) -> Lineage | None:
     return lineage_of(words[0]) if words else None
 
 
+def family_and_order(name: str) -> tuple[str | None, str | None]:
+    """The family and order of a name of any rank ("Ardea cinerea", "Ardea", "Ardeidae",
+    "Pelecaniformes"); None where the table does not say."""
+    words = name.split()
+    if not words:
+        return None, None
+    lineage = lineage_of(words[0])
+    if lineage is not None:
+        return lineage.family, lineage.order
+    rank = rank_of(words[0])
+    if rank == "family":
+        return words[0], order_of_family(words[0])
+    if rank == "order":
+        return None, words[0]
+    return None, None
+
+
 def family_english(family: str) -> str | None:
     """The English name of a family ("Ardeidae" -> "Herons, Egrets, and Bitterns"); None if unknown."""
     return _families().get(family)
