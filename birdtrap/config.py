@@ -158,7 +158,8 @@ class FinderConfig(Settings):
     )
     bird_box_witness_score: float | None = Field(
         0.5, ge=0, le=1,
-        description="A detector bird box this sure lets its region pass the gate at half its threshold, named no finer than family",
+        description="A detector bird box this sure lets its region pass the gate at half its threshold, named no finer than "
+        "family (Aves where the species model is sure of no rank)",
     )
 
 

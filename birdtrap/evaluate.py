@@ -88,6 +88,7 @@ class Summary:
     birds_found: int = 0  # bird photos given any bird answer
     family_right: int = 0  # answered at family rank, and the family is the truth's
     order_right: int = 0
+    unnamed_birds: int = 0  # bird photos answered only "a bird" (Aves, class rank): found, never wrong
     wrong_names: int = 0  # bird photos given a species or genus that is not the truth
     birds_called_blank: int = 0
     animals_people_called_blank: int = 0  # no bird, yet something there (mammal, person, vehicle, ...), called blank
@@ -243,6 +244,7 @@ def summarise(outcomes: list[PhotoOutcome]) -> Summary:
         birds_found=sum(o.found for o in birds),
         family_right=sum(o.family_right for o in birds),
         order_right=sum(o.order_right for o in birds),
+        unnamed_birds=sum(o.decided == Kind.BIRD and o.rank == "class" for o in birds),
         wrong_names=sum(o.wrong_name for o in birds),
         birds_called_blank=sum(o.called_blank for o in birds),
         animals_people_called_blank=sum(o.called_blank for o in others),

@@ -201,13 +201,15 @@ def test_evaluate_on_both_label_files_meets_the_floors(tmp_path):
     assert summary["false_birds"] == 0
     assert summary["animals_people_called_blank"] == 0  # was 28: lost data
     assert summary["birds_called_blank"] == 0  # was 14
-    assert summary["birds_found"] >= 18  # 14 before a burst's gate-confirmed bird vouched for its later frames (+3)
-    # and a sure detector bird box became a second witness (+1)
+    assert summary["birds_found"] >= 20  # 14 before a burst's gate-confirmed bird vouched for its later frames (+3),
+    # a sure detector bird box became a second witness (+1), each sure bird box got its own look (+1, the robin)
+    # and a bird the detector and gate agree on is a bird even where no rank is named (+1, "Aves")
     assert summary["named_right"] >= 5  # species or genus; an infrared frame is named at family rank at most
     assert summary["species_right"] >= 4
-    assert summary["family_right"] >= 10  # the infrared herons and owls: "Ardeidae", "Strigidae"
+    assert summary["family_right"] >= 11  # the infrared herons and owls: "Ardeidae", "Strigidae"; the robin
+    assert summary["unnamed_birds"] >= 1  # "Aves": the detector and the gate agree, no rank of the species model is sure
     assert summary["wrong_names"] <= 2  # was 8: the infrared Grey Heron as Snowy Egret
-    assert summary["unsure"] <= 42  # what a person must look at: never more than today
+    assert summary["unsure"] <= 41  # what a person must look at: never more than today
     assert summary["failed"] == 0
     assert summary["mean_invokes"] <= 10
     files, sources = report["files"], report["sources"]
@@ -429,3 +431,57 @@ def test_a_sure_bird_box_is_a_second_witness_the_gate_may_half_agree_with_and_na
     gate_alone = write_config(tmp_path / "alone", finder={"bird_box_witness_score": None})
     [(_, alone)] = classify_files([owl], build_identifier(load_config(gate_alone)))
     assert alone.decision.kind == "unsure"
+
+
+def test_sure_bird_boxes_on_one_bird_are_each_looked_at_unless_their_squares_nearly_coincide():
+    from birdtrap.identify.regions import Region, suppress
+
+    def sure(region: Region) -> bool:
+        return region.label == "bird" and (region.score or 0) >= 0.5
+
+    loose = Region((0.26, 0.48, 0.65, 1.0), "detector", 1.64, "bird", 0.64)
+    tight = Region((0.30, 0.52, 0.66, 0.98), "detector", 1.59, "bird", 0.59)
+    twin = Region((0.26, 0.48, 0.65, 0.99), "detector", 1.55, "bird", 0.55)
+    weak = Region((0.28, 0.50, 0.66, 0.99), "detector", 1.35, "bird", 0.35)
+    animal = Region((0.27, 0.49, 0.65, 1.0), "detector", 0.7, "animal", 0.7)
+    assert iou(loose.box, tight.box) > 0.5 and iou(loose.box, twin.box) >= 0.8
+    kept = suppress([loose, tight, twin, weak, animal], 0.5, reading=sure)
+    assert kept == [loose, tight], "the tight reading stays; the near twin, the weak box and the animal box go"
+    assert suppress([loose, tight, twin, weak, animal], 0.5) == [loose], "without readings: plain non-maximum suppression"
+
+
+def test_a_robin_boxed_twice_is_found_on_the_tighter_box_the_gate_half_agrees_with(tmp_path):
+    """The feeder robin: COCO boxes it twice (0.64 loose, 0.59 tight). The gate gives the loose
+    square 0.11 and the tight one 0.42; the tight one used to be suppressed as an overlap, and the
+    frame was called "person" (a 0.61 box elsewhere). Now it is a bird, at family rank (witness)."""
+    from birdtrap.config import load as load_config
+    from birdtrap.daemon.wiring import build_identifier
+    from birdtrap.identify.photos import classify_files
+
+    robin = SHARED / "images" / "camtrap_more" / "feeder_frigate" / "feeder_robin_01.jpg"
+    [(_, found)] = classify_files([robin], build_identifier(load_config(write_config(tmp_path))))
+    assert (found.decision.kind, found.decision.taxon_rank, found.decision.scientific_name) == ("bird", "family", "Muscicapidae")
+    assert found.source == "detector" and 0.25 <= found.gate_probability < 0.5
+
+
+def test_a_bird_the_detector_and_gate_agree_on_but_no_rank_names_is_an_unnamed_bird(tmp_path):
+    """A burrowing owl in the grass: COCO boxes a bird (0.70), the gate passes its square at the
+    witness bar (0.27 >= 0.25), and the species model is sure of no species, genus, family or order
+    (its best, a Great Blue Heron, 0.14). Two witnesses say bird: "Aves", class rank, never a
+    name the evidence does not carry, and never a witness for the burst's later frames."""
+    from birdtrap.config import load as load_config
+    from birdtrap.daemon.wiring import build_identifier
+    from birdtrap.identify.photos import classify_files
+
+    owl = SHARED / "images" / "camtrap_owls" / "IMG_0919.JPG"
+    identifier = build_identifier(load_config(write_config(tmp_path)))
+    [(_, found)] = classify_files([owl], identifier)
+    assert (found.decision.kind, found.decision.taxon_rank, found.decision.scientific_name) == ("bird", "class", "Aves")
+    assert found.source == "detector" and 0.25 <= found.gate_probability < 0.5
+    birds = np.array([label.text != "background" for label in identifier.species.labels])
+    assert found.decision.confidence == pytest.approx(float(found.prediction.probabilities[birds].sum()), abs=1e-5), "the bird mass"
+    assert identifier.sightings is not None and not identifier.sightings._seen, "an unnamed bird vouches for nothing"
+    (tmp_path / "alone").mkdir()
+    gate_alone = write_config(tmp_path / "alone", finder={"bird_box_witness_score": None})
+    [(_, alone)] = classify_files([owl], build_identifier(load_config(gate_alone)))
+    assert alone.decision.kind == "unsure", "the gate alone (0.27) does not call it a bird"

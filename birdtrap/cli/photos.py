@@ -169,7 +169,7 @@ def evaluate(
 def _evaluation_table(payload: dict[str, Any]) -> str:
     """One row per labels file, per source and for all photos: what a user feels, then the cost."""
     header = (
-        f"{'':30} {'photos':>6} {'found':>7} {'named':>7} {'sp/ge/fa/or':>11} {'wrong':>5} {'false':>5} "
+        f"{'':30} {'photos':>6} {'found':>7} {'named':>7} {'sp/ge/fa/or/cl':>14} {'wrong':>5} {'false':>5} "
         f"{'bird>blank':>10} {'animal>blank':>12} {'blank ok':>8} {'unsure':>6} {'invokes s/g/d/e':>20} {'ms':>5}"
     )
     lines = [header, "-" * len(header)]
@@ -178,7 +178,8 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
         birds = s["bird_photos"]
         return (
             f"{clip(name, 30):30} {s['photos']:6d} {s['birds_found']:3d}/{birds:<3d} {s['named_right']:3d}/{birds:<3d} "
-            f"{s['species_right']:>2}/{s['genus_right']}/{s['family_right']}/{s['order_right']:<4} {s['wrong_names']:5d} "
+            f"{s['species_right']:>2}/{s['genus_right']}/{s['family_right']}/{s['order_right']}/{s['unnamed_birds']:<4} "
+            f"{s['wrong_names']:5d} "
             f"{s['false_birds']:5d} {s['birds_called_blank']:10d} {s['animals_people_called_blank']:12d} "
             f"{s['blank_recognised']:4d}/{s['blank_photos']:<3d} "
             f"{s['unsure']:6d} {s['mean_invokes']:4.1f}/{s['mean_gate_invokes']:4.1f}/{s['mean_detector_invokes']:4.1f}"
@@ -191,7 +192,8 @@ def _evaluation_table(payload: dict[str, Any]) -> str:
         lines.append("")
     lines.append(row("all photos", payload["summary"]))
     lines.append(
-        "found: bird photos given any bird answer; named: species or genus right; wrong: a species, genus, "
+        "found: bird photos given any bird answer; named: species or genus right (sp/ge/fa/or: right at species, genus, "
+        "family, order; cl: only \"a bird\", Aves); wrong: a species, genus, "
         "family or order the truth is not in; false: no-bird photos called birds; bird>blank, animal>blank: a bird, or a mammal, "
         "person or vehicle, called blank; blank ok: truly empty frames called blank; invokes s/g/d/e: species model, gate, "
         "detector and the camera head's embedder, mean per photo; ms: mean per photo."

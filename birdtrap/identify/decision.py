@@ -214,6 +214,17 @@ def decide(probabilities: np.ndarray, labels: tuple[Label, ...], rules: Decision
     return _decide_with_checklist(probabilities, labels, rules, background, label, confidence)
 
 
+def unnamed_bird(probabilities: np.ndarray, labels: tuple[Label, ...], rules: DecisionRules) -> Decision:
+    """A bird at class rank, for a region other witnesses call a bird where no rank of the model is sure.
+
+    Its confidence is the model's whole bird mass (everything but background): how sure it is
+    that some bird is there, the only thing it is asked here.
+    """
+    background = set(rules.background_labels)
+    mass = float(sum(p for p, label in zip(probabilities, labels, strict=True) if label.text not in background))
+    return Decision(BIRD, UNNAMED_BIRD, UNNAMED_BIRD, "bird", CLASS, mass)
+
+
 def _decide_coarse(
     probabilities: np.ndarray, labels: tuple[Label, ...], rules: DecisionRules, background: set[str], top: Label, confidence: float,
     finest: str,

@@ -7,13 +7,15 @@ For each photo:
 1. the whole frame goes through the species model and the bird gate; a confident bird that the
    gate agrees is a bird decides at once (close-ups stay cheap: two invokes);
 2. otherwise regions are proposed (detector boxes on the frame and on tiles of it, burst motion,
-   plain tiles), grown to squares with context, merged, ranked and capped;
+   plain tiles), grown to squares with context, merged, ranked and capped (two sure bird boxes of
+   one bird are two crops, both looked at, unless their squares nearly coincide);
 3. the gate screens the regions and the species model names only those the gate calls birds,
    a few at a time, stopping at the first confident bird;
 4. a bird is reported only where species model and gate agree (in a region the detector boxed as
    a bird at `bird_box_witness_score`, the detector is a second witness: the gate needs only half
-   its threshold there, and the name is no finer than a family), or where the species model names
-   the bird the gate confirmed in an earlier frame of the same burst (`burst_sightings`);
+   its threshold there, and the name is no finer than a family; where the species model is sure of
+   no rank there, the two witnesses still make it a bird, unnamed: "Aves"), or where the species
+   model names the bird the gate confirmed in an earlier frame of the same burst (`burst_sightings`);
    otherwise the frame is a person, an animal or a vehicle (detector), `blank` only on evidence,
    else `unsure`.
 
@@ -40,7 +42,7 @@ import numpy as np
 from birdtrap.identify.burst_sightings import BurstSightings
 from birdtrap.identify.camera_head import ANIMAL, PERSON, CameraHead, FrameExample, is_bird_label
 from birdtrap.identify.classifier import Classifier, Prediction
-from birdtrap.identify.decision import FAMILY, GENUS, RANK_DEPTH, SPECIES, Decision, DecisionRules, decide
+from birdtrap.identify.decision import CLASS, FAMILY, GENUS, RANK_DEPTH, SPECIES, Decision, DecisionRules, decide, unnamed_bird
 from birdtrap.identify.detector import Detection, Detector
 from birdtrap.identify.embedding import Embedder
 from birdtrap.identify.gate import BirdGate
@@ -255,7 +257,8 @@ class Identifier:
         general = self._identify_general(work, burst_key, work.thumbnail)
         if general.decision.kind == Kind.BLANK and self.bursts is not None:
             self.bursts.remember_blank(burst_key, work.thumbnail)  # the next frames' empty scene
-        if self.sightings is not None and self.gate is not None and general.decision.kind == Kind.BIRD and general.source != "burst":
+        if (self.sightings is not None and self.gate is not None and general.decision.kind == Kind.BIRD and general.source != "burst"
+                and general.decision.taxon_rank != CLASS):  # an unnamed bird names nothing to vouch for
             self.sightings.confirm(burst_key, general.decision.scientific_name)  # the gate agreed: a witness for the burst
         if self.camera_head is None:
             return general
@@ -274,6 +277,7 @@ class Identifier:
             return self._no_bird(work, whole_decision, motion_regions)
         regions = self._propose(work, motion_regions)
         best: tuple[Decision, Prediction, Region, float] | None = None
+        unnamed: tuple[Decision, Prediction, Region, float] | None = None  # a bird no rank of the model is sure of
         if self._accept(whole_decision, work.whole_gate):  # search: always; a region must beat the frame
             best = (whole_decision, work.whole, Region(WHOLE, "frame"), work.whole_gate or 0.0)
         for start in range(0, len(regions), self.finder.stage_size):
@@ -292,8 +296,13 @@ class Identifier:
                 decision = decide(prediction.probabilities, self.species.labels, self.rules, finest)
                 if decision.kind == Kind.BIRD and (best is None or decision.confidence > best[0].confidence):
                     best = (decision, prediction, stage[i], float(gates[i]))
+                elif decision.kind == Kind.UNSURE and unnamed is None and self._sure_bird_box(stage[i]):
+                    # The detector and the gate call it a bird; the species model only cannot say which.
+                    named = unnamed_bird(prediction.probabilities, self.species.labels, self.rules)
+                    unnamed = (named, prediction, stage[i], float(gates[i]))
             if best is not None and best[2].source != "frame":
                 break  # the first confident bird in a region ends the search
+        best = best or unnamed  # a named bird anywhere wins over an unnamed one
         if best is not None:
             decision, prediction, region, gate = best
             return self._result(work, decision, prediction, region.box, region.source, gate)
@@ -301,9 +310,12 @@ class Identifier:
 
     def _gate_bar(self, region: Region) -> float:
         """The gate probability a region needs: half the threshold where the detector boxed a bird surely."""
+        return self.finder.gate_threshold / 2 if self._sure_bird_box(region) else self.finder.gate_threshold
+
+    def _sure_bird_box(self, region: Region) -> bool:
+        """Whether the detector boxed a bird here at `bird_box_witness_score`: a witness of its own."""
         witness = self.finder.bird_box_witness_score
-        boxed_bird = region.label == Kind.BIRD and region.score is not None and witness is not None and region.score >= witness
-        return self.finder.gate_threshold / 2 if boxed_bird else self.finder.gate_threshold
+        return region.label == Kind.BIRD and region.score is not None and witness is not None and region.score >= witness
 
     def _accept(self, decision: Decision, gate: float | None) -> bool:
         if decision.kind != Kind.BIRD:
@@ -415,7 +427,7 @@ class Identifier:
         for region in self._motion(work, motion_regions):
             grown = grow_to_square(region.box, width, height, finder.box_margin, finder.min_region_side)
             regions.append(Region(grown, "motion", 1.5 + region.prior, "motion"))
-        ranked = suppress(regions, 0.5)
+        ranked = suppress(regions, 0.5, reading=self._sure_bird_box)
         if "tiles" in finder.methods and len(ranked) < finder.max_regions:
             plain = [Region(box, "tile", 0.0) for scale in finder.tile_scales for box in tiles(width, height, scale, finder.tile_overlap)]
             ranked.extend(plain)
@@ -494,7 +506,8 @@ class Identifier:
         """One labelled frame as the camera's head learns it: its regions embedded, its bird's region marked.
 
         `box` is the bird's region when a person or the finder chose it; otherwise the region the
-        general models named a bird in, or one chosen later (`camera_head.choose_positives`).
+        general models named a bird in (an unnamed bird, "Aves", stands on weaker evidence: its region is
+        no named bird's), or one chosen later (`camera_head.choose_positives`).
         """
         if self.embedder is None:
             raise ValueError("an Identifier without an embedder cannot make examples")
@@ -513,7 +526,7 @@ class Identifier:
         if is_bird_label(label):
             if box is not None and box != WHOLE:
                 chosen = box
-            elif general.decision.kind == Kind.BIRD and general.box is not None and general.box != WHOLE:
+            elif general.decision.kind == Kind.BIRD and general.decision.taxon_rank != CLASS and general.box not in (None, WHOLE):
                 chosen = general.box
             else:
                 chosen = None
