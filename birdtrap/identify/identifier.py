@@ -429,8 +429,7 @@ class Identifier:
             regions.append(Region(grown, "motion", 1.5 + region.prior, "motion"))
         ranked = suppress(regions, 0.5, reading=self._sure_bird_box)
         if "tiles" in finder.methods and len(ranked) < finder.max_regions:
-            plain = [Region(box, "tile", 0.0) for scale in finder.tile_scales for box in tiles(width, height, scale, finder.tile_overlap)]
-            ranked.extend(plain)
+            ranked.extend(Region(box, "tile", 0.0) for box in self._plain_tiles(photo))
         ranked = ranked[: finder.max_regions]
         head = self.camera_head
         if head is not None and self._head_knows_scene(work):
@@ -470,9 +469,12 @@ class Identifier:
         Leave-one-out over the owl camera: 7 -> 8 of 9 named right, still 0 false birds.
         """
         regions = work.regions if work.regions is not None else self._propose(work, list)
-        height, width = work.photo.bgr.shape[:2]
-        plain = [box for scale in self.finder.tile_scales for box in tiles(width, height, scale, self.finder.tile_overlap)]
-        return list(dict.fromkeys([WHOLE, *(region.box for region in regions), *plain]))
+        return list(dict.fromkeys([WHOLE, *(region.box for region in regions), *self._plain_tiles(work.photo)]))
+
+    def _plain_tiles(self, photo: Photo) -> list[Box]:
+        """The plain tiles of `finder.tile_scales` over the frame: the search's last proposals, and the head's cover."""
+        height, width = photo.bgr.shape[:2]
+        return [box for scale in self.finder.tile_scales for box in tiles(width, height, scale, self.finder.tile_overlap)]
 
     def _with_head(self, work: _Work, general: Identification) -> Identification:
         """The general answer joined to the camera's head by the rule in birdtrap.identify.camera_head."""
